@@ -1,0 +1,214 @@
+"""Compilation: a lowered graph -> a torch module with one leaf module per graph node.
+
+Every node `conv3.block2.sk.branch1.conv` becomes the leaf module at that dotted path, under
+plain `nn.Module` containers, so module names, graph nodes, report rows and checkpoint keys
+agree. The root `CompiledNetwork` runs a schedule precomputed from the graph: the nodes in
+insertion order (which is topological), reading and writing numbered slots, and dropping every
+tensor after its last use so the forward pass holds only live activations.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, NamedTuple
+
+import networkx as nx
+from torch import Tensor, nn
+
+from . import graph as G
+from . import layers as L
+from . import spec as S
+
+
+def _conv2d(node: dict) -> nn.Module:
+    return nn.Conv2d(node["in_channels"], node["out_channels"], node["kernel"],
+                     stride=node["stride"], padding=node["padding"], dilation=node["dilation"],
+                     groups=node["groups"], bias=node["bias"])
+
+
+def _pool(pool_class: type[nn.Module]) -> Callable[[dict], nn.Module]:
+    return lambda node: pool_class(node["kernel"], stride=node["stride"],
+                                   padding=node["padding"], ceil_mode=node["ceil_mode"])
+
+
+# The module for each graph op, built from the node's attributes.
+MODULES: dict[str, Callable[[dict], nn.Module]] = {
+    "conv2d": _conv2d,
+    "batchnorm": lambda node: nn.BatchNorm2d(node["channels"]),
+    "act": lambda node: L.make_activation(node["function"]),
+    "max_pool": _pool(nn.MaxPool2d),
+    "avg_pool": _pool(nn.AvgPool2d),
+    "global_pool": lambda node: L.GlobalPool(node["mode"]),
+    "linear": lambda node: L.FlattenLinear(node["in_features"], node["out_features"],
+                                           bias=node["bias"]),
+    "dropout": lambda node: nn.Dropout(node["p"]),
+    "add": lambda node: L.Add(),
+    "mul": lambda node: L.Multiply(),
+    "concat": lambda node: L.Concat(),
+    "split": lambda node: L.ChannelSplit(node["sizes"]),
+    "shuffle": lambda node: L.ChannelShuffle(node["groups"]),
+    "select": lambda node: L.Select(node["branches"], node["channels"]),
+}
+
+class Step(NamedTuple):
+    """One node of the schedule: run `module` on the `inputs` slots, write the `outputs` slots."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    frees: tuple[int, ...]  # slots whose last use is this step, emptied after it
+
+
+class CompiledNetwork(nn.Module):
+    """A network compiled from its graph; `forward` runs the precomputed schedule."""
+
+    def __init__(self, graph: nx.DiGraph):
+        super().__init__()
+        self.graph = graph  # not a module, so not a submodule
+        modules = {name: _build(name, node) for name, node in graph.nodes(data=True)
+                   if node["op"] != "input"}
+        for name, module in modules.items():
+            _register(self, name, module)
+        self._steps, self._slot_count, self._output_slot = _schedule(graph, modules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        slots: list[Tensor | None] = [None] * self._slot_count
+        slots[0] = x
+        for step in self._steps:
+            self._run(step, slots)
+            for slot in step.frees:
+                slots[slot] = None
+        return slots[self._output_slot]
+
+    def features(self, x: Tensor, names: Iterable[str]) -> dict[str, Tensor | tuple[Tensor, ...]]:
+        """The outputs of the named nodes for input `x` (a tuple for a split), in `names` order."""
+        names = list(names)
+        unknown = [name for name in names if name not in self.graph]
+        if unknown:
+            raise KeyError(f"no graph node named {', '.join(map(repr, unknown))}")
+        found: dict[str, Tensor | tuple[Tensor, ...]] = {"input": x}
+        slots: list[Tensor | None] = [None] * self._slot_count
+        slots[0] = x
+        for step in self._steps:
+            if all(name in found for name in names):
+                break
+            self._run(step, slots)
+            if step.name in names:
+                outputs = tuple(slots[slot] for slot in step.outputs)
+                found[step.name] = outputs if len(outputs) > 1 else outputs[0]
+            for slot in step.frees:
+                slots[slot] = None
+        return {name: found[name] for name in names}
+
+    @staticmethod
+    def _run(step: Step, slots: list[Tensor | None]) -> None:
+        result = step.module(*[slots[slot] for slot in step.inputs])
+        if len(step.outputs) == 1:
+            slots[step.outputs[0]] = result
+        else:
+            for slot, tensor in zip(step.outputs, result):
+                slots[slot] = tensor
+
+
+def compile(network_or_graph: S.Network | nx.DiGraph,
+            input_shape: tuple[int, ...] | None = None) -> CompiledNetwork:
+    """The initialised torch module of a network (lowered here) or of an already lowered graph."""
+    if isinstance(network_or_graph, nx.DiGraph):
+        graph = network_or_graph
+        if input_shape is not None and tuple(input_shape) != tuple(graph.graph["input"]):
+            raise ValueError(f"the graph was lowered for input {graph.graph['input']}, not "
+                             f"{tuple(input_shape)}: lower the network again for a new input")
+    else:
+        graph = G.lower(network_or_graph, input_shape)
+    model = CompiledNetwork(graph)
+    initialise(model)
+    return model
+
+
+def initialise(model: nn.Module) -> None:
+    """The paper's initialisation: He for convolutions, N(0, 0.01) for linear, BN to identity."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.01)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _build(name: str, node: dict) -> nn.Module:
+    if node["op"] not in MODULES:
+        raise ValueError(f"node {name}: no module for op '{node['op']}'")
+    return MODULES[node["op"]](node)
+
+
+def _register(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Register `module` at the dotted path `name`, creating plain containers on the way."""
+    *parents, leaf = name.split(".")
+    owner = root
+    for depth, part in enumerate(parents):
+        child = owner._modules.get(part)
+        if child is None:
+            child = nn.Module()
+            _add_module(owner, part, child, name)
+        elif not _is_container(child):
+            raise ValueError(f"node {name} is inside node {'.'.join(parents[:depth + 1])}: "
+                             f"rename one of them")
+        owner = child
+    if leaf in owner._modules:
+        raise ValueError(f"node {name} is also the container of other nodes: rename one of them")
+    _add_module(owner, leaf, module, name)
+
+
+def _add_module(owner: nn.Module, part: str, module: nn.Module, name: str) -> None:
+    # nn.Module would refuse with a bare KeyError; say which node and why.
+    if hasattr(owner, part):
+        what = "the compiled network" if isinstance(owner, CompiledNetwork) else "torch.nn.Module"
+        raise ValueError(f"node {name}: '{part}' is an attribute of {what}, so it cannot name "
+                         f"a module; rename it")
+    owner.add_module(part, module)
+
+
+def _is_container(module: nn.Module) -> bool:
+    return type(module) is nn.Module
+
+
+def _schedule(graph: nx.DiGraph, modules: dict[str, nn.Module]):
+    """The steps, the number of slots and the output's slot; slot 0 holds the input."""
+    slots: dict[G.Ref, int] = {("input", 0): 0}
+    planned = []
+    for name, node in graph.nodes(data=True):
+        if node["op"] == "input":
+            continue
+        missing = [ref for ref in node["inputs"] if tuple(ref) not in slots]
+        if missing:
+            raise ValueError(f"node {name} reads {missing} before they are computed: "
+                             f"the graph's nodes are not in topological order")
+        inputs = tuple(slots[tuple(ref)] for ref in node["inputs"])
+        outputs = tuple(range(len(slots), len(slots) + len(node["out_shapes"])))
+        slots.update({(name, port): slot for port, slot in enumerate(outputs)})
+        planned.append((name, inputs, outputs))
+    output_slot = slots[tuple(graph.graph["output"])]
+    frees = _frees(planned, output_slot)
+    steps = [Step(name, modules[name], inputs, outputs, frees[position])
+             for position, (name, inputs, outputs) in enumerate(planned)]
+    return steps, len(slots), output_slot
+
+
+def _frees(planned: list, output_slot: int) -> list[tuple[int, ...]]:
+    """For each step, the slots to empty after it: those it reads last, or writes but none read."""
+    last_use: dict[int, int] = {}
+    for position, (_, inputs, outputs) in enumerate(planned):
+        for slot in (*outputs, *inputs):
+            last_use[slot] = position
+    last_use.pop(output_slot, None)
+    frees: list[list[int]] = [[] for _ in planned]
+    for slot, position in last_use.items():
+        frees[position].append(slot)
+    return [tuple(sorted(slots)) for slots in frees]
+
+
+__all__ = ["compile", "initialise", "CompiledNetwork", "Step", "MODULES"]

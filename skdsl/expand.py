@@ -1,0 +1,833 @@
+"""Syntax tree -> spec: imports, parameters, integer arithmetic, templates, repeats and names.
+
+The result is a fully expanded `spec.Network`. Every value remembers where it came from (a
+literal, a call's argument, a template's default), so an error found later points at the text
+that chose the value, not at the template line that used it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from pydantic import ValidationError
+
+from . import spec as S
+from . import syntax as A
+from .errors import Span, SpecError, did_you_mean
+from .parser import LAYER_KEYWORDS, parse_text, read_source
+
+STD_PREFIX = "std/"
+STD_DIR = Path(__file__).with_name("std")
+
+
+class Symbol(str):
+    """A bare word that is not a bound name: `act none`, `avgpool global`, or a typo."""
+
+
+@dataclass(frozen=True)
+class Value:
+    value: object
+    span: Span
+    known: tuple[str, ...] = ()  # names in scope, for "did you mean" when a Symbol was a typo
+
+
+Env = dict[str, Value]
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Template:
+    definition: A.BlockDef
+    env: Env  # the parameters of the file that defines it
+
+
+class Program:
+    """A root file with everything it imports, ready to expand its network."""
+
+    def __init__(self, root: A.SourceFile, overrides: dict[str, str | int | float] | None = None):
+        self.root = root
+        self.templates: dict[str, _Template] = {}
+        self.overrides = dict(overrides or {})
+        self._import(root, stack=[])
+
+    def _import(self, source: A.SourceFile, stack: list[str], own: bool = True) -> None:
+        env = _file_params(source, self.overrides if source is self.root else {})
+        for use in source.uses:
+            path = _resolve(use, source.path)
+            if path in stack + [source.path]:
+                chain = " -> ".join([*stack, source.path, path])
+                raise SpecError(f"import cycle: {chain}", use.span, code="SK113",
+                                hint="move the shared blocks into a file that imports neither")
+            self._import(parse_file(path), stack + [source.path], own=False)
+        for block in source.blocks:
+            earlier = self.templates.get(block.name)
+            if earlier and not own and earlier.definition.file != source.path:
+                raise SpecError(f"block '{block.name}' is defined twice, also at "
+                                f"{earlier.definition.span}", block.name_span, code="SK205",
+                                hint="rename one of them")
+            if own and earlier and earlier.definition.file == source.path:
+                raise SpecError(f"block '{block.name}' is already defined at "
+                                f"{earlier.definition.span}", block.name_span, code="SK205")
+            self.templates[block.name] = _Template(block, env)
+        if source is self.root:
+            self.env = env
+
+
+def parse_file(path: str | Path) -> A.SourceFile:
+    return parse_text(read_source(path), str(path))
+
+
+def _resolve(use: A.UseDecl, importer: str) -> str:
+    if use.path.startswith(STD_PREFIX):
+        candidate = STD_DIR / use.path[len(STD_PREFIX):]
+    else:
+        candidate = Path(importer).parent / use.path
+    if not candidate.is_file():
+        shipped = sorted(f"std/{p.name}" for p in STD_DIR.glob("*.sk"))
+        raise SpecError(f"cannot import '{use.path}': no such file", use.span, code="SK110",
+                        hint=did_you_mean(use.path, shipped) or
+                        f"the standard library has: {', '.join(shipped)}")
+    return str(candidate)
+
+
+def _file_params(source: A.SourceFile, overrides: dict) -> Env:
+    env: Env = {}
+    declared = {p.name for p in source.params}
+    for name in overrides:
+        if name not in declared:
+            raise SpecError(f"--set {name}: this spec declares no parameter '{name}'",
+                            code="SK210", hint=did_you_mean(name, declared) or
+                            (f"its parameters are: {', '.join(sorted(declared))}" if declared
+                             else "declare one in the spec: param NAME = VALUE"))
+    for param in source.params:
+        if param.name in env:
+            raise SpecError(f"parameter '{param.name}' is declared twice", param.name_span,
+                            code="SK205")
+        value = evaluate(param.value, env)
+        if param.name in overrides:
+            value = _override(param, value, overrides[param.name])
+        env[param.name] = value
+    return env
+
+
+def _override(param: A.ParamDecl, default: Value, raw) -> Value:
+    wanted = type(default.value)
+    try:
+        if wanted is int and not isinstance(raw, int):
+            raw = int(str(raw), 10)
+        elif wanted is float:
+            raw = float(raw)
+        elif isinstance(default.value, str):
+            raw = Symbol(str(raw))
+    except ValueError:
+        raise SpecError(f"--set {param.name}={raw}: expected {_TYPE_WORDS[wanted]} like its "
+                        f"default {default.value}", param.span, code="SK210") from None
+    return Value(raw, param.span)
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", Symbol: "a word", str: "a word"}
+
+# -- expressions -------------------------------------------------------------------------------
+
+
+def evaluate(expr: A.Expr, env: Env) -> Value:
+    if isinstance(expr, (A.Int, A.Float, A.Quantity)):
+        return Value(expr.value, expr.span)
+    if isinstance(expr, A.String):
+        return Value(expr.value, expr.span)
+    if isinstance(expr, A.Dims):
+        return Value(expr.values, expr.span)
+    if isinstance(expr, A.Name):
+        if expr.id in env:
+            return env[expr.id]
+        return Value(Symbol(expr.id), expr.span, tuple(env))
+    left, right = _number(evaluate(expr.left, env)), _number(evaluate(expr.right, env))
+    return Value(_arithmetic(expr, left, right), expr.span)
+
+
+def _number(value: Value) -> int | float:
+    if isinstance(value.value, Symbol):
+        raise _unknown_name(value)
+    if not isinstance(value.value, (int, float)):
+        raise SpecError(f"expected a number, got {_show(value.value)}", value.span, code="SK203")
+    return value.value
+
+
+def _unknown_name(value: Value) -> SpecError:
+    known = [k for k in value.known if not k.startswith("_")]
+    return SpecError(f"unknown name '{value.value}'", value.span, code="SK201",
+                     hint=did_you_mean(value.value, known) or
+                     (f"the names defined here are: {', '.join(sorted(known))}" if known else None))
+
+
+def _arithmetic(expr: A.Binary, left, right):
+    op = expr.op
+    if op in ("/", "//", "%") and right == 0:
+        raise SpecError("division by zero", expr.span, code="SK206")
+    if op == "+":
+        return left + right
+    if op == "-":
+        return left - right
+    if op == "*":
+        return left * right
+    if op == "//":
+        return left // right
+    if op == "%":
+        return left % right
+    if isinstance(left, int) and isinstance(right, int):
+        if left % right:
+            raise SpecError(f"{left}/{right} is not a whole number", expr.span, code="SK206",
+                            hint="use // to round down, or pick values that divide exactly")
+        return left // right
+    return left / right
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return "x".join(map(str, value))
+    return f"'{value}'" if isinstance(value, str) else str(value)
+
+
+# -- typed arguments ---------------------------------------------------------------------------
+
+ACTIVATIONS = ("relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh",
+               "none")
+_TRUE, _FALSE = ("yes", "true", "on"), ("no", "false", "off", "none")
+
+
+def _positive(value: Value, what: str, minimum: int = 1) -> int:
+    number = _number(value)
+    if not isinstance(number, int) or number < minimum:
+        bound = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise SpecError(f"{what} must be {bound}, got {_show(number)}", value.span, code="SK203")
+    return number
+
+
+def _kernel(value: Value, what: str) -> tuple[int, int]:
+    if isinstance(value.value, tuple):
+        if len(value.value) != 2 or min(value.value) < 1:
+            raise SpecError(f"{what} must be a size such as 3x3, got {_show(value.value)}",
+                            value.span, code="SK203")
+        return value.value
+    size = _positive(value, what)
+    return (size, size)
+
+
+def _pair(value: Value, what: str) -> tuple[int, int]:
+    if isinstance(value.value, tuple):
+        return _kernel(value, what)
+    size = _positive(value, what, minimum=0)
+    return (size, size)
+
+
+def _word(value: Value, what: str, choices) -> str:
+    word = value.value
+    if not isinstance(word, str):
+        raise SpecError(f"{what} must be one of {', '.join(choices)}, got {_show(word)}",
+                        value.span, code="SK203")
+    if word.lower() not in choices:
+        raise SpecError(f"unknown {what} '{word}'", value.span, code="SK203",
+                        hint=did_you_mean(word, choices) or f"choose one of {', '.join(choices)}")
+    return word.lower()
+
+
+def _flag(value: Value, what: str) -> bool:
+    if isinstance(value.value, int) and value.value in (0, 1):
+        return bool(value.value)
+    return _word(value, what, _TRUE + _FALSE) in _TRUE
+
+
+def _groups(value: Value, what: str):
+    if isinstance(value.value, str) and value.value.lower() in ("dw", "depthwise"):
+        return "depthwise"
+    return _positive(value, what)
+
+
+def _probability(value: Value, what: str) -> float:
+    number = _number(value)
+    if not 0 <= number < 1:
+        raise SpecError(f"{what} must be at least 0 and below 1, got {number}", value.span,
+                        code="SK203")
+    return float(number)
+
+
+def _tensor_name(value: Value, what: str) -> str:
+    if not isinstance(value.value, str):
+        raise SpecError(f"{what} must name a tensor, got {_show(value.value)}", value.span,
+                        code="SK203")
+    return str(value.value)
+
+
+def _number_value(value: Value, what: str) -> float:
+    return float(_number(value))
+
+
+Convert = Callable[[Value, str], object]
+
+
+@dataclass(frozen=True)
+class Option:
+    field: str  # the spec field it fills
+    names: tuple[str, ...]  # how it may be written: the first is the paper's
+    convert: Convert
+    what: str  # words for messages
+
+
+class _Args:
+    """The evaluated arguments of one statement, taken by name; whatever is left is an error."""
+
+    def __init__(self, where: str, args: list[A.Arg], env: Env, span: Span):
+        self.where, self.span = where, span
+        self.positional = [evaluate(a.value, env) for a in args if a.keyword is None]
+        self.keywords: dict[str, tuple[A.Arg, Value]] = {}
+        for arg in args:
+            if arg.keyword is None:
+                continue
+            if arg.keyword in self.keywords:
+                raise SpecError(f"{arg.keyword} is given twice", arg.keyword_span, code="SK205")
+            self.keywords[arg.keyword] = (arg, evaluate(arg.value, env))
+        self.spans: dict[str, Span] = {"": span}
+        self.taken = 0
+
+    def take(self, what: str, convert: Convert, field: str, required: bool = True):
+        if self.taken >= len(self.positional):
+            if required:
+                raise SpecError(f"{self.where} needs {what}", self.span, code="SK204",
+                                hint=_USAGE.get(self.where))
+            return None
+        value = self.positional[self.taken]
+        self.taken += 1
+        self.spans[field] = value.span
+        return convert(value, what)
+
+    def rest(self, what: str, convert: Convert, field: str) -> list:
+        values = self.positional[self.taken:]
+        self.taken = len(self.positional)
+        if values:
+            self.spans[field] = _join(values[0].span, values[-1].span)
+        return [convert(v, what) for v in values]
+
+    def options(self, table: tuple[Option, ...]) -> dict:
+        spelled = {name: option for option in table for name in option.names}
+        found = {}
+        for keyword, (arg, value) in self.keywords.items():
+            option = spelled.get(keyword) or spelled.get(keyword.lower())
+            if option is None:
+                raise SpecError(f"{self.where} has no option '{keyword}'", arg.keyword_span,
+                                code="SK202", hint=did_you_mean(keyword, spelled) or
+                                f"its options are: {', '.join(o.names[0] for o in table)}")
+            if option.field in found:
+                raise SpecError(f"{option.what} is given twice", arg.keyword_span, code="SK205")
+            self.spans[option.field] = value.span
+            found[option.field] = option.convert(value, option.what)
+        return found
+
+    def finish(self) -> None:
+        if self.taken < len(self.positional):
+            extra = self.positional[self.taken]
+            raise SpecError(f"too many arguments for {self.where}", extra.span, code="SK207",
+                            hint=_USAGE.get(self.where))
+
+
+def _join(first: Span, last: Span) -> Span:
+    return Span(first.file, first.line, first.column, last.end_line, last.end_column)
+
+
+_USAGE = {
+    "conv": "write it as: conv 3x3, 128, G=32, stride 2",
+    "dwconv": "write it as: dwconv 3x3, stride 2",
+    "SK": "write it as: SK[M=2, G=32, r=16], 128, stride 2",
+    "SUM": "write it as: SUM[M=2, G=32], 128",
+    "maxpool": "write it as: maxpool 3x3, stride 2",
+    "avgpool": "write it as: avgpool 2x2, stride 2 (or avgpool global)",
+    "fc": "write it as: fc 1000",
+    "dropout": "write it as: dropout 0.2",
+    "act": "write it as: act relu",
+    "shuffle": "write it as: shuffle 2",
+    "split": "write it as: split 2 -> left, right",
+}
+
+_STRIDE = Option("stride", ("stride", "s"), _positive, "stride")
+_GROUPS = Option("groups", ("G", "groups", "g"), _groups, "G (groups)")
+_DILATION = Option("dilation", ("D", "dilation", "d"), _positive, "D (dilation)")
+_PADDING = Option("padding", ("pad", "padding"), _pair, "padding")
+_BIAS = Option("bias", ("bias",), _flag, "bias")
+_NORM = Option("norm", ("bn", "norm"), _flag, "bn")
+_ACT = Option("act", ("act",), lambda v, w: _word(v, w, ACTIVATIONS), "act")
+CONV_OPTIONS = (_STRIDE, _GROUPS, _DILATION, _PADDING, _BIAS, _NORM, _ACT)
+DWCONV_OPTIONS = (_STRIDE, _DILATION, _PADDING, _BIAS, _NORM, _ACT)
+SK_OPTIONS = (
+    Option("branch_count", ("M",), _positive, "M (branches)"), _GROUPS,
+    Option("reduction_ratio", ("r",), _positive, "r (reduction ratio)"),
+    Option("min_attention_width", ("L",), _positive, "L (the least attention width)"),
+    Option("attention_width_override", ("d",), _positive, "d (attention width)"), _STRIDE,
+)
+SUM_OPTIONS = (SK_OPTIONS[0], _GROUPS, _STRIDE)
+BRANCH_OPTIONS = (_GROUPS, _DILATION)
+SE_OPTIONS = (Option("reduction_ratio", ("r",), _positive, "r (reduction ratio)"), _BIAS,
+              Option("min_width", ("min",), _positive, "min (the least squeeze width)"),
+              Option("gate", ("gate",), lambda v, w: _word(v, w, ("sigmoid", "hardsigmoid")),
+                     "gate"))
+POOL_OPTIONS = (_STRIDE, _PADDING, Option("ceil_mode", ("ceil",), _flag, "ceil"))
+FC_OPTIONS = (_BIAS,)
+RESIDUAL_OPTIONS = (_ACT,)
+
+# -- statements --------------------------------------------------------------------------------
+
+_BASE_NAMES = {"conv": "conv", "dwconv": "conv", "sk": "sk", "sum": "sk", "se": "se",
+               "maxpool": "pool", "avgpool": "pool", "gap": "pool", "fc": "fc",
+               "dropout": "dropout", "bn": "bn", "act": "act", "shuffle": "shuffle",
+               "add": "add", "concat": "concat", "mul": "mul"}
+assert set(_BASE_NAMES) == set(LAYER_KEYWORDS)
+
+
+def _plan_names(statements: list[A.Statement]) -> dict:
+    """Local names for a scope: a kind's base name, numbered when it occurs more than once.
+
+    A residual is transparent: its body is named in the enclosing scope, beside its shortcut,
+    add and act. Block calls are always numbered (block1, block2 ...), as the paper's conv3_1.
+    """
+    entries: list[tuple[object, str, A.Label | None]] = []
+
+    def visit(body):
+        for st in body:
+            if isinstance(st, A.LayerStmt):
+                entries.append((id(st), _BASE_NAMES[st.keyword], st.label))
+            elif isinstance(st, A.CallStmt):
+                for index in range(st.repeat or 1):
+                    entries.append(((id(st), index), "block", st.label))
+            elif isinstance(st, A.SplitStmt):
+                entries.append((id(st), "split", st.label))
+            elif isinstance(st, A.BranchStmt):
+                entries.append((id(st), "branch", st.name))
+            elif isinstance(st, A.ResidualStmt):
+                visit([s for s in st.body if not isinstance(s, A.ShortcutStmt)])
+                for part in ("shortcut", "add", "act"):
+                    entries.append(((id(st), part), part, None))
+
+    visit(statements)
+    counts: dict[str, int] = {}
+    for _, base, label in entries:
+        if label is None:
+            counts[base] = counts.get(base, 0) + 1
+    label_counts: dict[str, int] = {}
+    for _, _, label in entries:
+        if label is not None:
+            label_counts[label.name] = label_counts.get(label.name, 0) + 1
+    names, seen, numbers = {}, {}, {}
+    for key, base, label in entries:
+        if label is not None:
+            if label_counts[label.name] > 1:
+                numbers[label.name] = numbers.get(label.name, 0) + 1
+                name = f"{label.name}{numbers[label.name]}"
+            else:
+                name = label.name
+            span = label.span
+        elif counts[base] > 1 or base == "block":
+            numbers[base] = numbers.get(base, 0) + 1
+            name, span = f"{base}{numbers[base]}", None
+        else:
+            name, span = base, None
+        if name in seen:
+            raise SpecError(f"two layers here are named '{name}'", span or seen[name],
+                            code="SK205", hint="give one of them another name: other = conv ...")
+        if label is not None:
+            _check_label(label, name)
+        seen[name] = span
+        names[key] = name
+    return names
+
+
+def _check_label(label: A.Label, name: str) -> None:
+    try:
+        S.check_name(name)
+    except ValueError as error:
+        raise SpecError(str(error), label.span, code="SK211") from None
+
+
+@dataclass
+class _Context:
+    env: Env
+    names: dict
+    calls: tuple[str, ...]  # the block templates being expanded, innermost last
+
+
+class Expander:
+    def __init__(self, program: Program):
+        self.program = program
+
+    # -- network ---------------------------------------------------------------------------
+
+    def network(self) -> S.Network:
+        root = self.program.root
+        if not root.networks:
+            raise SpecError(f"{root.path} defines no network", Span(root.path, 1, 1, 1, 1),
+                            code="SK209", hint="add `network NAME:` with its input and stages; "
+                            "a file of blocks only is imported with `use`")
+        if len(root.networks) > 1:
+            raise SpecError("a spec file holds one network; this one has several",
+                            root.networks[1].name.span, code="SK209",
+                            hint="move each network into a file of its own")
+        decl = root.networks[0]
+        env = dict(self.program.env)
+        if decl.input is None:
+            raise SpecError(f"network {decl.name.name} has no input shape", decl.name.span,
+                            code="SK204", hint="add a line such as: input 3x224x224")
+        if len(decl.input.values) != 3 or min(decl.input.values) < 1:
+            raise SpecError("the input is written C×H×W, such as 3x224x224", decl.input.span,
+                            code="SK203")
+        classes = None
+        if decl.classes is not None:
+            value = evaluate(decl.classes, env)
+            classes = _positive(value, "classes")
+            env["classes"] = value
+        if not decl.stages:
+            raise SpecError(f"network {decl.name.name} has no stages", decl.name.span,
+                            code="SK204", hint="add stages such as: stage conv1: conv 7x7, 64, "
+                            "stride 2")
+        seen = set()
+        for stage in decl.stages:
+            if stage.name.name in seen:
+                raise SpecError(f"two stages are named '{stage.name.name}'", stage.name.span,
+                                code="SK205", hint="stage names must be unique")
+            seen.add(stage.name.name)
+        stages = [self.stage(stage, env) for stage in decl.stages]
+        parameters = {k: v.value for k, v in self.program.env.items()}
+        return _build(S.Network, decl.span, {"name": decl.name.span, "input": decl.input.span},
+                      name=decl.name.name, input=decl.input.values, classes=classes,
+                      stages=stages, parameters=parameters, paper=self.paper(decl, env))
+
+    def paper(self, decl: A.NetworkDecl, env: Env) -> S.PaperFigures | None:
+        if decl.paper is None:
+            return None
+        args = _Args("paper", decl.paper, env, decl.span)
+        found = args.options((
+            Option("params_millions", ("params",), lambda v, w: _number_value(v, w) / 1e6
+                   if _number_value(v, w) >= 1e3 else _number_value(v, w), "params"),
+            Option("gflops", ("gflops",), _number_value, "gflops"),
+            Option("source", ("source",), lambda v, w: str(v.value), "source"),
+        ))
+        args.finish()
+        return _build(S.PaperFigures, decl.span, args.spans, **found)
+
+    def stage(self, decl: A.StageDecl, env: Env) -> S.Stage:
+        _check_label(decl.name, decl.name.name)
+        body = decl.body
+        if decl.repeat is not None:
+            if len(body) != 1 or not isinstance(body[0], A.CallStmt) or body[0].repeat:
+                raise SpecError("a stage's repeat count applies to one block call",
+                                decl.repeat_span, code="SK212",
+                                hint="write the count after the call instead: sk_unit(128, 256) x3")
+            call = body[0]
+            body = [A.CallStmt(call.label, call.name, call.name_span, call.args, decl.repeat,
+                               decl.repeat_span, call.span)]
+        context = _Context(env, _plan_names(body), ())
+        items = self.scope(body, context)
+        return _build(S.Stage, decl.span, {"name": decl.name.span}, name=decl.name.name, body=items)
+
+    # -- scopes and statements ---------------------------------------------------------------
+
+    def scope(self, statements: list[A.Statement], context: _Context) -> list:
+        items = []
+        for statement in statements:
+            items.extend(self.statement(statement, context))
+        return items
+
+    def statement(self, st: A.Statement, context: _Context) -> list:
+        if isinstance(st, A.LayerStmt):
+            return [self.layer(st, context)]
+        if isinstance(st, A.CallStmt):
+            return self.call(st, context)
+        if isinstance(st, A.ResidualStmt):
+            return [self.residual(st, context)]
+        if isinstance(st, A.BranchStmt):
+            return [self.branch(st, context)]
+        if isinstance(st, A.SplitStmt):
+            return [self.split(st, context)]
+        raise SpecError("`shortcut:` belongs inside a residual block", st.span, code="SK212",
+                        hint="indent it under `residual:`")
+
+    def layer(self, st: A.LayerStmt, context: _Context):
+        build = LAYERS[st.keyword]
+        where = st.keyword_text if st.keyword in ("sk", "sum", "se") else st.keyword
+        args = _Args(where.upper() if st.keyword in ("sk", "sum", "se") else where,
+                     (st.options or []) + st.args, context.env, _first_line(st.span))
+        if st.kernel_lines is not None and st.keyword not in ("sk", "sum"):
+            raise SpecError(f"only SK and SUM take a list of branches, not {st.keyword}",
+                            st.keyword_span, code="SK212")
+        name = context.names[id(st)]
+        return build(self, st, args, name, context)
+
+    def call(self, st: A.CallStmt, context: _Context) -> list:
+        template = self.program.templates.get(st.name)
+        if template is None:
+            choices = list(self.program.templates) + list(LAYER_KEYWORDS)
+            raise SpecError(f"unknown block '{st.name}'", st.name_span, code="SK201",
+                            hint=did_you_mean(st.name, choices) or _known_blocks(self.program))
+        if st.name in context.calls:
+            chain = " -> ".join([*context.calls, st.name])
+            raise SpecError(f"block '{st.name}' calls itself: {chain}", st.name_span, code="SK208")
+        bound = self.bind(template.definition, st, context.env, template.env)
+        blocks = []
+        for index in range(st.repeat or 1):
+            if index == 1 and "stride" in bound:
+                # The first block of a repeat takes the stride; the others keep the size.
+                bound = {**bound, "stride": Value(1, bound["stride"].span)}
+            name = context.names[(id(st), index)]
+            blocks.append(self.expand_block(template.definition, bound, st, name, context))
+        return blocks
+
+    def expand_block(self, definition: A.BlockDef, bound: Env, st: A.CallStmt, name: str,
+                     context: _Context) -> S.Block:
+        inner = _Context({**self.program.templates[definition.name].env, **bound},
+                         _plan_names(definition.body), context.calls + (definition.name,))
+        try:
+            body = self.scope(definition.body, inner)
+        except SpecError as error:
+            raise error.with_note(f"in block {definition.name}, called at {st.span}") from None
+        arguments = {k: _plain(v.value) for k, v in bound.items()}
+        return _build(S.Block, _first_line(st.span), {}, name=name, template=definition.name,
+                      arguments=arguments, body=body)
+
+    def bind(self, definition: A.BlockDef, st: A.CallStmt, env: Env, template_env: Env) -> Env:
+        formals = {f.name: f for f in definition.formals}
+        bound: Env = {}
+        positional = [a for a in st.args if a.keyword is None]
+        if len(positional) > len(definition.formals):
+            extra = positional[len(definition.formals)]
+            raise SpecError(f"too many arguments: block {definition.name} takes "
+                            f"{len(definition.formals)}", extra.span, code="SK207",
+                            hint=f"its parameters are ({_signature(definition)})")
+        for formal, arg in zip(definition.formals, positional):
+            bound[formal.name] = evaluate(arg.value, env)
+        for arg in st.args:
+            if arg.keyword is None:
+                continue
+            if arg.keyword not in formals:
+                raise SpecError(f"block {definition.name} has no parameter '{arg.keyword}'",
+                                arg.keyword_span, code="SK202",
+                                hint=did_you_mean(arg.keyword, formals) or
+                                f"its parameters are ({_signature(definition)})")
+            if arg.keyword in bound:
+                raise SpecError(f"{arg.keyword} is given twice", arg.keyword_span, code="SK205")
+            bound[arg.keyword] = evaluate(arg.value, env)
+        for formal in definition.formals:
+            if formal.name in bound:
+                continue
+            if formal.default is None:
+                raise SpecError(f"block {definition.name} needs its argument '{formal.name}'",
+                                st.span and _first_line(st.span), code="SK204",
+                                hint=f"its parameters are ({_signature(definition)})")
+            # Defaults may use the template file's parameters and the earlier arguments.
+            bound[formal.name] = evaluate(formal.default, {**template_env, **bound})
+        return bound
+
+    def residual(self, st: A.ResidualStmt, context: _Context) -> S.Residual:
+        args = _Args("residual", st.args, context.env, _first_line(st.span))
+        found = args.options(RESIDUAL_OPTIONS)
+        args.finish()
+        shortcuts = [s for s in st.body if isinstance(s, A.ShortcutStmt)]
+        if len(shortcuts) > 1:
+            raise SpecError("a residual has one shortcut", shortcuts[1].span, code="SK212")
+        body = self.scope([s for s in st.body if not isinstance(s, A.ShortcutStmt)], context)
+        shortcut = None
+        if shortcuts:
+            inner = _Context(context.env, _plan_names(shortcuts[0].body), context.calls)
+            shortcut = self.scope(shortcuts[0].body, inner)
+        names = {part: context.names[(id(st), part)] for part in ("shortcut", "add", "act")}
+        return _build(S.Residual, args.spans[""], args.spans, body=body, shortcut=shortcut,
+                      shortcut_name=names["shortcut"], add_name=names["add"],
+                      act_name=names["act"], **found)
+
+    def branch(self, st: A.BranchStmt, context: _Context) -> S.Branch:
+        inner = _Context(context.env, _plan_names(st.body), context.calls)
+        body = self.scope(st.body, inner)
+        spans = {"name": st.name.span, "inputs": st.source.span if st.source else st.span}
+        return _build(S.Branch, _first_line(st.span), spans, name=context.names[id(st)],
+                      source=st.source.name if st.source else None, body=body)
+
+    def split(self, st: A.SplitStmt, context: _Context) -> S.ChannelSplit:
+        args = _Args("split", st.args, context.env, _first_line(st.span))
+        sizes = args.rest("a split size", _positive, "sizes")
+        args.options(())
+        outputs = [o.name for o in st.outputs]
+        for output in st.outputs:
+            _check_label(output, output.name)
+        if len(sizes) == 1:
+            if sizes[0] != len(outputs):
+                raise SpecError(f"split {sizes[0]} makes {sizes[0]} parts but names "
+                                f"{len(outputs)}", args.spans["sizes"], code="SK307",
+                                hint="name one tensor per part: split 2 -> left, right")
+            sizes = None
+        elif not sizes:
+            sizes = None
+        return _build(S.ChannelSplit, args.spans[""], args.spans, name=context.names[id(st)],
+                      outputs=outputs, sizes=sizes)
+
+
+# -- layers --------------------------------------------------------------------------------------
+
+
+def _conv(expander, st, args: _Args, name, context, depthwise=False):
+    kernel = args.take("a kernel such as 3x3", _kernel, "kernel")
+    out = args.take("its output channels", _positive, "out_channels", required=not depthwise)
+    found = args.options(DWCONV_OPTIONS if depthwise else CONV_OPTIONS)
+    args.finish()
+    if depthwise:
+        found["groups"] = "depthwise"
+    return _build(S.Conv, args.spans[""], args.spans, name=name, kernel=kernel,
+                  out_channels=out, **found)
+
+
+def _dwconv(expander, st, args, name, context):
+    return _conv(expander, st, args, name, context, depthwise=True)
+
+
+def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
+    attention = st.keyword == "sk"
+    found = args.options(SK_OPTIONS if attention else SUM_OPTIONS)
+    out = args.take("its width C", _positive, "out_channels")
+    args.finish()
+    count = found.pop("branch_count", None)
+    groups = found.pop("groups", 32)
+    if st.kernel_lines is not None:
+        if count is not None and count != len(st.kernel_lines):
+            raise SpecError(f"M={count} but {len(st.kernel_lines)} branches are listed",
+                            args.spans["branch_count"], code="SK203",
+                            hint="drop M when the branches are listed")
+        branches = [_branch_line(line, context.env, groups, args) for line in st.kernel_lines]
+    else:
+        # The paper's shorthand: M 3×3 branches with dilation 1 … M (K3, K5, K7 of Table 7).
+        branches = [S.KernelBranch(dilation=m, groups=groups).located(
+            {"groups": args.spans.get("groups", args.span)}) for m in range(1, (count or 2) + 1)]
+    return _build(S.SelectiveKernel, args.spans[""], args.spans, name=name, out_channels=out,
+                  branches=branches, attention=attention, **found)
+
+
+def _branch_line(line: list[A.Arg], env: Env, groups, parent: _Args) -> S.KernelBranch:
+    first = line[0].span
+    args = _Args("an SK branch", line, env, _join(first, line[-1].span))
+    kernel = args.take("a kernel such as 3x3", _kernel, "kernel")
+    found = args.options(BRANCH_OPTIONS)
+    args.finish()
+    spans = dict(args.spans)
+    if "groups" not in found:
+        spans["groups"] = parent.spans.get("groups", args.span)
+    return _build(S.KernelBranch, args.span, spans, kernel=kernel,
+                  **{"groups": groups, **found})
+
+
+def _squeeze_excite(expander, st, args, name, context):
+    found = args.options(SE_OPTIONS)
+    args.finish()
+    return _build(S.SqueezeExcite, args.spans[""], args.spans, name=name, **found)
+
+
+def _pool(expander, st: A.LayerStmt, args: _Args, name, context):
+    mode = "max" if st.keyword == "maxpool" else "avg"
+    first = args.positional[0] if args.positional else None
+    if st.keyword == "gap" or (first is not None and first.value == "global"):
+        if first is not None and first.value == "global":
+            args.take("global", lambda v, w: v, "kernel")
+        args.finish()
+        args.options(())
+        return _build(S.GlobalPool, args.spans[""], args.spans, name=name, mode=mode)
+    kernel = args.take("a window such as 3x3 (or global)", _kernel, "kernel")
+    found = args.options(POOL_OPTIONS)
+    args.finish()
+    found.setdefault("stride", kernel[0])
+    return _build(S.Pool, args.spans[""], args.spans, name=name, mode=mode, kernel=kernel,
+                  **found)
+
+
+def _linear(expander, st, args, name, context):
+    out = args.take("its output features", _positive, "out_features")
+    found = args.options(FC_OPTIONS)
+    args.finish()
+    return _build(S.Linear, args.spans[""], args.spans, name=name, out_features=out, **found)
+
+
+def _dropout(expander, st, args, name, context):
+    p = args.take("a probability such as 0.2", _probability, "p")
+    args.options(())
+    args.finish()
+    return _build(S.Dropout, args.spans[""], args.spans, name=name, p=p)
+
+
+def _batchnorm(expander, st, args, name, context):
+    args.options(())
+    args.finish()
+    return _build(S.BatchNorm, args.spans[""], args.spans, name=name)
+
+
+def _activation(expander, st, args, name, context):
+    function = args.take("an activation such as relu", lambda v, w: _word(v, w, ACTIVATIONS),
+                         "function")
+    args.options(())
+    args.finish()
+    return _build(S.Activation, args.spans[""], args.spans, name=name, function=function)
+
+
+def _shuffle(expander, st, args, name, context):
+    groups = args.take("its number of groups", _positive, "groups")
+    args.options(())
+    args.finish()
+    return _build(S.ChannelShuffle, args.spans[""], args.spans, name=name, groups=groups)
+
+
+def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
+    inputs = args.rest("a tensor name", _tensor_name, "inputs")
+    args.options(())
+    if len(inputs) < 2:
+        raise SpecError(f"{st.keyword} combines two or more named tensors", args.span,
+                        code="SK204", hint=f"write it as: {st.keyword} left, right")
+    return _build(S.Merge, args.spans[""], args.spans, name=name, kind=st.keyword, inputs=inputs)
+
+
+LAYERS = {
+    "conv": _conv, "dwconv": _dwconv, "sk": _selective, "sum": _selective,
+    "se": _squeeze_excite, "maxpool": _pool, "avgpool": _pool, "gap": _pool, "fc": _linear,
+    "dropout": _dropout, "bn": _batchnorm, "act": _activation, "shuffle": _shuffle,
+    "add": _merge, "concat": _merge, "mul": _merge,
+}
+assert set(LAYERS) == set(LAYER_KEYWORDS)
+
+
+def _build(model: type, span: Span, spans: dict[str, Span], **fields):
+    """Construct a spec model, turning a validation failure into an error at the field's text."""
+    try:
+        item = model(**fields)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        message = problem["msg"].removeprefix("Value error, ")
+        raise SpecError(f"{field}: {message}" if field else message, spans.get(field, span),
+                        code="SK203") from None
+    return item.located({**spans, "": span})
+
+
+def _first_line(span: Span) -> Span:
+    if span.end_line == span.line:
+        return span
+    return Span(span.file, span.line, span.column, span.line, 10_000)
+
+
+def _plain(value):
+    return str(value) if isinstance(value, Symbol) else value
+
+
+def _signature(definition: A.BlockDef) -> str:
+    return ", ".join(f.name if f.default is None else f"{f.name}=…" for f in definition.formals)
+
+
+def _known_blocks(program: Program) -> str:
+    if not program.templates:
+        return "define it with `block NAME(...):`, or import one with `use \"std/resnext.sk\"`"
+    return f"the blocks defined here are: {', '.join(sorted(program.templates))}"
+
+
+def expand(source: A.SourceFile, overrides: dict | None = None) -> S.Network:
+    return Expander(Program(source, overrides)).network()

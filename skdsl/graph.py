@@ -1,0 +1,397 @@
+"""Lowering: spec -> networkx DiGraph, one node per primitive op, shapes inferred on every edge.
+
+Node names are the hierarchical names of the compiled module's leaves
+(`conv3.block2.sk.branch1.conv`), so a report row, a graph node and a checkpoint key agree.
+Every node carries:
+
+    op          one of OPS
+    inputs      the (node, port) pairs it reads, in order (several may come from one node)
+    in_shapes   their shapes; out_shapes: the shapes of its outputs (several only for split)
+    layer       the full name of the spec item it belongs to; stage: the stage's name
+    span        where that item was written (None for specs loaded from JSON)
+    ...         the op's resolved numbers (channels, kernel, stride, padding, groups ...)
+
+Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per image:
+(C, H, W) for feature maps, (F,) after a fully connected layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+from . import spec as S
+from .errors import Span, SpecError, did_you_mean
+
+OPS = (
+    "input", "conv2d", "batchnorm", "act", "max_pool", "avg_pool", "global_pool", "linear",
+    "dropout", "add", "mul", "concat", "split", "shuffle", "select",
+)
+
+Shape = tuple[int, ...]
+Ref = tuple[str, int]  # (node name, output port)
+
+
+@dataclass(frozen=True)
+class _Scope:
+    path: str  # full name of the scope ("conv3.block2")
+    stage: str
+    block: str | None = None  # full name of the outermost block around it, if any
+
+
+def lower(network: S.Network, input_shape: Shape | None = None) -> nx.DiGraph:
+    """Lower a network to its graph, inferring every shape; raises SpecError on a shape mistake."""
+    return _Lowering(network, tuple(input_shape or network.input)).graph
+
+
+def output_shape(graph: nx.DiGraph) -> Shape:
+    node, port = graph.graph["output"]
+    return graph.nodes[node]["out_shapes"][port]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """PyTorch's output size: floor((size + 2p − d(k−1) − 1) / s) + 1."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    if span < 0:
+        return 0
+    out = -(-span // stride) + 1 if ceil_mode else span // stride + 1
+    # PyTorch drops a last window of a ceil-mode pool that starts in the right padding.
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def same_padding(kernel: tuple[int, int], dilation: int) -> tuple[int, int]:
+    # d·(k−1)/2 keeps the size at stride 1 for odd k; dilation widens the kernel to d·(k−1)+1.
+    return (dilation * (kernel[0] - 1) // 2, dilation * (kernel[1] - 1) // 2)
+
+
+def _fmt(shape: Shape) -> str:
+    return "×".join(map(str, shape))
+
+
+class _Lowering:
+    def __init__(self, network: S.Network, input_shape: Shape):
+        self.graph = nx.DiGraph(network=network.name, input=input_shape, blocks={})
+        self.graph.add_node("input", op="input", inputs=(), in_shapes=(), out_shapes=(input_shape,),
+                            layer="input", stage="input", block=None, span=network.span("input"))
+        x: Ref = ("input", 0)
+        for stage in network.stages:
+            scope = _Scope(stage.name, stage.name)
+            x = self.sequence(stage.body, x, scope, {"input": x})
+        self.graph.graph["output"] = x
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def shape(self, ref: Ref) -> Shape:
+        return self.graph.nodes[ref[0]]["out_shapes"][ref[1]]
+
+    def emit(self, name: str, op: str, inputs: list[Ref], out_shapes: list[Shape], item: S.SpecModel,
+             layer: str, scope: _Scope, **attrs) -> Ref:
+        assert name not in self.graph, f"duplicate node {name}"
+        in_shapes = tuple(self.shape(ref) for ref in inputs)
+        self.graph.add_node(name, op=op, inputs=tuple(inputs), in_shapes=in_shapes,
+                            out_shapes=tuple(out_shapes), layer=layer, stage=scope.stage,
+                            block=scope.block, span=item.span(), **attrs)
+        for ref, shape in zip(inputs, in_shapes):
+            self.graph.add_edge(ref[0], name, shape=shape, port=ref[1])
+        return (name, 0)
+
+    def feature_map(self, ref: Ref, item: S.SpecModel, what: str) -> Shape:
+        shape = self.shape(ref)
+        if len(shape) != 3:
+            raise SpecError(
+                f"{what} needs a C×H×W feature map, but its input is a vector of {shape[0]} features",
+                item.span(), code="SK304",
+                hint="spatial layers cannot follow a fully connected layer; move the fc to the end",
+            )
+        return shape
+
+    def sequence(self, items, x: Ref, scope: _Scope, env: dict[str, Ref]) -> Ref:
+        for item in items:
+            x = self.LOWER[item.kind](self, item, x, scope, env)
+        return x
+
+    # -- layers -----------------------------------------------------------------------------
+
+    def conv(self, item: S.Conv, x: Ref, scope: _Scope, env, path: str | None = None) -> Ref:
+        path = path or f"{scope.path}.{item.name}"
+        channels, height, width = self.feature_map(x, item, f"conv {path}")
+        groups = channels if item.groups == "depthwise" else item.groups
+        out = item.out_channels if item.out_channels is not None else channels
+        for count, role in ((channels, "input"), (out, "output")):
+            if count % groups:
+                raise SpecError(
+                    f"G={groups} does not divide the {count} {role} channels of {path}",
+                    item.span("groups") if role == "input" or item.groups != "depthwise"
+                    else item.span("out_channels"),
+                    code="SK301", hint=_divisor_hint(count, groups),
+                )
+        padding = item.padding or same_padding(item.kernel, item.dilation)
+        size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
+                                   item.dilation)
+        y = self.emit(f"{path}.conv", "conv2d", [x], [(out, *size)], item, path, scope,
+                      in_channels=channels, out_channels=out, kernel=item.kernel, stride=item.stride,
+                      padding=padding, dilation=item.dilation, groups=groups, bias=item.bias)
+        if item.norm:
+            y = self.emit(f"{path}.bn", "batchnorm", [y], [(out, *size)], item, path, scope,
+                          channels=out)
+        if item.act != "none":
+            y = self.emit(f"{path}.act", "act", [y], [(out, *size)], item, path, scope,
+                          function=item.act)
+        return y
+
+    def spatial_output(self, item, path, size, kernel, stride, padding, dilation=1,
+                       ceil_mode=False) -> tuple[int, int]:
+        out = tuple(conv_output_size(s, k, stride, p, dilation, ceil_mode)
+                    for s, k, p in zip(size, kernel, padding))
+        if min(out) < 1:
+            field = "kernel" if max(kernel) > max(size) else "stride"
+            raise SpecError(
+                f"the spatial size shrinks to zero at {path}: a {_fmt(kernel)} window "
+                f"(stride {stride}, dilation {dilation}, padding {_fmt(padding)}) on a "
+                f"{_fmt(size)} input gives {_fmt(out)}",
+                item.span(field), code="SK302",
+                hint="use a larger input (--input), fewer stride-2 layers, or a smaller kernel",
+            )
+        return out
+
+    def selective_kernel(self, item: S.SelectiveKernel, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        branch_outputs = []
+        for index, branch in enumerate(item.branches, start=1):
+            branch_conv = S.Conv(name=f"branch{index}", kernel=branch.kernel,
+                                 out_channels=item.out_channels, stride=item.stride,
+                                 groups=branch.groups, dilation=branch.dilation)
+            branch_conv.located({**item._at, **branch._at})
+            branch_outputs.append(self.conv(branch_conv, x, scope, env, f"{path}.branch{index}"))
+        shape = self.shape(branch_outputs[0])
+        # Fuse: U = sum of the branches (Eq. 1); without attention U is the output (Table 7).
+        fused = self.emit(f"{path}.fuse", "add", branch_outputs, [shape], item, path, scope)
+        if not item.attention:
+            return fused
+        channels, d = item.out_channels, item.attention_width
+        summary = self.emit(f"{path}.pool", "global_pool", [fused], [(channels, 1, 1)], item, path,
+                            scope, mode="avg")  # s = F_gp(U), Eq. 2
+        reduce = S.Conv(name="reduce", kernel=(1, 1), out_channels=d)  # z = ReLU(BN(W s)), Eq. 3
+        reduce.located(item._at)
+        compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
+        branches = len(item.branches)
+        # One bias-free 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
+        logits = self.emit(f"{path}.logits", "conv2d", [compact], [(branches * channels, 1, 1)],
+                           item, path, scope, in_channels=d, out_channels=branches * channels,
+                           kernel=(1, 1), stride=1, padding=(0, 0), dilation=1, groups=1,
+                           bias=False)
+        return self.emit(f"{path}.select", "select", [logits, *branch_outputs], [shape], item, path,
+                         scope, branches=branches, channels=channels)
+
+    def squeeze_excite(self, item: S.SqueezeExcite, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        channels, height, width = self.feature_map(x, item, f"SE {path}")
+        squeeze = max(channels // item.reduction_ratio, item.min_width)
+        steps = [("pool", "global_pool", (channels, 1, 1), {"mode": "avg"}),
+                 ("reduce", "conv2d", (squeeze, 1, 1), _pointwise(channels, squeeze, item.bias)),
+                 ("act", "act", (squeeze, 1, 1), {"function": "relu"}),
+                 ("expand", "conv2d", (channels, 1, 1), _pointwise(squeeze, channels, item.bias)),
+                 ("gate", "act", (channels, 1, 1), {"function": item.gate})]
+        y = x
+        for name, op, shape, attrs in steps:
+            y = self.emit(f"{path}.{name}", op, [y], [shape], item, path, scope, **attrs)
+        return self.emit(f"{path}.scale", "mul", [x, y], [(channels, height, width)], item, path,
+                         scope)
+
+    def pool(self, item: S.Pool, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        channels, height, width = self.feature_map(x, item, f"pool {path}")
+        padding = item.padding or same_padding(item.kernel, 1)
+        if any(2 * p > k for p, k in zip(padding, item.kernel)):
+            raise SpecError(f"padding {_fmt(padding)} is more than half the {_fmt(item.kernel)} "
+                            f"window of {path}", item.span("padding"), code="SK203",
+                            hint="PyTorch pools accept padding up to half the kernel")
+        size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
+                                   1, item.ceil_mode)
+        return self.emit(path, f"{item.mode}_pool", [x], [(channels, *size)], item, path, scope,
+                         kernel=item.kernel, stride=item.stride, padding=padding,
+                         ceil_mode=item.ceil_mode)
+
+    def global_pool(self, item: S.GlobalPool, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        channels = self.feature_map(x, item, f"global pool {path}")[0]
+        return self.emit(path, "global_pool", [x], [(channels, 1, 1)], item, path, scope,
+                         mode=item.mode)
+
+    def linear(self, item: S.Linear, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        features = 1
+        for size in self.shape(x):
+            features *= size
+        return self.emit(path, "linear", [x], [(item.out_features,)], item, path, scope,
+                         in_features=features, out_features=item.out_features, bias=item.bias)
+
+    def dropout(self, item: S.Dropout, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        return self.emit(path, "dropout", [x], [self.shape(x)], item, path, scope, p=item.p)
+
+    def batchnorm(self, item: S.BatchNorm, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        shape = self.feature_map(x, item, f"bn {path}")
+        return self.emit(path, "batchnorm", [x], [shape], item, path, scope, channels=shape[0])
+
+    def activation(self, item: S.Activation, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        if item.function == "none":
+            return x
+        return self.emit(path, "act", [x], [self.shape(x)], item, path, scope,
+                         function=item.function)
+
+    def shuffle(self, item: S.ChannelShuffle, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        shape = self.feature_map(x, item, f"shuffle {path}")
+        if shape[0] % item.groups:
+            raise SpecError(f"shuffle {item.groups} does not divide the {shape[0]} channels of "
+                            f"{path}", item.span("groups"), code="SK301",
+                            hint=_divisor_hint(shape[0], item.groups))
+        return self.emit(path, "shuffle", [x], [shape], item, path, scope, groups=item.groups)
+
+    def split(self, item: S.ChannelSplit, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        channels, *size = self.feature_map(x, item, f"split {path}")
+        parts = len(item.outputs)
+        if item.sizes is None:
+            if channels % parts:
+                raise SpecError(f"{channels} channels do not split into {parts} equal parts at "
+                                f"{path}", item.span(), code="SK307",
+                                hint=_divisor_hint(channels, parts))
+            sizes = [channels // parts] * parts
+        else:
+            sizes = list(item.sizes)
+            if sum(sizes) != channels:
+                raise SpecError(f"split sizes {' + '.join(map(str, sizes))} = {sum(sizes)} but the "
+                                f"input has {channels} channels at {path}", item.span("sizes"),
+                                code="SK307", hint=f"make the sizes add up to {channels}")
+        node, _ = self.emit(path, "split", [x], [(s, *size) for s in sizes], item, path, scope,
+                            sizes=tuple(sizes))
+        for port, output in enumerate(item.outputs):
+            env[output] = (node, port)
+        return x
+
+    def merge(self, item: S.Merge, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        refs = [self.tensor(env, name, item) for name in item.inputs]
+        shapes = [self.shape(ref) for ref in refs]
+        if item.kind == "concat":
+            if any(len(s) != 3 or s[1:] != shapes[0][1:] for s in shapes):
+                raise SpecError(f"concat needs feature maps of one spatial size, got "
+                                f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
+                                code="SK303")
+            out = (sum(s[0] for s in shapes), *shapes[0][1:])
+        else:
+            out = _broadcast(shapes)
+            if out is None:
+                raise SpecError(f"{item.kind} needs tensors of one shape, got "
+                                f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
+                                code="SK303",
+                                hint="a projection (conv 1x1 with a stride) can match the shapes")
+        return self.emit(path, item.kind, refs, [out], item, path, scope)
+
+    def tensor(self, env: dict[str, Ref], name: str, item: S.SpecModel) -> Ref:
+        if name not in env:
+            known = sorted(env)
+            raise SpecError(f"no tensor named '{name}' here", item.span("inputs"), code="SK306",
+                            hint=did_you_mean(name, known) or
+                            f"the tensors bound here are: {', '.join(known)}")
+        return env[name]
+
+    def branch(self, item: S.Branch, x: Ref, scope: _Scope, env) -> Ref:
+        source = x if item.source is None else self.tensor(env, item.source, item)
+        inner = _Scope(f"{scope.path}.{item.name}", scope.stage, scope.block)
+        env[item.name] = self.sequence(item.body, source, inner, {"input": source})
+        return x
+
+    def residual(self, item: S.Residual, x: Ref, scope: _Scope, env) -> Ref:
+        body = self.sequence(item.body, x, scope, env)
+        if item.shortcut is not None:
+            inner = _Scope(f"{scope.path}.{item.shortcut_name}", scope.stage, scope.block)
+            shortcut = self.sequence(item.shortcut, x, inner, {"input": x})
+        elif self.shape(body) == self.shape(x):
+            shortcut = x
+        else:
+            shortcut = self.projection(item, x, body, scope, env)
+        path = f"{scope.path}.{item.add_name}"
+        shapes = [self.shape(body), self.shape(shortcut)]
+        if shapes[0] != shapes[1]:
+            raise SpecError(f"the residual body gives {_fmt(shapes[0])} but its shortcut gives "
+                            f"{_fmt(shapes[1])} at {path}", item.span(), code="SK305")
+        y = self.emit(path, "add", [body, shortcut], [shapes[0]], item, path, scope)
+        if item.act != "none":
+            path = f"{scope.path}.{item.act_name}"
+            y = self.emit(path, "act", [y], [shapes[0]], item, path, scope, function=item.act)
+        return y
+
+    def projection(self, item: S.Residual, x: Ref, body: Ref, scope: _Scope, env) -> Ref:
+        """ResNeXt's projection shortcut: 1×1 conv with the body's stride, then BN."""
+        source, target = self.shape(x), self.shape(body)
+        if len(source) != 3 or len(target) != 3:
+            raise SpecError("a residual body must keep a C×H×W feature map", item.span(),
+                            code="SK305")
+        stride = next((s for s in range(1, source[1] + 1)
+                       if conv_output_size(source[1], 1, s, 0) == target[1]
+                       and conv_output_size(source[2], 1, s, 0) == target[2]), None)
+        if stride is None:
+            raise SpecError(
+                f"no 1×1 projection maps the residual input {_fmt(source)} to its body's output "
+                f"{_fmt(target)} at {scope.path}", item.span(), code="SK305",
+                hint="write the shortcut yourself with a `shortcut:` block inside the residual")
+        projection = S.Conv(name=item.shortcut_name, kernel=(1, 1), out_channels=target[0],
+                            stride=stride, act="none")
+        projection.located(item._at)
+        return self.conv(projection, x, scope, env)
+
+    def block(self, item: S.Block, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        inner = _Scope(path, scope.stage, scope.block or path)
+        if scope.block is None:
+            self.graph.graph["blocks"][path] = item.template
+        return self.sequence(item.body, x, inner, {"input": x})
+
+    LOWER = {
+        "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
+        "global_pool": global_pool, "fc": linear, "dropout": dropout, "bn": batchnorm,
+        "act": activation, "shuffle": shuffle, "split": split, "add": merge, "concat": merge,
+        "mul": merge, "branch": branch, "residual": residual, "block": block,
+    }
+
+
+def _pointwise(in_channels: int, out_channels: int, bias: bool) -> dict:
+    return dict(in_channels=in_channels, out_channels=out_channels, kernel=(1, 1), stride=1,
+                padding=(0, 0), dilation=1, groups=1, bias=bias)
+
+
+def _broadcast(shapes: list[Shape]) -> Shape | None:
+    """The common shape of tensors combined elementwise, allowing 1-sized dims (C×1×1 gates)."""
+    rank = len(shapes[0])
+    if any(len(s) != rank for s in shapes):
+        return None
+    out = []
+    for sizes in zip(*shapes):
+        big = {s for s in sizes if s != 1}
+        if len(big) > 1:
+            return None
+        out.append(big.pop() if big else 1)
+    result = tuple(out)
+    # Only a full-shape operand may set the shape: the output must equal one of the inputs.
+    return result if result in shapes else None
+
+
+def _divisor_hint(count: int, groups: int) -> str:
+    lower = count - count % groups
+    candidates = [c for c in (lower, lower + groups) if c > 0]
+    widths = " or ".join(map(str, candidates))
+    divisors = [g for g in range(groups, 0, -1) if count % g == 0][:1]
+    return (f"pick a width that is a multiple of {groups} ({widths}), or a G that divides "
+            f"{count} (such as {divisors[0]})")
+
+
+__all__ = ["lower", "output_shape", "conv_output_size", "same_padding", "OPS", "Span"]

@@ -1,0 +1,404 @@
+"""Text -> syntax tree, with located errors. The only module that imports Lark.
+
+Lark parses with LALR and a Python-style indenter; every Lark exception is turned into a
+`SpecError` that points at the offending token and lists, in words, what could have come there.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.indenter import Indenter
+
+from . import syntax as A
+from .errors import Span, SpecError, did_you_mean, register_source
+
+GRAMMAR = Path(__file__).with_name("grammar.lark")
+
+LAYER_KEYWORDS = ("conv", "dwconv", "sk", "sum", "se", "maxpool", "avgpool", "gap", "fc",
+                  "dropout", "bn", "act", "shuffle", "add", "concat", "mul")
+STATEMENT_KEYWORDS = ("residual", "shortcut", "branch", "split", "stage", "block", "network",
+                      "param", "use", "input", "classes", "paper")
+
+# Terminal names as a person would say them.
+TERMINAL_PHRASES = {
+    "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "QUANTITY": "a number such as 27.5M",
+    "DIMS": "a size such as 3x3", "STRING": 'a quoted path such as "std/resnext.sk"',
+    "LAYER": "a layer such as conv or SK", "REPEAT": "a repeat count such as x3",
+    "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'", "_NL": "the end of the line",
+    "_INDENT": "an indented block", "_DEDENT": "the end of the indented block",
+    "$END": "the end of the file",
+}
+
+_SI = {"k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+class _Indenter(Indenter):
+    NL_type = "_NL"
+    OPEN_PAREN_types = ["LPAR", "LSQB"]
+    CLOSE_PAREN_types = ["RPAR", "RSQB"]
+    INDENT_type = "_INDENT"
+    DEDENT_type = "_DEDENT"
+    tab_len = 8
+
+    def handle_NL(self, token: Token):
+        if self.paren_level > 0:
+            return
+        yield token
+        indent_text = token.rsplit("\n", 1)[1]
+        indent = indent_text.count(" ") + indent_text.count("\t") * self.tab_len
+        if indent > self.indent_level[-1]:
+            self.indent_level.append(indent)
+            yield Token.new_borrow_pos(self.INDENT_type, indent_text, token)
+            return
+        while indent < self.indent_level[-1]:
+            self.indent_level.pop()
+            yield Token.new_borrow_pos(self.DEDENT_type, indent_text, token)
+        if indent != self.indent_level[-1]:
+            file = getattr(self, "file", "<spec>")
+            line = token.end_line
+            raise SpecError(
+                "this line's indentation matches no enclosing block",
+                Span(file, line, 1, line, len(indent_text) + 1), code="SK104",
+                hint=f"indent it by {self.indent_level[-1]} columns, like the lines of its block",
+            )
+
+
+@functools.cache
+def _lark() -> Lark:
+    return Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", postlex=_Indenter(),
+                propagate_positions=True, maybe_placeholders=True)
+
+
+def read_source(path: str | Path) -> str:
+    """The text of a spec file, or a SpecError saying why it cannot be read."""
+    path = Path(path)
+    where = Span(str(path), 1, 1, 1, 1)
+    if path.is_dir():
+        raise SpecError(f"'{path}' is a directory, not a spec file", code="SK111",
+                        hint="name a .sk file inside it")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"no such file: '{path}'", code="SK110", hint=_nearby_files(path)) from None
+    except OSError as error:
+        raise SpecError(f"cannot read '{path}': {error.strerror}", code="SK114") from None
+    if b"\0" in data:
+        raise SpecError(f"'{path}' is a binary file, not a .sk spec", where, code="SK112")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise SpecError(f"'{path}' is not UTF-8 text (byte 0x{data[error.start]:02x})",
+                        Span(str(path), line, column, line, column + 1), code="SK112",
+                        hint="save the file as UTF-8") from None
+
+
+def _nearby_files(path: Path) -> str | None:
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        names = [p.name for p in folder.iterdir() if p.suffix == ".sk"]
+    except OSError:
+        return None
+    return did_you_mean(path.name, names)
+
+
+def parse_text(text: str, file: str = "<spec>") -> A.SourceFile:
+    """Parse .sk text into its syntax tree; raises SpecError on any syntax mistake."""
+    if not text.endswith("\n"):
+        text += "\n"
+    register_source(file, text)
+    parser = _lark()
+    parser.options.postlex.file = file
+    try:
+        tree = parser.parse(text)
+    except SpecError:
+        raise
+    except UnexpectedInput as error:
+        raise _syntax_error(error, text, file) from None
+    return _ToSyntax(file).transform(tree)
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def _syntax_error(error: UnexpectedInput, text: str, file: str) -> SpecError:
+    expected = _phrases(getattr(error, "expected", None) or getattr(error, "allowed", None) or ())
+    if isinstance(error, UnexpectedCharacters):
+        line, column = error.line, error.column
+        char = text.splitlines()[line - 1][column - 1] if line <= len(text.splitlines()) else "?"
+        span = Span(file, line, column, line, column + 1)
+        return SpecError(f"unexpected character '{char}'", span, code="SK102", expected=expected,
+                         hint=_hint(error, text, file))
+    token = error.token if isinstance(error, UnexpectedToken) else None
+    if isinstance(error, UnexpectedEOF) or token is None or token.type == "$END":
+        lines = text.splitlines() or [""]
+        span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
+        return SpecError("unexpected end of file", span, code="SK103", expected=expected)
+    span = _token_span(token, file)
+    unknown = _unknown_layer(token, text, file)
+    if unknown:
+        return unknown
+    what = {"_NL": "end of the line", "_INDENT": "indentation", "_DEDENT": "end of the block"}
+    described = what.get(token.type) or f"'{token.value}'"
+    return SpecError(f"unexpected {described}", span, code="SK101", expected=expected,
+                     hint=_hint(error, text, file))
+
+
+def _token_span(token: Token, file: str) -> Span:
+    if token.type in ("_INDENT", "_DEDENT", "_NL"):
+        # These tokens sit at the end of the previous line; point at the next line's text.
+        line = token.end_line if token.type != "_NL" else token.line
+        if token.type == "_NL":
+            return Span(file, token.line, token.column, token.line, token.column + 1)
+        width = len(token.value)
+        return Span(file, line, 1, line, width + 1)
+    end = token.end_column if token.end_line == token.line else token.column + len(token.value)
+    return Span(file, token.line, token.column, token.line, end)
+
+
+def _unknown_layer(token: Token, text: str, file: str) -> SpecError | None:
+    """`cnv 3x3, 64`: the first word of a statement is neither a layer nor a template call."""
+    line = text.splitlines()[token.line - 1]
+    stripped = line.lstrip()
+    first = stripped.split(" ", 1)[0].split("=", 1)[-1].strip()
+    if "=" in stripped.split(" ", 1)[0] or not first.isidentifier():
+        return None
+    start = len(line) - len(stripped) + 1
+    if token.column != start + len(first) + 1 and token.column != start + len(first):
+        return None
+    if first.lower() in LAYER_KEYWORDS + STATEMENT_KEYWORDS:
+        return None
+    suggestion = did_you_mean(first, LAYER_KEYWORDS + STATEMENT_KEYWORDS)
+    if suggestion is None:
+        return None
+    span = Span(file, token.line, start, token.line, start + len(first))
+    return SpecError(f"unknown layer '{first}'", span, code="SK201", hint=suggestion,
+                     expected=["a layer such as conv or SK", "a block call such as sk_unit(128, 256)"])
+
+
+def _phrases(terminals) -> list[str]:
+    parser = _lark()
+    phrases = []
+    for name in sorted(terminals):
+        if name in TERMINAL_PHRASES:
+            phrases.append(TERMINAL_PHRASES[name])
+            continue
+        try:
+            pattern = parser.get_terminal(name).pattern
+        except KeyError:
+            phrases.append(name.lower())
+            continue
+        phrases.append(f"'{pattern.value}'" if pattern.type == "str" else name.lower())
+    return sorted(set(phrases), key=phrases.index)
+
+
+# Typical mistakes, each a tiny bad snippet: Lark matches the parser state of an error to them.
+MISTAKES = {
+    "separate options with commas: SK[M=2, G=32, r=16]": [
+        "network n:\n    stage s: SK[M=2 G=32], 64\n",
+        "network n:\n    stage s: SE[r=16 x=1]\n",
+    ],
+    "separate a layer's arguments with commas: conv 3x3, 64, stride 2": [
+        "network n:\n    stage s: conv 3x3 64\n",
+        "network n:\n    stage s: conv 3x3, 64 stride 2 G 4\n",
+    ],
+    "a stage name is followed by ':' and its layers: stage conv2: sk_unit(128, 256) x3": [
+        "network n:\n    stage s sk_unit(1)\n",
+        "network n:\n    stage s x3 sk_unit(1)\n",
+    ],
+    "a block template lists its parameters in parentheses: block unit(width, stride=1):": [
+        "block b:\n    conv 1x1, 8\n",
+        "block b width:\n    conv 1x1, 8\n",
+    ],
+    "close the argument list with ')'": [
+        "network n:\n    stage s: unit(1, 2\n",
+    ],
+    "a repeat count is written right after the call, as x3: sk_unit(128, 256) x3": [
+        "network n:\n    stage s: unit(1) 3\n",
+        "network n:\n    stage s: unit(1) * 3\n",
+    ],
+    "a network is written `network NAME:` with its input, classes and stages indented below": [
+        "network:\n    input 3x32x32\n",
+        "network n\n    input 3x32x32\n",
+    ],
+}
+
+
+def _hint(error: UnexpectedInput, text: str, file: str) -> str | None:
+    def parse(snippet: str):
+        _lark().parse(snippet)
+
+    try:
+        return error.match_examples(parse, MISTAKES, use_accepts=True)
+    except SpecError:
+        return None
+
+
+# -- tree -> syntax ---------------------------------------------------------------------------
+
+
+def _span(file: str, meta) -> Span:
+    return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+
+class _ToSyntax(Transformer):
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _tok(self, token: Token) -> Span:
+        return _token_span(token, self.file)
+
+    # expressions
+    def int(self, children):
+        return A.Int(int(children[0]), self._tok(children[0]))
+
+    def float(self, children):
+        return A.Float(float(children[0]), self._tok(children[0]))
+
+    def quantity(self, children):
+        token = children[0]
+        return A.Quantity(float(token[:-1]) * _SI[token[-1]], str(token), self._tok(token))
+
+    def string(self, children):
+        return A.String(children[0][1:-1], self._tok(children[0]))
+
+    def name(self, children):
+        return A.Name(str(children[0]), self._tok(children[0]))
+
+    @v_args(meta=True)
+    def binary(self, meta, children):
+        left, op, right = children
+        return A.Binary(str(op), left, right, _span(self.file, meta))
+
+    def _dims(self, token: Token) -> A.Dims:
+        values = tuple(int(v) for v in token.replace("×", "x").split("x"))
+        return A.Dims(values, self._tok(token))
+
+    def _value(self, value):
+        return self._dims(value) if isinstance(value, Token) and value.type == "DIMS" else value
+
+    # arguments
+    @v_args(meta=True)
+    def positional(self, meta, children):
+        return A.Arg(None, self._value(children[0]), _span(self.file, meta))
+
+    @v_args(meta=True)
+    def keyword(self, meta, children):
+        name, value = children
+        return A.Arg(str(name), self._value(value), _span(self.file, meta), self._tok(name))
+
+    def args(self, children):
+        return list(children)
+
+    options = actuals = args
+
+    def label(self, children):
+        return A.Label(str(children[0]), self._tok(children[0]))
+
+    # statements
+    @v_args(meta=True)
+    def layer(self, meta, children):
+        label, keyword, options, args, *lines = children
+        return A.LayerStmt(label, str(keyword).lower(), str(keyword), options, args or [],
+                           list(lines) if lines else None, _span(self.file, meta),
+                           self._tok(keyword))
+
+    def kernel_line(self, children):
+        return children[0]
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        label, name, args, repeat = children
+        return A.CallStmt(label, str(name), self._tok(name), args or [], _repeat(repeat),
+                          self._tok(repeat) if repeat else None, _span(self.file, meta))
+
+    @v_args(meta=True)
+    def residual(self, meta, children):
+        args, *body = children
+        return A.ResidualStmt(args or [], body, _span(self.file, meta))
+
+    @v_args(meta=True)
+    def shortcut(self, meta, children):
+        return A.ShortcutStmt(list(children), _span(self.file, meta))
+
+    @v_args(meta=True)
+    def branch(self, meta, children):
+        name, source, *body = children
+        source_label = A.Label(str(source), self._tok(source)) if source else None
+        return A.BranchStmt(A.Label(str(name), self._tok(name)), source_label, body,
+                            _span(self.file, meta))
+
+    @v_args(meta=True)
+    def split(self, meta, children):
+        label, args, *outputs = children
+        return A.SplitStmt(label, args or [], [A.Label(str(o), self._tok(o)) for o in outputs],
+                           _span(self.file, meta))
+
+    # definitions
+    @v_args(meta=True)
+    def stage(self, meta, children):
+        name, repeat, *body = children
+        return A.StageDecl(A.Label(str(name), self._tok(name)), _repeat(repeat),
+                           self._tok(repeat) if repeat else None, body, _span(self.file, meta))
+
+    @v_args(meta=True)
+    def network(self, meta, children):
+        name, *items = children
+        decl = A.NetworkDecl(A.Label(str(name), self._tok(name)), None, None, None, [],
+                             _span(self.file, meta))
+        for item in items:
+            if isinstance(item, A.StageDecl):
+                decl.stages.append(item)
+            else:
+                setattr(decl, *item)
+        return decl
+
+    def input_decl(self, children):
+        return ("input", self._dims(children[0]))
+
+    def classes_decl(self, children):
+        return ("classes", children[0])
+
+    def paper_decl(self, children):
+        return ("paper", children[0])
+
+    @v_args(meta=True)
+    def formal(self, meta, children):
+        name, default = children
+        return A.Formal(str(name), default, _span(self.file, meta))
+
+    def formals(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def block_def(self, meta, children):
+        name, formals, *body = children
+        return A.BlockDef(str(name), formals or [], body, _span(self.file, meta), self._tok(name),
+                          self.file)
+
+    @v_args(meta=True)
+    def param(self, meta, children):
+        name, value = children
+        return A.ParamDecl(str(name), value, _span(self.file, meta), self._tok(name))
+
+    @v_args(meta=True)
+    def use(self, meta, children):
+        return A.UseDecl(children[0][1:-1], _span(self.file, meta))
+
+    def start(self, children):
+        source = A.SourceFile(self.file)
+        buckets = {A.UseDecl: source.uses, A.ParamDecl: source.params, A.BlockDef: source.blocks,
+                   A.NetworkDecl: source.networks}
+        for child in children:
+            buckets[type(child)].append(child)
+        return source
+
+
+def _repeat(token: Token | None) -> int | None:
+    return int(token[1:]) if token else None

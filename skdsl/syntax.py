@@ -1,0 +1,193 @@
+"""The syntax tree of a .sk file: what the user wrote, with where they wrote it.
+
+parser.py builds it from Lark's tree; expand.py gives it meaning. Every node keeps its `span`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .errors import Span
+
+
+@dataclass(frozen=True)
+class Int:
+    value: int
+    span: Span
+
+
+@dataclass(frozen=True)
+class Float:
+    value: float
+    span: Span
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number with an SI suffix, such as 27.5M."""
+
+    value: float
+    text: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class String:
+    value: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Name:
+    id: str
+    span: Span
+
+
+@dataclass(frozen=True)
+class Dims:
+    """`3x3` or `3x224x224`."""
+
+    values: tuple[int, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class Binary:
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+Expr = Union[Int, Float, Quantity, String, Name, Dims, Binary]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A positional argument (keyword None) or a keyword one (`G=32`, `stride 2`)."""
+
+    keyword: str | None
+    value: Expr
+    span: Span
+    keyword_span: Span | None = None
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    span: Span
+
+
+@dataclass
+class LayerStmt:
+    label: Label | None
+    keyword: str  # lower-cased layer keyword: conv, sk, maxpool ...
+    keyword_text: str  # as written, for messages: SK, Conv ...
+    options: list[Arg] | None  # the bracketed [M=2, G=32]
+    args: list[Arg]
+    kernel_lines: list[list[Arg]] | None  # an SK's explicit branches
+    span: Span
+    keyword_span: Span
+
+
+@dataclass
+class CallStmt:
+    label: Label | None
+    name: str
+    name_span: Span
+    args: list[Arg]
+    repeat: int | None
+    repeat_span: Span | None
+    span: Span
+
+
+@dataclass
+class ResidualStmt:
+    args: list[Arg]
+    body: list["Statement"]
+    span: Span
+
+
+@dataclass
+class ShortcutStmt:
+    body: list["Statement"]
+    span: Span
+
+
+@dataclass
+class BranchStmt:
+    name: Label
+    source: Label | None
+    body: list["Statement"]
+    span: Span
+
+
+@dataclass
+class SplitStmt:
+    label: Label | None
+    args: list[Arg]
+    outputs: list[Label]
+    span: Span
+
+
+Statement = Union[LayerStmt, CallStmt, ResidualStmt, ShortcutStmt, BranchStmt, SplitStmt]
+
+
+@dataclass
+class Formal:
+    name: str
+    default: Expr | None
+    span: Span
+
+
+@dataclass
+class BlockDef:
+    name: str
+    formals: list[Formal]
+    body: list[Statement]
+    span: Span
+    name_span: Span
+    file: str = ""
+
+
+@dataclass
+class ParamDecl:
+    name: str
+    value: Expr
+    span: Span
+    name_span: Span
+
+
+@dataclass
+class UseDecl:
+    path: str
+    span: Span
+
+
+@dataclass
+class StageDecl:
+    name: Label
+    repeat: int | None
+    repeat_span: Span | None
+    body: list[Statement]
+    span: Span
+
+
+@dataclass
+class NetworkDecl:
+    name: Label
+    input: Dims | None
+    classes: Expr | None
+    paper: list[Arg] | None
+    stages: list[StageDecl]
+    span: Span
+
+
+@dataclass
+class SourceFile:
+    path: str
+    uses: list[UseDecl] = field(default_factory=list)
+    params: list[ParamDecl] = field(default_factory=list)
+    blocks: list[BlockDef] = field(default_factory=list)
+    networks: list[NetworkDecl] = field(default_factory=list)
