@@ -75,6 +75,7 @@ def _fmt(shape: Shape) -> str:
 class _Lowering:
     def __init__(self, network: S.Network, input_shape: Shape):
         self.graph = nx.DiGraph(network=network.name, input=input_shape, blocks={})
+        self.containers: set[str] = set()
         self.graph.add_node("input", op="input", inputs=(), in_shapes=(), out_shapes=(input_shape,),
                             layer="input", stage="input", block=None, span=network.span("input"))
         x: Ref = ("input", 0)
@@ -85,12 +86,22 @@ class _Lowering:
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def claim(self, name: str, item: S.SpecModel) -> None:
+        """A node name must be new and must not sit inside, or around, another node's name."""
+        prefixes = [name[:i] for i, char in enumerate(name) if char == "."]
+        clash = name if (name in self.graph or name in self.containers) else next(
+            (p for p in prefixes if p in self.graph), None)
+        if clash is not None:
+            raise SpecError(f"two parts of the network are both named '{clash}'", item.span(),
+                            code="SK205", hint="give one of them another name")
+        self.containers.update(prefixes)
+
     def shape(self, ref: Ref) -> Shape:
         return self.graph.nodes[ref[0]]["out_shapes"][ref[1]]
 
     def emit(self, name: str, op: str, inputs: list[Ref], out_shapes: list[Shape], item: S.SpecModel,
              layer: str, scope: _Scope, **attrs) -> Ref:
-        assert name not in self.graph, f"duplicate node {name}"
+        self.claim(name, item)
         in_shapes = tuple(self.shape(ref) for ref in inputs)
         self.graph.add_node(name, op=op, inputs=tuple(inputs), in_shapes=in_shapes,
                             out_shapes=tuple(out_shapes), layer=layer, stage=scope.stage,
@@ -112,6 +123,8 @@ class _Lowering:
     def sequence(self, items, x: Ref, scope: _Scope, env: dict[str, Ref]) -> Ref:
         for item in items:
             x = self.LOWER[item.kind](self, item, x, scope, env)
+            if item.kind not in self.BINDS_ITSELF:
+                env[item.name] = x  # a layer's output can be named: `add conv1, sk`
         return x
 
     # -- layers -----------------------------------------------------------------------------
@@ -356,6 +369,7 @@ class _Lowering:
             self.graph.graph["blocks"][path] = item.template
         return self.sequence(item.body, x, inner, {"input": x})
 
+    BINDS_ITSELF = ("branch", "split", "residual")
     LOWER = {
         "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
         "global_pool": global_pool, "fc": linear, "dropout": dropout, "bn": batchnorm,

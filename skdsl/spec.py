@@ -36,7 +36,8 @@ RESERVED_NAMES = frozenset(
     "register_load_state_dict_pre_hook register_module register_parameter "
     "register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state "
     "set_submodule share_memory state_dict to to_empty train training type xpu zero_grad "
-    "input".split()
+    # attributes of skdsl's compiled root module, and the network input's name
+    "graph features input".split()
 )
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -227,6 +228,9 @@ class Residual(SpecModel):
     shortcut_name: str = "shortcut"
     add_name: str = "add"
     act_name: str = "act"
+
+    _check_names = field_validator("shortcut_name", "add_name", "act_name")(
+        classmethod(lambda cls, v: check_name(v)))
 
 
 class Block(Layer):

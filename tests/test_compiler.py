@@ -2,6 +2,8 @@
 
 import networkx as nx
 import pytest
+
+from skdsl.errors import SpecError
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -355,11 +357,11 @@ def test_clashing_node_paths_are_refused():
     clash = network({"stage": [
         S.Pool(name="x", mode="max", kernel=(2, 2), stride=2),
         S.Branch(name="x", body=[conv("c", 8)])]})
-    with pytest.raises(ValueError, match="stage.x"):
+    with pytest.raises(SpecError, match="both named 'stage.x'"):
         compiler.compile(clash)
 
 
-@pytest.mark.parametrize("stage", ["graph", "features"])
+@pytest.mark.parametrize("stage", ["graph", "features", "train"])
 def test_stage_named_like_a_root_attribute_is_refused(stage):
-    with pytest.raises(ValueError, match=f"'{stage}' is an attribute"):
-        compiler.compile(network({stage: [conv("c1", 8)]}))
+    with pytest.raises(ValueError, match=f"'{stage}' is reserved"):
+        network({stage: [conv("c1", 8)]})
