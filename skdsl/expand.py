@@ -57,11 +57,11 @@ class Program:
         env = _file_params(source, self.overrides if source is self.root else {})
         for use in source.uses:
             path = _resolve(use, source.path)
-            if path in stack + [source.path]:
-                chain = " -> ".join([*stack, source.path, path])
+            if path[1] in stack + [source.path]:
+                chain = " -> ".join([*stack, source.path, path[1]])
                 raise SpecError(f"import cycle: {chain}", use.span, code="SK113",
                                 hint="move the shared blocks into a file that imports neither")
-            self._import(parse_file(path), stack + [source.path], own=False)
+            self._import(parse_file(*path), stack + [source.path], own=False)
         for block in source.blocks:
             earlier = self.templates.get(block.name)
             if earlier and not own and earlier.definition.file != source.path:
@@ -76,21 +76,25 @@ class Program:
             self.env = env
 
 
-def parse_file(path: str | Path) -> A.SourceFile:
-    return parse_text(read_source(path), str(path))
+def parse_file(path: str | Path, shown_as: str | None = None) -> A.SourceFile:
+    """Parse a file; errors name it `shown_as` (the standard library's files as std/...)."""
+    return parse_text(read_source(path), shown_as or str(path))
 
 
-def _resolve(use: A.UseDecl, importer: str) -> str:
+def _resolve(use: A.UseDecl, importer: str) -> tuple[str, str]:
+    """The file a `use` names, and the name errors show for it."""
     if use.path.startswith(STD_PREFIX):
         candidate = STD_DIR / use.path[len(STD_PREFIX):]
+        shown = use.path
     else:
         candidate = Path(importer).parent / use.path
+        shown = str(candidate)
     if not candidate.is_file():
         shipped = sorted(f"std/{p.name}" for p in STD_DIR.glob("*.sk"))
         raise SpecError(f"cannot import '{use.path}': no such file", use.span, code="SK110",
                         hint=did_you_mean(use.path, shipped) or
                         f"the standard library has: {', '.join(shipped)}")
-    return str(candidate)
+    return str(candidate), shown
 
 
 def _file_params(source: A.SourceFile, overrides: dict) -> Env:

@@ -122,7 +122,10 @@ class _Lowering:
 
     def sequence(self, items, x: Ref, scope: _Scope, env: dict[str, Ref]) -> Ref:
         for item in items:
-            x = self.LOWER[item.kind](self, item, x, scope, env)
+            try:
+                x = self.LOWER[item.kind](self, item, x, scope, env)
+            except SpecError as error:
+                raise _in_context(error, item, scope) from None
             if item.kind not in self.BINDS_ITSELF:
                 env[item.name] = x  # a layer's output can be named: `add conv1, sk`
         return x
@@ -376,6 +379,20 @@ class _Lowering:
         "act": activation, "shuffle": shuffle, "split": split, "add": merge, "concat": merge,
         "mul": merge, "branch": branch, "residual": residual, "block": block,
     }
+
+
+def _in_context(error: SpecError, item: S.SpecModel, scope: _Scope) -> SpecError:
+    """Name the innermost part an error happened in, and where that part was written."""
+    if isinstance(item, S.Block):
+        return error.with_note(f"in block {item.template}, called at {item.span()}")
+    if any(note.startswith("in: ") for note in error.notes):
+        return error
+    path = f"{scope.path}.{item.name}" if isinstance(item, S.Layer) else scope.path
+    written = item.span()
+    if written is not None and error.span is not None and (written.file, written.line) != (
+            error.span.file, error.span.line):
+        return error.with_note(f"in: {path}, written at {written}")
+    return error.with_note(f"in: {path}")
 
 
 def _pointwise(in_channels: int, out_channels: int, bias: bool) -> dict:
