@@ -312,6 +312,8 @@ class _Args:
         self.taken = len(self.positional)
         if values:
             self.spans[field] = _join(values[0].span, values[-1].span)
+        for index, value in enumerate(values):
+            self.spans[f"{field}.{index}"] = value.span
         return [convert(v, what) for v in values]
 
     def options(self, table: tuple[Option, ...]) -> dict:

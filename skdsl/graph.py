@@ -141,8 +141,7 @@ class _Lowering:
             if count % groups:
                 raise SpecError(
                     f"G={groups} does not divide the {count} {role} channels of {path}",
-                    item.span("groups") if role == "input" or item.groups != "depthwise"
-                    else item.span("out_channels"),
+                    item.span("groups") if role == "input" else item.span("out_channels"),
                     code="SK301", hint=_divisor_hint(count, groups),
                 )
         padding = item.padding or same_padding(item.kernel, item.dilation)
@@ -295,7 +294,7 @@ class _Lowering:
 
     def merge(self, item: S.Merge, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        refs = [self.tensor(env, name, item) for name in item.inputs]
+        refs = [self.tensor(env, name, item, f"inputs.{i}") for i, name in enumerate(item.inputs)]
         shapes = [self.shape(ref) for ref in refs]
         if item.kind == "concat":
             if any(len(s) != 3 or s[1:] != shapes[0][1:] for s in shapes):
@@ -312,10 +311,10 @@ class _Lowering:
                                 hint="a projection (conv 1x1 with a stride) can match the shapes")
         return self.emit(path, item.kind, refs, [out], item, path, scope)
 
-    def tensor(self, env: dict[str, Ref], name: str, item: S.SpecModel) -> Ref:
+    def tensor(self, env: dict[str, Ref], name: str, item: S.SpecModel, field="inputs") -> Ref:
         if name not in env:
             known = sorted(env)
-            raise SpecError(f"no tensor named '{name}' here", item.span("inputs"), code="SK306",
+            raise SpecError(f"no tensor named '{name}' here", item.span(field), code="SK306",
                             hint=did_you_mean(name, known) or
                             f"the tensors bound here are: {', '.join(known)}")
         return env[name]

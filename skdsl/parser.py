@@ -127,7 +127,7 @@ def parse_text(text: str, file: str = "<spec>") -> A.SourceFile:
 
 
 def _syntax_error(error: UnexpectedInput, text: str, file: str) -> SpecError:
-    expected = _phrases(getattr(error, "expected", None) or getattr(error, "allowed", None) or ())
+    expected = _phrases(_expected_terminals(error))
     if isinstance(error, UnexpectedCharacters):
         line, column = error.line, error.column
         char = text.splitlines()[line - 1][column - 1] if line <= len(text.splitlines()) else "?"
@@ -135,12 +135,14 @@ def _syntax_error(error: UnexpectedInput, text: str, file: str) -> SpecError:
         return SpecError(f"unexpected character '{char}'", span, code="SK102", expected=expected,
                          hint=_hint(error, text, file))
     token = error.token if isinstance(error, UnexpectedToken) else None
-    if isinstance(error, UnexpectedEOF) or token is None or token.type == "$END":
+    at_end = token is not None and token.type == "_DEDENT" and not text[token.end_pos:].strip()
+    if isinstance(error, UnexpectedEOF) or token is None or token.type == "$END" or at_end:
         lines = text.splitlines() or [""]
         span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
-        return SpecError("unexpected end of file", span, code="SK103", expected=expected)
+        return SpecError("unexpected end of file", span, code="SK103", expected=expected,
+                         hint=_hint(error, text, file))
     span = _token_span(token, file)
-    unknown = _unknown_layer(token, text, file)
+    unknown = _unknown_layer(error, file)
     if unknown:
         return unknown
     what = {"_NL": "end of the line", "_INDENT": "indentation", "_DEDENT": "end of the block"}
@@ -161,30 +163,42 @@ def _token_span(token: Token, file: str) -> Span:
     return Span(file, token.line, token.column, token.line, end)
 
 
-def _unknown_layer(token: Token, text: str, file: str) -> SpecError | None:
-    """`cnv 3x3, 64`: the first word of a statement is neither a layer nor a template call."""
-    line = text.splitlines()[token.line - 1]
-    stripped = line.lstrip()
-    first = stripped.split(" ", 1)[0].split("=", 1)[-1].strip()
-    if "=" in stripped.split(" ", 1)[0] or not first.isidentifier():
+def _unknown_layer(error: UnexpectedToken, file: str) -> SpecError | None:
+    """`cnv 3x3, 64`: a statement starts with a word that is neither a layer nor a call."""
+    history = getattr(error, "token_history", None) or []
+    previous = history[-1] if history else None
+    if previous is None or previous.type != "NAME" or "LPAR" not in _expected_terminals(error):
         return None
-    start = len(line) - len(stripped) + 1
-    if token.column != start + len(first) + 1 and token.column != start + len(first):
-        return None
-    if first.lower() in LAYER_KEYWORDS + STATEMENT_KEYWORDS:
-        return None
-    suggestion = did_you_mean(first, LAYER_KEYWORDS + STATEMENT_KEYWORDS)
+    word = str(previous)
+    span = _token_span(previous, file)
+    suggestion = did_you_mean(word, LAYER_KEYWORDS + STATEMENT_KEYWORDS)
     if suggestion is None:
         return None
-    span = Span(file, token.line, start, token.line, start + len(first))
-    return SpecError(f"unknown layer '{first}'", span, code="SK201", hint=suggestion,
+    return SpecError(f"unknown layer '{word}'", span, code="SK201", hint=suggestion,
                      expected=["a layer such as conv or SK", "a block call such as sk_unit(128, 256)"])
+
+
+def _expected_terminals(error: UnexpectedInput) -> set[str]:
+    """What the parser could have taken here (the lexer's own list is wider and noisier)."""
+    parser = getattr(error, "interactive_parser", None)
+    if parser is not None:
+        return set(parser.accepts())
+    return set(getattr(error, "expected", None) or getattr(error, "allowed", None) or ())
+
+
+# The order in which expected tokens are listed: closers first, the end of the line last.
+_PHRASE_ORDER = ("COMMA", "RSQB", "RPAR", "COLON", "EQUAL", "LPAR")
 
 
 def _phrases(terminals) -> list[str]:
     parser = _lark()
+    names = set(terminals)
+    if names - {"ADD_OP", "MUL_OP"}:
+        names -= {"ADD_OP", "MUL_OP"}  # an expression could go on anywhere: not worth listing
+    ordered = sorted(names, key=lambda n: (n == "_NL" or n == "$END",
+                                           _PHRASE_ORDER.index(n) if n in _PHRASE_ORDER else 99, n))
     phrases = []
-    for name in sorted(terminals):
+    for name in ordered:
         if name in TERMINAL_PHRASES:
             phrases.append(TERMINAL_PHRASES[name])
             continue
@@ -194,7 +208,7 @@ def _phrases(terminals) -> list[str]:
             phrases.append(name.lower())
             continue
         phrases.append(f"'{pattern.value}'" if pattern.type == "str" else name.lower())
-    return sorted(set(phrases), key=phrases.index)
+    return list(dict.fromkeys(phrases))
 
 
 # Typical mistakes, each a tiny bad snippet: Lark matches the parser state of an error to them.
@@ -202,10 +216,14 @@ MISTAKES = {
     "separate options with commas: SK[M=2, G=32, r=16]": [
         "network n:\n    stage s: SK[M=2 G=32], 64\n",
         "network n:\n    stage s: SE[r=16 x=1]\n",
+        "network n:\n    stage s: SK[M=2, G=w r=1], 64\n",
     ],
     "separate a layer's arguments with commas: conv 3x3, 64, stride 2": [
         "network n:\n    stage s: conv 3x3 64\n",
-        "network n:\n    stage s: conv 3x3, 64 stride 2 G 4\n",
+        "network n:\n    stage s: conv 3x3, 64 stride 2\n",
+        "network n:\n    stage s: conv 3x3, w stride 2\n",
+        "network n:\n    stage s: conv 3x3, 64, stride 2 G 4\n",
+        "network n:\n    stage s: conv 3x3, 64, G=4 stride 2\n",
     ],
     "a stage name is followed by ':' and its layers: stage conv2: sk_unit(128, 256) x3": [
         "network n:\n    stage s sk_unit(1)\n",
@@ -230,13 +248,25 @@ MISTAKES = {
 
 
 def _hint(error: UnexpectedInput, text: str, file: str) -> str | None:
-    def parse(snippet: str):
-        _lark().parse(snippet)
+    """The catalogue hint whose snippet fails in the same parser state, on the same token kind."""
+    wanted = _state_key(error)
+    for hint, snippets in MISTAKES.items():
+        for snippet in snippets:
+            try:
+                _lark().parse(snippet)
+            except UnexpectedInput as example:
+                if _state_key(example) == wanted:
+                    return hint
+            except SpecError:
+                continue
+    return None
 
-    try:
-        return error.match_examples(parse, MISTAKES, use_accepts=True)
-    except SpecError:
-        return None
+
+def _state_key(error: UnexpectedInput) -> tuple:
+    state = getattr(error, "state", None)
+    position = getattr(state, "position", state)
+    token = getattr(error, "token", None)
+    return (position, getattr(token, "type", None), frozenset(_expected_terminals(error)))
 
 
 # -- tree -> syntax ---------------------------------------------------------------------------

@@ -55,6 +55,12 @@ class SpecModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     _at: dict[str, Span] = PrivateAttr(default_factory=dict)
 
+    def __eq__(self, other: object) -> bool:
+        # Equal content is equal spec, wherever it was written: source spans do not count.
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = BaseModel.__hash__
+
     def span(self, field: str = "") -> Span | None:
         """Where `field` (or, for "", the whole item) came from in the user's text."""
         return self._at.get(field) or self._at.get("")

@@ -1,0 +1,477 @@
+"""Reports shaped like the paper's Table 1: one row per stage, a bracket of layers per unit.
+
+    stage  output   layers                                   params (M)  GFLOPs
+    conv3  28×28    [ 1×1, 256                 ]                  1.37    1.14
+                    [ SK[M=2, G=32, r=16], 256 ] × 4
+                    [ 1×1, 512                 ]
+
+Notation (the paper's, where it has one):
+
+* conv: `7×7, 64, stride 2`; grouped `3×3, 128, G=32`; dilated `D=2`; depthwise `3×3, dw`.
+* SK convolution: `SK[M=2, G=32, r=16], 128` (L and d are shown only when not the defaults);
+  branches other than the paper's M 3×3 kernels with dilation 1…M are listed:
+  `SK[3×3 D1 G32 | 5×5 D1 G64, r=16], 128`. Without attention (Table 7's plain sum):
+  `SUM[M=2, G=32], 128`.
+* squeeze-and-excitation: `SE[r=16]` (SENet writes `fc, [16, 256]`; SE[r] says the same without
+  depending on the width).
+* A run of consecutive blocks that read alike is shown once, as its first block's layers in a
+  bracket, with `× N`. Inside brackets strides are left out, as in the paper: the first block of a
+  stage downsamples. The implicit projection shortcut and a residual's add and activation are not
+  listed; an explicit `shortcut:` is, as `shortcut: ...` lines.
+
+GFLOPs here are the paper's: multiply-adds ×10⁻⁹ of convolutions and fc layers. This module is the
+only place that writes millions and billions. It imports rich only inside the functions that build
+tables, so the plain-text helpers are free to import; it never imports torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from . import spec as S
+
+if TYPE_CHECKING:
+    from .analysis import Analysis, Part
+
+MULTIPLY_ADDS_NOTE = "GFLOPs: multiply-adds × 10⁻⁹ (conv and fc), the paper's convention"
+
+# -- numbers ------------------------------------------------------------------------------------
+
+
+def grouped(count: int) -> str:
+    """27479784 -> '27,479,784'."""
+    return f"{count:,}"
+
+
+def millions(count: float, digits: int = 1) -> str:
+    """27479784 -> '27.5M'."""
+    return f"{count / 1e6:.{digits}f}M"
+
+
+def giga(count: float, digits: int = 2) -> str:
+    """4462710784 -> '4.46' (a count in billions, without a unit)."""
+    return f"{count / 1e9:.{digits}f}"
+
+
+def shape_text(shape) -> str:
+    """(128, 56, 56) -> '128×56×56'; (1000,) -> '1000'."""
+    return "×".join(map(str, shape))
+
+
+def size_text(shape) -> str:
+    """A stage's output size as the paper writes it: '56×56' for a feature map, '1000' for a vector."""
+    return shape_text(shape[1:]) if len(shape) == 3 else shape_text(shape)
+
+
+def _kernel(kernel) -> str:
+    return f"{kernel[0]}×{kernel[1]}"
+
+
+def _signed(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f}"
+
+
+# -- summary lines ------------------------------------------------------------------------------
+
+
+def totals_line(analysis: "Analysis") -> str:
+    """'#P 27.5M (27,479,784), GFLOPs 4.46 (4,462,710,784 multiply-adds)'."""
+    cost = analysis.total
+    return (f"#P {millions(cost.params)} ({grouped(cost.params)}), GFLOPs {giga(cost.mult_adds)} "
+            f"({grouped(cost.mult_adds)} multiply-adds)")
+
+
+def paper_lines(spec: S.Network, analysis: "Analysis") -> list[str]:
+    """The paper's figures and how far ours are from them; [] when the spec quotes none.
+
+    ['paper: 27.5M, 4.47 GFLOPs (Table 1)', 'ours − paper: -0.02M (-0.07%), -0.01 GFLOPs (-0.16%)']
+    Our numbers are never adjusted: the paper counts a few small ops we leave out.
+    """
+    paper = spec.paper
+    if paper is None or (paper.params_millions is None and paper.gflops is None):
+        return []
+    figures, differences = [], []
+    if paper.params_millions is not None:
+        figures.append(f"{_quoted(paper.params_millions, 1)}M")
+        ours = analysis.total.params / 1e6
+        differences.append(f"{_signed(ours - paper.params_millions, 2)}M "
+                           f"({_signed(100 * (ours / paper.params_millions - 1), 2)}%)")
+    if paper.gflops is not None:
+        figures.append(f"{_quoted(paper.gflops, 2)} GFLOPs")
+        ours = analysis.total.mult_adds / 1e9
+        differences.append(f"{_signed(ours - paper.gflops, 2)} GFLOPs "
+                           f"({_signed(100 * (ours / paper.gflops - 1), 2)}%)")
+    source = f" ({paper.source})" if paper.source else ""
+    lines = [f"paper: {', '.join(figures)}{source}", f"ours − paper: {', '.join(differences)}"]
+    if tuple(analysis.input) != tuple(spec.input):
+        lines.append(f"the paper's figures are for {shape_text(spec.input)} input, "
+                     f"ours for {shape_text(analysis.input)}")
+    return lines
+
+
+def _quoted(value: float, digits: int) -> str:
+    """A figure as the paper prints it: 25.0 stays '25.0', 27.48 is not cut to '27.5'."""
+    text = f"{value:.{digits}f}"
+    return text if float(text) == value else f"{value:g}"
+
+
+def summary_line(analysis: "Analysis") -> str:
+    """One line for `skdsl build`: name, counts, input and output."""
+    cost = analysis.total
+    return (f"{analysis.network}: {grouped(cost.params)} params ({millions(cost.params)}), "
+            f"{grouped(cost.mult_adds)} multiply-adds ({giga(cost.mult_adds)} GFLOPs), "
+            f"{shape_text(analysis.input)} → {shape_text(analysis.output)}")
+
+
+def check_line(analysis: "Analysis") -> str:
+    """'ok: sknet50 — 27,479,784 params, 4,462,710,784 multiply-adds' for `skdsl check`."""
+    return (f"ok: {analysis.network} — {grouped(analysis.total.params)} params, "
+            f"{grouped(analysis.total.mult_adds)} multiply-adds")
+
+
+# -- the paper's notation for a spec item --------------------------------------------------------
+
+
+def item_lines(item, *, in_block: bool = False) -> list[str]:
+    """The lines a spec item takes in a Table 1 cell; strides are left out inside blocks."""
+    kind = item.kind
+    if kind == "conv":
+        return [_conv_text(item, show_stride=not in_block)]
+    if kind == "sk":
+        return [_sk_text(item, show_stride=not in_block)]
+    if kind == "se":
+        return [f"SE[r={item.reduction_ratio}]"]
+    if kind == "pool":
+        text = f"{_kernel(item.kernel)} {item.mode} pool"
+        return [text if in_block else f"{text}, stride {item.stride}"]
+    if kind == "global_pool":
+        return ["global average pool" if item.mode == "avg" else "global max pool"]
+    if kind == "fc":
+        return [f"fc, {item.out_features}"]
+    if kind == "dropout":
+        return [f"dropout, p={item.p:g}"]
+    if kind == "bn":
+        return ["BN"]
+    if kind == "act":
+        return [] if item.function == "none" else [item.function]
+    if kind == "shuffle":
+        return [f"channel shuffle, G={item.groups}"]
+    if kind == "split":
+        sizes = f" {', '.join(map(str, item.sizes))}" if item.sizes else f" {len(item.outputs)}"
+        return [f"split{sizes} → {', '.join(item.outputs)}"]
+    if kind in ("add", "concat", "mul"):
+        return [f"{kind}({', '.join(item.inputs)})"]
+    if kind == "branch":
+        return [f"{item.name}: {line}" for line in _body_lines(item.body, in_block)]
+    if kind == "residual":
+        lines = _body_lines(item.body, in_block)
+        if item.shortcut is not None:
+            lines += [f"{item.shortcut_name}: {line}"
+                      for line in _body_lines(item.shortcut, in_block)]
+        return lines
+    if kind == "block":
+        return _body_lines(item.body, True)
+    return [kind]  # a kind added to the spec after this report: at least name it
+
+
+def _body_lines(items, in_block: bool) -> list[str]:
+    return [line for item in items for line in item_lines(item, in_block=in_block)]
+
+
+def _conv_text(conv: S.Conv, show_stride: bool) -> str:
+    parts = [_kernel(conv.kernel)]
+    if conv.out_channels is not None:
+        parts.append(str(conv.out_channels))
+    if conv.groups == "depthwise":
+        parts.append("dw")
+    elif conv.groups > 1:
+        parts.append(f"G={conv.groups}")
+    if conv.dilation > 1:
+        parts.append(f"D={conv.dilation}")
+    if show_stride and conv.stride > 1:
+        parts.append(f"stride {conv.stride}")
+    return ", ".join(parts)
+
+
+def _groups_text(groups) -> str:
+    return "dw" if groups == "depthwise" else str(groups)
+
+
+def _paper_branches(sk: S.SelectiveKernel) -> bool:
+    """The paper's shorthand applies: M 3×3 branches with dilation 1 … M, all with one G."""
+    return (all(b.kernel == (3, 3) and b.dilation == m
+                for m, b in enumerate(sk.branches, start=1))
+            and len({b.groups for b in sk.branches}) == 1)
+
+
+def _sk_text(sk: S.SelectiveKernel, show_stride: bool) -> str:
+    options = []
+    if _paper_branches(sk):
+        options += [f"M={len(sk.branches)}", f"G={_groups_text(sk.branches[0].groups)}"]
+    else:
+        options.append(" | ".join(f"{_kernel(b.kernel)} D{b.dilation} G{_groups_text(b.groups)}"
+                                  for b in sk.branches))
+    if sk.attention:
+        options.append(f"r={sk.reduction_ratio}")
+        if sk.min_attention_width != 32:
+            options.append(f"L={sk.min_attention_width}")
+        if sk.attention_width_override is not None:
+            options.append(f"d={sk.attention_width_override}")
+    text = f"{'SK' if sk.attention else 'SUM'}[{', '.join(options)}], {sk.out_channels}"
+    return f"{text}, stride {sk.stride}" if show_stride and sk.stride > 1 else text
+
+
+# -- Table 1 -------------------------------------------------------------------------------------
+
+
+def stage_entries(stage: S.Stage) -> list[tuple[list[str], int | None]]:
+    """A stage's cell as entries: (lines, None) for a plain item, (lines, N) for a run of N blocks.
+
+    Consecutive blocks of one template whose layers read alike (strides are not shown) form a run.
+    """
+    entries: list[tuple[list[str], int | None]] = []
+    run_key = None
+    for item in stage.body:
+        if item.kind == "block":
+            lines = item_lines(item, in_block=True)
+            key = (item.template, tuple(lines))
+            if key == run_key:
+                entries[-1] = (entries[-1][0], entries[-1][1] + 1)
+                continue
+            entries.append((lines, 1))
+            run_key = key
+        else:
+            entries.extend(([line], None) for line in item_lines(item))
+            run_key = None
+    return entries
+
+
+def bracket(lines: list[str], count: int) -> list[str]:
+    """Lines in a bracket with '× N' beside its middle line, as Table 1 draws a unit."""
+    width = max((len(line) for line in lines), default=0)
+    middle = (len(lines) - 1) // 2
+    return [f"[ {line.ljust(width)} ]" + (f" × {count}" if index == middle else "")
+            for index, line in enumerate(lines or [""])]
+
+
+def stage_cell(stage: S.Stage) -> str:
+    """The layers column of a stage's row, as plain text (one line per layer)."""
+    lines: list[str] = []
+    for entry_lines, count in stage_entries(stage):
+        lines += entry_lines if count is None else bracket(entry_lines, count)
+    return "\n".join(lines)
+
+
+def stage_table(spec: S.Network, analysis: "Analysis"):
+    """The rich table of a network in the layout of the paper's Table 1, totals in its caption."""
+    from rich.table import Table
+    from rich.text import Text
+
+    parts = {part.name: part for part in analysis.stages}
+    caption = caption_lines(spec, analysis)
+    # The caption wraps at the table's width: keep the table at least as wide as its lines.
+    table = Table(title=f"{analysis.network} — {shape_text(analysis.input)} → "
+                        f"{shape_text(analysis.output)}",
+                  caption="\n".join(caption), caption_justify="left", title_justify="left",
+                  show_lines=True, min_width=max(map(len, caption)) + 2)
+    table.add_column("stage", no_wrap=True)
+    table.add_column("output", no_wrap=True)
+    table.add_column("layers", no_wrap=True)
+    table.add_column("params (M)", justify="right", no_wrap=True)
+    table.add_column("GFLOPs\n(mult-adds)", justify="right", no_wrap=True)
+    for stage in spec.stages:
+        part = parts.get(stage.name)
+        table.add_row(
+            Text(stage.name), Text(size_text(part.output) if part else "—"),
+            Text(stage_cell(stage)),
+            Text(f"{part.cost.params / 1e6:.2f}" if part else "0.00"),
+            Text(giga(part.cost.mult_adds) if part else "0.00"),
+        )
+    total = analysis.total
+    table.add_row(Text("total", style="bold"), Text(size_text(analysis.output)), Text(""),
+                  Text(f"{total.params / 1e6:.2f}", style="bold"),
+                  Text(giga(total.mult_adds), style="bold"))
+    return table
+
+
+def caption_lines(spec: S.Network, analysis: "Analysis") -> list[str]:
+    """Table 1's caption: our totals, the paper's figures and our difference, the convention."""
+    return [totals_line(analysis), *paper_lines(spec, analysis), MULTIPLY_ADDS_NOTE]
+
+
+def layer_table(analysis: "Analysis"):
+    """Every layer of the network: full name, output shape, exact parameters and multiply-adds."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{analysis.network} — layers", title_justify="left")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("output", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("multiply-adds", justify="right", no_wrap=True)
+    for part in analysis.layers:
+        table.add_row(*_layer_row(part))
+    table.add_section()
+    total = analysis.total
+    table.add_row(Text("total", style="bold"), Text(shape_text(analysis.output)),
+                  Text(grouped(total.params), style="bold"),
+                  Text(grouped(total.mult_adds), style="bold"))
+    return table
+
+
+def _layer_row(part: "Part") -> tuple:
+    from rich.text import Text
+
+    return (Text(part.name), Text(shape_text(part.output)), Text(grouped(part.cost.params)),
+            Text(grouped(part.cost.mult_adds)))
+
+
+
+# -- diagrams of the graph (skdsl graph) ----------------------------------------------------------
+
+MERMAID_EDGE_LIMIT = 500  # mermaid's default maxEdges: larger diagrams do not render
+
+
+def op_text(node: dict) -> str:
+    """A node's op in a few characters: 'conv2d 3×3/2 G32', 'max_pool 3×3/2', 'linear 2048→1000'."""
+    op = node["op"]
+    if op == "conv2d":
+        text = f"conv2d {_kernel(node['kernel'])}"
+        text += f"/{node['stride']}" if node["stride"] > 1 else ""
+        text += f" G{node['groups']}" if node["groups"] > 1 else ""
+        return text + (f" D{node['dilation']}" if node["dilation"] > 1 else "")
+    if op in ("max_pool", "avg_pool"):
+        return f"{op} {_kernel(node['kernel'])}/{node['stride']}"
+    if op == "global_pool":
+        return f"global_pool {node['mode']}"
+    if op == "linear":
+        return f"linear {node['in_features']}→{node['out_features']}"
+    if op == "act":
+        return f"act {node['function']}"
+    if op == "dropout":
+        return f"dropout {node['p']:g}"
+    if op == "select":
+        return f"select M={node['branches']}"
+    if op == "shuffle":
+        return f"shuffle G{node['groups']}"
+    if op == "split":
+        return f"split {'+'.join(map(str, node['sizes']))}"
+    return op
+
+
+def diagram(graph, depth: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The boxes and arrows of a diagram: nodes merged into their first `depth` name parts.
+
+    Each box: {"name", "stage", "lines"} where lines are its label (name, what it does, its output
+    shape). Boxes and arrows come in execution order; an arrow joins two different boxes.
+    """
+    def group(name: str) -> str:
+        return name if depth is None else ".".join(name.split(".")[:depth])
+
+    members: dict[str, list[str]] = {}
+    for name in graph.nodes:
+        members.setdefault(group(name), []).append(name)
+    blocks = graph.graph.get("blocks", {})
+    boxes = []
+    for key, names in members.items():
+        nodes = [graph.nodes[name] for name in names]
+        last = nodes[-1]
+        if names == [key]:
+            what = op_text(last) if last["op"] != "input" else "input"
+        elif key in blocks:
+            what = blocks[key]
+        elif len(nodes) <= 3:
+            what = " · ".join(op_text(node) for node in nodes)
+        else:
+            what = f"{len(nodes)} ops"
+        shape = ", ".join(shape_text(s) for s in last["out_shapes"])
+        lines = [key, shape] if what == key else [key, what, shape]
+        boxes.append({"name": key, "stage": nodes[0]["stage"], "lines": lines})
+    edges: dict[tuple[str, str], None] = {}
+    for name, data in graph.nodes(data=True):
+        for source, _port in data["inputs"]:
+            edge = (group(source), group(name))
+            if edge[0] != edge[1]:
+                edges[edge] = None
+    return boxes, list(edges)
+
+
+def _dot_quote(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def to_dot(graph, depth: int | None = None) -> str:
+    """Graphviz source: a box per node (name, op, shape), a cluster per stage, edges in order."""
+    boxes, edges = diagram(graph, depth)
+    title = f"{graph.graph['network']} — {shape_text(graph.graph['input'])}"
+    lines = [f"digraph {_dot_quote(graph.graph['network'])} {{",
+             f"  graph [rankdir=TB, labelloc=t, fontname=Helvetica, label={_dot_quote(title)}];",
+             "  node [shape=box, style=rounded, fontname=Helvetica, fontsize=10];",
+             "  edge [arrowsize=0.6];"]
+    by_stage: dict[str, list[dict]] = {}
+    for box in boxes:
+        by_stage.setdefault(box["stage"], []).append(box)
+    for stage, members in by_stage.items():
+        statements = [f"{_dot_quote(b['name'])} [label={_dot_quote(chr(10).join(b['lines']))}];"
+                      for b in members]
+        if stage == "input":
+            lines += [f"  {line}" for line in statements]
+            continue
+        lines.append(f"  subgraph {_dot_quote('cluster_' + stage)} {{")
+        lines.append(f"    label={_dot_quote(stage)}; style=dashed; color=gray50;")
+        lines += [f"    {line}" for line in statements]
+        lines.append("  }")
+    lines += [f"  {_dot_quote(a)} -> {_dot_quote(b)};" for a, b in edges]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_text(text: str) -> str:
+    """Label text for mermaid's ["..."]: entity codes for the characters it would parse."""
+    for char, code in (("#", "#35;"), ('"', "#quot;"), ("<", "#lt;"), (">", "#gt;")):
+        text = text.replace(char, code)
+    return text
+
+
+def to_mermaid(graph, depth: int | None = None) -> str:
+    """A mermaid flowchart: ids without dots (n_conv1_conv), a subgraph per stage."""
+    import re
+
+    boxes, edges = diagram(graph, depth)
+    ids: dict[str, str] = {}
+    used: set[str] = set()
+
+    def identifier(name: str, prefix: str) -> str:
+        base = prefix + re.sub(r"[^A-Za-z0-9_]", "_", name)
+        candidate, number = base, 1
+        while candidate in used:  # 'a.b_c' and 'a_b.c' would meet
+            number += 1
+            candidate = f"{base}_{number}"
+        used.add(candidate)
+        return candidate
+
+    for box in boxes:
+        ids[box["name"]] = identifier(box["name"], "n_")
+    lines = ["flowchart TD"]
+    by_stage: dict[str, list[dict]] = {}
+    for box in boxes:
+        by_stage.setdefault(box["stage"], []).append(box)
+    for stage, members in by_stage.items():
+        statements = [f'{ids[b["name"]]}["{"<br/>".join(map(_mermaid_text, b["lines"]))}"]'
+                      for b in members]
+        if stage == "input":
+            lines += [f"  {line}" for line in statements]
+            continue
+        lines.append(f'  subgraph {identifier(stage, "s_")}["{_mermaid_text(stage)}"]')
+        lines += [f"    {line}" for line in statements]
+        lines.append("  end")
+    lines += [f"  {ids[a]} --> {ids[b]}" for a, b in edges]
+    return "\n".join(lines) + "\n"
+
+__all__ = [
+    "stage_table", "layer_table", "stage_entries", "stage_cell", "item_lines", "bracket",
+    "totals_line", "paper_lines", "caption_lines", "summary_line", "check_line", "grouped", "millions", "giga",
+    "shape_text", "size_text", "MULTIPLY_ADDS_NOTE", "op_text", "diagram", "to_dot", "to_mermaid",
+    "MERMAID_EDGE_LIMIT",
+]

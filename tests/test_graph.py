@@ -1,0 +1,129 @@
+"""Lowering: one node per primitive op, shapes on every edge, names, projections and tensors."""
+
+import pytest
+
+import skdsl
+from skdsl.errors import SpecError
+from skdsl.graph import conv_output_size, output_shape
+
+HEADER = "network n:\n    input 3x32x32\n    classes 10\n"
+
+
+def lower(body: str):
+    return skdsl.lower(skdsl.parse(HEADER + body))
+
+
+def test_sk_unit_lowers_to_the_papers_operations():
+    graph = skdsl.lower(skdsl.load("specs/sknet50.sk"))
+    names = [n for n in graph if n.startswith("conv3.block2.sk.")]
+    assert names == [
+        "conv3.block2.sk.branch1.conv", "conv3.block2.sk.branch1.bn", "conv3.block2.sk.branch1.act",
+        "conv3.block2.sk.branch2.conv", "conv3.block2.sk.branch2.bn", "conv3.block2.sk.branch2.act",
+        "conv3.block2.sk.fuse", "conv3.block2.sk.pool", "conv3.block2.sk.reduce.conv",
+        "conv3.block2.sk.reduce.bn", "conv3.block2.sk.reduce.act", "conv3.block2.sk.logits",
+        "conv3.block2.sk.select"]
+    branch2 = graph.nodes["conv3.block2.sk.branch2.conv"]
+    assert (branch2["dilation"], branch2["padding"], branch2["groups"]) == (2, (2, 2), 32)
+    assert graph.nodes["conv3.block2.sk.reduce.conv"]["out_channels"] == 32  # d = max(256/16, 32)
+    assert graph.nodes["conv5.block1.sk.reduce.conv"]["out_channels"] == 64  # 1024/16
+    assert graph.nodes["conv3.block2.sk.logits"]["out_channels"] == 2 * 256
+    select = graph.nodes["conv3.block2.sk.select"]
+    assert [src for src, _ in select["inputs"]] == [
+        "conv3.block2.sk.logits", "conv3.block2.sk.branch1.act", "conv3.block2.sk.branch2.act"]
+
+
+def test_the_first_block_of_a_stage_takes_the_stride_and_a_projection():
+    graph = skdsl.lower(skdsl.load("specs/sknet50.sk"))
+    assert graph.nodes["conv3.block1.sk.branch1.conv"]["stride"] == 2
+    assert graph.nodes["conv3.block2.sk.branch1.conv"]["stride"] == 1
+    shortcut = graph.nodes["conv3.block1.shortcut.conv"]
+    assert (shortcut["kernel"], shortcut["stride"], shortcut["out_channels"]) == ((1, 1), 2, 512)
+    assert "conv3.block1.shortcut.bn" in graph and "conv3.block1.shortcut.act" not in graph
+    assert "conv3.block2.shortcut.conv" not in graph  # identity
+    assert "conv2.block1.shortcut.conv" in graph  # 64 -> 256 channels at stride 1
+
+
+def test_every_edge_carries_its_shape():
+    graph = skdsl.lower(skdsl.load("specs/resnext50_32x4d.sk"))
+    for src, dst, data in graph.edges(data=True):
+        assert data["shape"] == graph.nodes[src]["out_shapes"][data["port"]]
+        assert data["shape"] in graph.nodes[dst]["in_shapes"]
+    assert output_shape(graph) == (1000,)
+
+
+def test_shufflenet_unit_with_split_branch_concat_and_shuffle():
+    graph = lower(
+        "    stage s:\n        conv 1x1, 32\n        split 2 -> left, right\n"
+        "        branch right from right:\n            conv 1x1, 16\n"
+        "            dwconv 3x3, act none\n            conv 1x1, 16\n"
+        "        concat left, right\n        shuffle 2\n")
+    split = graph.nodes["s.split"]
+    assert split["out_shapes"] == ((16, 32, 32), (16, 32, 32))
+    assert graph.nodes["s.right.conv1.conv"]["in_channels"] == 16
+    assert graph.nodes["s.right.conv2.conv"]["groups"] == 16  # the depthwise 3×3
+    assert "s.right.conv2.act" not in graph
+    concat = graph.nodes["s.concat"]
+    assert concat["inputs"] == (("s.split", 0), ("s.right.conv3.act", 0))
+    assert concat["out_shapes"] == ((32, 32, 32),)
+    assert graph.nodes["s.shuffle"]["groups"] == 2
+
+
+def test_layer_outputs_can_be_named_in_merges():
+    graph = lower("    stage s:\n        a = conv 3x3, 8\n        b = conv 3x3, 8\n        add a, b\n")
+    assert graph.nodes["s.add"]["inputs"] == (("s.a.act", 0), ("s.b.act", 0))
+
+
+def test_se_gate_broadcasts_over_the_map():
+    graph = lower("    stage s:\n        conv 3x3, 32\n        SE[r=4]\n")
+    assert graph.nodes["s.se.reduce"]["out_channels"] == 8
+    assert graph.nodes["s.se.reduce"]["bias"] is True
+    assert graph.nodes["s.se.scale"]["in_shapes"] == ((32, 32, 32), (32, 1, 1))
+
+
+def test_sum_variant_has_no_attention():
+    graph = lower("    stage s: SUM[M=3, G=1], 8\n")
+    assert "s.sk.fuse" in graph and "s.sk.select" not in graph and "s.sk.pool" not in graph
+    assert [graph.nodes[f"s.sk.branch{m}.conv"]["dilation"] for m in (1, 2, 3)] == [1, 2, 3]
+
+
+def test_explicit_shortcut_and_post_activation():
+    graph = lower("    stage s:\n        residual act none:\n            conv 3x3, 8, stride 2\n"
+                  "            shortcut:\n                avgpool 2x2\n"
+                  "                conv 1x1, 8, act none\n")
+    assert graph.nodes["s.shortcut.pool"]["op"] == "avg_pool"
+    assert "s.act" not in graph
+    assert graph.nodes["s.add"]["out_shapes"] == ((8, 16, 16),)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation, ceil, expected", [
+    (224, 7, 2, 3, 1, False, 112), (112, 3, 2, 1, 1, False, 56), (56, 3, 1, 2, 2, False, 56),
+    (7, 3, 2, 1, 1, False, 4), (112, 3, 2, 0, 1, True, 56), (5, 2, 2, 0, 1, True, 3),
+    (4, 3, 1, 0, 1, False, 2), (2, 3, 1, 0, 1, False, 0),
+])
+def test_output_size_formula(size, kernel, stride, padding, dilation, ceil, expected):
+    assert conv_output_size(size, kernel, stride, padding, dilation, ceil) == expected
+
+
+def test_input_shape_override():
+    graph = skdsl.lower(skdsl.parse(HEADER + "    stage s: conv 3x3, 8, stride 2\n"), (3, 64, 48))
+    assert output_shape(graph) == (8, 32, 24)
+
+
+@pytest.mark.parametrize("body, code", [
+    ("    stage s: conv 3x3, 10, G=4\n", "SK301"),
+    ("    stage s:\n        conv 3x3, 8, stride 2\n        SK[G=3], 9\n", "SK301"),
+    ("    stage s: conv 33x33, 8, pad 0\n", "SK302"),
+    ("    stage s:\n        fc 10\n        maxpool 2x2\n", "SK304"),
+    ("    stage s:\n        conv 1x1, 6\n        shuffle 4\n", "SK301"),
+    ("    stage s:\n        conv 1x1, 8\n        split 3, 4 -> a, b\n", "SK307"),
+    ("    stage s:\n        branch a: conv 1x1, 8\n        concat a, c\n", "SK306"),
+    ("    stage s:\n        branch a: conv 1x1, 8\n        branch b: conv 1x1, 8, stride 2\n"
+     "        concat a, b\n", "SK303"),
+    ("    stage s:\n        maxpool 2x2, pad 2\n", "SK203"),
+])
+def test_shape_mistakes_are_located(body, code):
+    with pytest.raises(SpecError) as caught:
+        lower(body)
+    assert caught.value.code == code
+    assert caught.value.span is not None and caught.value.span.file == "<string>"
+    assert any(note.startswith("in: s") for note in caught.value.notes)
