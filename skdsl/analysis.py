@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import networkx as nx
-
 from . import spec as S
-from .graph import Shape, lower, output_shape
+from .graph import LoweredGraph, Shape, lower_table, output_shape
 
 
 @dataclass(frozen=True)
@@ -108,13 +106,12 @@ def node_cost(node: dict) -> Cost:
     return Cost()
 
 
-def analyze(spec_or_graph: S.Network | nx.DiGraph, input_shape: Shape | None = None) -> Analysis:
-    """Analyse a spec (lowering it first) or an already lowered graph."""
+def analyze(spec_or_graph, input_shape: Shape | None = None) -> Analysis:
+    """Analyse a spec (lowering it first), a `LoweredGraph` or the networkx graph of `lower`."""
     graph = spec_or_graph
     if isinstance(spec_or_graph, S.Network):
-        graph = lower(spec_or_graph, input_shape)
-    nodes = graph.nodes
-    costs = {name: node_cost(data) for name, data in nodes.items()}
+        graph = lower_table(spec_or_graph, input_shape)
+    costs = {name: node_cost(data) for name, data in graph.nodes.items()}
     fields = receptive_fields(graph)
     return Analysis(
         network=graph.graph["network"],
@@ -128,11 +125,11 @@ def analyze(spec_or_graph: S.Network | nx.DiGraph, input_shape: Shape | None = N
     )
 
 
-def _roll_up(graph: nx.DiGraph, costs: dict[str, Cost], fields: dict, key: str) -> tuple:
+def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str) -> tuple:
     """Sum node costs by a node attribute, in the order the groups first appear."""
     totals: dict[str, Cost] = {}
     last: dict[str, str] = {}
-    for name, data in graph.nodes(data=True):
+    for name, data in graph.nodes.items():
         group = data[key]
         if group is None or name == "input":
             continue
@@ -146,10 +143,10 @@ def _roll_up(graph: nx.DiGraph, costs: dict[str, Cost], fields: dict, key: str) 
     )
 
 
-def receptive_fields(graph: nx.DiGraph) -> dict[str, tuple[int, int] | None]:
+def receptive_fields(graph: LoweredGraph) -> dict[str, tuple[int, int] | None]:
     """The theoretical receptive field (height, width) of every node's output; None = global."""
     state: dict[str, tuple[int, int, int, int] | None] = {"input": (1, 1, 1, 1)}
-    for name, data in graph.nodes(data=True):
+    for name, data in graph.nodes.items():
         if name == "input":
             continue
         op = data["op"]

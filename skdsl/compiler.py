@@ -65,7 +65,7 @@ class CompiledNetwork(nn.Module):
     def __init__(self, graph: nx.DiGraph):
         super().__init__()
         self.graph = graph  # not a module, so not a submodule
-        modules = {name: _build(name, node) for name, node in graph.nodes(data=True)
+        modules = {name: _build(name, node) for name, node in graph.nodes.items()
                    if node["op"] != "input"}
         for name, module in modules.items():
             _register(self, name, module)
@@ -180,7 +180,7 @@ def _schedule(graph: nx.DiGraph, modules: dict[str, nn.Module]):
     """The steps, the number of slots and the output's slot; slot 0 holds the input."""
     slots: dict[G.Ref, int] = {("input", 0): 0}
     planned = []
-    for name, node in graph.nodes(data=True):
+    for name, node in graph.nodes.items():
         if node["op"] == "input":
             continue
         missing = [ref for ref in node["inputs"] if tuple(ref) not in slots]

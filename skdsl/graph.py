@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import networkx as nx
-
 from . import spec as S
 from .errors import Span, SpecError, did_you_mean
 
@@ -40,12 +38,48 @@ class _Scope:
     block: str | None = None  # full name of the outermost block around it, if any
 
 
-def lower(network: S.Network, input_shape: Shape | None = None) -> nx.DiGraph:
-    """Lower a network to its graph, inferring every shape; raises SpecError on a shape mistake."""
+class LoweredGraph:
+    """The lowered network as plain data: the node table in execution order, and its edges.
+
+    It is what `lower` turns into a networkx DiGraph; analysis reads it directly, which keeps
+    `skdsl build` from importing networkx at all. `nodes[name]` and `graph[...]` read as on
+    a DiGraph.
+    """
+
+    def __init__(self, **attributes):
+        self.graph: dict = attributes
+        self.nodes: dict[str, dict] = {}
+        self.edges: list[tuple[str, str, dict]] = []
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def to_networkx(self):
+        import networkx as nx
+
+        graph = nx.DiGraph(**self.graph)
+        graph.add_nodes_from(self.nodes.items())
+        graph.add_edges_from(self.edges)
+        return graph
+
+
+def lower_table(network: S.Network, input_shape: Shape | None = None) -> LoweredGraph:
+    """Lower a network to its node table, inferring every shape; SpecError on a shape mistake."""
     return _Lowering(network, tuple(input_shape or network.input)).graph
 
 
-def output_shape(graph: nx.DiGraph) -> Shape:
+def lower(network: S.Network, input_shape: Shape | None = None):
+    """Lower a network to its networkx DiGraph, inferring every shape."""
+    return lower_table(network, input_shape).to_networkx()
+
+
+def output_shape(graph) -> Shape:
     node, port = graph.graph["output"]
     return graph.nodes[node]["out_shapes"][port]
 
@@ -74,10 +108,11 @@ def _fmt(shape: Shape) -> str:
 
 class _Lowering:
     def __init__(self, network: S.Network, input_shape: Shape):
-        self.graph = nx.DiGraph(network=network.name, input=input_shape, blocks={})
+        self.graph = LoweredGraph(network=network.name, input=input_shape, blocks={})
         self.containers: set[str] = set()
-        self.graph.add_node("input", op="input", inputs=(), in_shapes=(), out_shapes=(input_shape,),
-                            layer="input", stage="input", block=None, span=network.span("input"))
+        self.graph.nodes["input"] = dict(op="input", inputs=(), in_shapes=(),
+                                         out_shapes=(input_shape,), layer="input", stage="input",
+                                         block=None, span=network.span("input"))
         x: Ref = ("input", 0)
         for stage in network.stages:
             scope = _Scope(stage.name, stage.name)
@@ -103,11 +138,11 @@ class _Lowering:
              layer: str, scope: _Scope, **attrs) -> Ref:
         self.claim(name, item)
         in_shapes = tuple(self.shape(ref) for ref in inputs)
-        self.graph.add_node(name, op=op, inputs=tuple(inputs), in_shapes=in_shapes,
-                            out_shapes=tuple(out_shapes), layer=layer, stage=scope.stage,
-                            block=scope.block, span=item.span(), **attrs)
+        self.graph.nodes[name] = dict(op=op, inputs=tuple(inputs), in_shapes=in_shapes,
+                                      out_shapes=tuple(out_shapes), layer=layer, stage=scope.stage,
+                                      block=scope.block, span=item.span(), **attrs)
         for ref, shape in zip(inputs, in_shapes):
-            self.graph.add_edge(ref[0], name, shape=shape, port=ref[1])
+            self.graph.edges.append((ref[0], name, {"shape": shape, "port": ref[1]}))
         return (name, 0)
 
     def feature_map(self, ref: Ref, item: S.SpecModel, what: str) -> Shape:
@@ -424,4 +459,4 @@ def _divisor_hint(count: int, groups: int) -> str:
             f"{count} (such as {divisors[0]})")
 
 
-__all__ = ["lower", "output_shape", "conv_output_size", "same_padding", "OPS", "Span"]
+__all__ = ["lower", "lower_table", "LoweredGraph", "output_shape", "conv_output_size", "same_padding", "OPS", "Span"]

@@ -94,19 +94,24 @@ def paper_lines(spec: S.Network, analysis: "Analysis") -> list[str]:
     if paper.params_millions is not None:
         figures.append(f"{_quoted(paper.params_millions, 1)}M")
         ours = analysis.total.params / 1e6
-        differences.append(f"{_signed(ours - paper.params_millions, 2)}M "
-                           f"({_signed(100 * (ours / paper.params_millions - 1), 2)}%)")
+        differences.append(f"{_signed(ours - paper.params_millions, 2)}M"
+                           f"{_percent(ours, paper.params_millions)}")
     if paper.gflops is not None:
         figures.append(f"{_quoted(paper.gflops, 2)} GFLOPs")
         ours = analysis.total.mult_adds / 1e9
-        differences.append(f"{_signed(ours - paper.gflops, 2)} GFLOPs "
-                           f"({_signed(100 * (ours / paper.gflops - 1), 2)}%)")
+        differences.append(f"{_signed(ours - paper.gflops, 2)} GFLOPs"
+                           f"{_percent(ours, paper.gflops)}")
     source = f" ({paper.source})" if paper.source else ""
     lines = [f"paper: {', '.join(figures)}{source}", f"ours − paper: {', '.join(differences)}"]
     if tuple(analysis.input) != tuple(spec.input):
         lines.append(f"the paper's figures are for {shape_text(spec.input)} input, "
                      f"ours for {shape_text(analysis.input)}")
     return lines
+
+
+def _percent(ours: float, theirs: float) -> str:
+    """' (-0.07%)': our relative difference, when the paper's figure allows one."""
+    return f" ({_signed(100 * (ours / theirs - 1), 2)}%)" if theirs > 0 else ""
 
 
 def _quoted(value: float, digits: int) -> str:
