@@ -12,7 +12,7 @@ SPEC = Path(__file__).resolve().parent / "sknet50_options.sk"   # declares param
 print(f"{'M':>2}{'G':>4}{'params':>14}{'GMACs':>8}")
 for groups in (16, 32):
     for branches in (1, 2, 3, 4):
-        # Overrides replace the values of the file's `param` lines before expansion.
+        # Like `skdsl build examples/sknet50_options.sk --set M=3 --set G=16` on the CLI.
         spec = skdsl.load(SPEC, overrides={"M": branches, "G": groups})
         report = skdsl.analyze(spec)
         print(f"{branches:>2}{groups:>4}{report.params:>14,}{report.mult_adds / 1e9:>8.3f}")

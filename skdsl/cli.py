@@ -311,7 +311,7 @@ def _write_text(text: str, output: str | None) -> None:
 def _add_build(commands) -> None:
     parser = commands.add_parser(
         "build", help="count a network's parameters and multiply-adds (Table 1)",
-        description="Parse, expand and analyse a spec: parameters, multiply-adds and shapes, "
+        description="Parse, expand and analyse a spec: parameters, multiply-adds and shapes,\n"
                     "without building a model (no torch).",
         epilog="examples:\n  skdsl build specs/sknet50.sk --report\n"
                "  skdsl build specs/sknet50.sk --json --input 3x320x320",
@@ -376,7 +376,7 @@ def run_check(args) -> int:
 def _add_spec(commands) -> None:
     parser = commands.add_parser(
         "spec", help="print the expanded spec as JSON, or the JSON schema of specs",
-        description="Print a spec fully expanded (templates called, repeats unrolled, every "
+        description="Print a spec fully expanded (templates called, repeats unrolled, every\n"
                     "layer named) as JSON; `skdsl build FILE.json` reads it back.",
         epilog="examples:\n  skdsl spec specs/sknet50.sk --json > sknet50.json\n"
                "  skdsl spec --schema > skdsl.schema.json",
@@ -407,7 +407,7 @@ def run_spec(args) -> int:
 def _add_graph(commands) -> None:
     parser = commands.add_parser(
         "graph", help="draw the network as Graphviz dot or mermaid",
-        description="Write a diagram of the lowered graph: a box per op with its output shape, "
+        description="Write a diagram of the lowered graph: a box per op with its output shape,\n"
                     "arrows in execution order, one cluster per stage.",
         epilog="examples:\n  skdsl graph specs/sknet50.sk --depth 2 -o sknet50.dot\n"
                "  dot -Tsvg sknet50.dot -o sknet50.svg\n"
@@ -468,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is returned, never raised (except by argparse's own
     --help and usage errors, caught here too)."""
+    _tolerate_narrow_encodings()
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -486,6 +487,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     except Exception as error:  # noqa: BLE001 - the last line of defence: no tracebacks
         return _internal_error(error)
+
+
+def _tolerate_narrow_encodings() -> None:
+    """On a terminal that cannot show '×' or '—' (PYTHONIOENCODING=ascii), print '?' instead
+    of failing with a UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (OSError, ValueError):
+                pass
 
 
 def _internal_error(error: BaseException) -> int:

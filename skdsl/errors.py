@@ -104,6 +104,9 @@ class CheckpointError(SkdslError):
     code = "SK600"
 
 
+_WIDEST = 100  # characters of a source line shown in an excerpt
+
+
 def _excerpt(span: Span | None) -> list[str]:
     """The source line with a caret under the span, in the style of rustc and Lark."""
     if span is None or span.file not in _SOURCES:
@@ -113,6 +116,12 @@ def _excerpt(span: Span | None) -> list[str]:
         return []
     text = source_lines[span.line - 1] if span.line <= len(source_lines) else ""
     text = text.expandtabs(1)
+    if len(text) > _WIDEST:
+        # Clip a long line (a minified JSON spec) to a window around the span.
+        start = max(0, min(span.column - 1 - _WIDEST // 2, len(text) - _WIDEST))
+        text = text[start:start + _WIDEST]
+        span = Span(span.file, span.line, span.column - start, span.line,
+                    (span.end_column if span.end_line == span.line else span.column + 1) - start)
     code_end = len(text.split("#", 1)[0].rstrip()) + 1
     last = span.end_column if span.end_line == span.line else code_end
     width = max(1, min(last, max(code_end, span.column + 1)) - span.column)

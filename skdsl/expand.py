@@ -222,7 +222,10 @@ def _kernel(value: Value, what: str) -> tuple[int, int]:
 
 def _pair(value: Value, what: str) -> tuple[int, int]:
     if isinstance(value.value, tuple):
-        return _kernel(value, what)
+        if len(value.value) != 2:
+            raise SpecError(f"{what} must be one number or two such as 0x1, got "
+                            f"{_show(value.value)}", value.span, code="SK203")
+        return value.value
     size = _positive(value, what, minimum=0)
     return (size, size)
 
@@ -258,11 +261,8 @@ def _probability(value: Value, what: str) -> float:
     return float(number)
 
 
-def _tensor_name(value: Value, what: str) -> str:
-    if not isinstance(value.value, str):
-        raise SpecError(f"{what} must name a tensor, got {_show(value.value)}", value.span,
-                        code="SK203")
-    return str(value.value)
+def _literal(expr: A.Expr):
+    return getattr(expr, "value", getattr(expr, "values", "an expression"))
 
 
 def _number_value(value: Value, what: str) -> float:
@@ -320,7 +320,7 @@ class _Args:
         spelled = {name: option for option in table for name in option.names}
         found = {}
         for keyword, (arg, value) in self.keywords.items():
-            option = spelled.get(keyword) or spelled.get(keyword.lower())
+            option = spelled.get(keyword)  # exact: SK's d (attention width) is not D (dilation)
             if option is None:
                 raise SpecError(f"{self.where} has no option '{keyword}'", arg.keyword_span,
                                 code="SK202", hint=did_you_mean(keyword, spelled) or
@@ -558,9 +558,9 @@ class Expander:
 
     def layer(self, st: A.LayerStmt, context: _Context):
         build = LAYERS[st.keyword]
-        where = st.keyword_text if st.keyword in ("sk", "sum", "se") else st.keyword
-        args = _Args(where.upper() if st.keyword in ("sk", "sum", "se") else where,
-                     (st.options or []) + st.args, context.env, _first_line(st.span))
+        where = st.keyword.upper() if st.keyword in BRACKET_POSITIONS else st.keyword
+        options = _name_bracket_positionals(st, where)
+        args = _Args(where, options + st.args, context.env, _first_line(st.span))
         if st.kernel_lines is not None and st.keyword not in ("sk", "sum"):
             raise SpecError(f"only SK and SUM take a list of branches, not {st.keyword}",
                             st.keyword_span, code="SK212")
@@ -674,6 +674,28 @@ class Expander:
                       outputs=outputs, sizes=sizes)
 
 
+# The paper writes SK[2, 32, 16] for SK[M=2, G=32, r=16]: bracket positions have names.
+BRACKET_POSITIONS = {"sk": ("M", "G", "r", "L"), "sum": ("M", "G"), "se": ("r",)}
+
+
+def _name_bracket_positionals(st: A.LayerStmt, where: str) -> list[A.Arg]:
+    if not st.options:
+        return []
+    names = BRACKET_POSITIONS.get(st.keyword, ())
+    named, position = [], 0
+    for arg in st.options:
+        if arg.keyword is not None:
+            named.append(arg)
+            continue
+        if position >= len(names):
+            raise SpecError(f"{where}[...] takes at most {len(names)} unnamed values "
+                            f"({', '.join(names) or 'none'})", arg.span, code="SK207",
+                            hint=_USAGE.get(where))
+        named.append(A.Arg(names[position], arg.value, arg.span, arg.span))
+        position += 1
+    return named
+
+
 # -- layers --------------------------------------------------------------------------------------
 
 
@@ -694,6 +716,12 @@ def _dwconv(expander, st, args, name, context):
 
 def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
     attention = st.keyword == "sk"
+    for keyword in ("D", "dilation"):
+        if keyword in args.keywords:
+            raise SpecError(f"{args.where} has no option '{keyword}': each branch has its own "
+                            "dilation", args.keywords[keyword][0].keyword_span, code="SK202",
+                            hint="M=2 gives dilations 1 and 2; for others list the branches: "
+                            "SK[r=16], 128: then one line each such as 3x3, G=32, D=3")
     found = args.options(SK_OPTIONS if attention else SUM_OPTIONS)
     out = args.take("its width C", _positive, "out_channels")
     args.finish()
@@ -785,7 +813,17 @@ def _shuffle(expander, st, args, name, context):
 
 
 def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
-    inputs = args.rest("a tensor name", _tensor_name, "inputs")
+    # Tensor names are read as written: a parameter called `a` must not turn `add a, b` into 2.
+    inputs = []
+    for index, arg in enumerate(a for a in st.args if a.keyword is None):
+        if not isinstance(arg.value, A.Name):
+            raise SpecError(f"{st.keyword} takes tensor names, got {_show(_literal(arg.value))}",
+                            arg.span, code="SK203", hint=f"write it as: {st.keyword} left, right")
+        inputs.append(arg.value.id)
+        args.spans[f"inputs.{index}"] = arg.span
+    if inputs:
+        args.spans["inputs"] = _join(args.spans["inputs.0"], args.spans[f"inputs.{len(inputs) - 1}"])
+    args.taken = len(args.positional)
     args.options(())
     if len(inputs) < 2:
         raise SpecError(f"{st.keyword} combines two or more named tensors", args.span,

@@ -87,7 +87,7 @@ def read_source(path: str | Path) -> str:
     except OSError as error:
         raise SpecError(f"cannot read '{path}': {error.strerror}", code="SK114") from None
     if b"\0" in data:
-        raise SpecError(f"'{path}' is a binary file, not a .sk spec", where, code="SK112")
+        raise SpecError(f"'{path}' is a binary file, not a text spec", where, code="SK112")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

