@@ -91,6 +91,7 @@ def read_source(path: str | Path) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
+        register_source(str(path), data.decode("utf-8", errors="replace"))
         line = data[: error.start].count(b"\n") + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
         raise SpecError(f"'{path}' is not UTF-8 text (byte 0x{data[error.start]:02x})",
