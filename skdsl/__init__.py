@@ -45,11 +45,15 @@ def lower(spec: Network, input_shape=None):
     return _lower(spec, input_shape)
 
 
-def analyze(spec: Network, input_shape=None) -> "Analysis":
-    """Exact parameters, multiply-adds, shapes and receptive fields, without building a model."""
+def analyze(spec: Network, input_shape=None, count=()) -> "Analysis":
+    """Exact parameters, multiply-adds, shapes and receptive fields, without building a model.
+
+    `count` adds op classes to the multiply-adds (bn, act, pool, add, mul, softmax); the
+    default counts convolutions and fc layers only, as the paper and FlopCounterMode do.
+    """
     from .analysis import analyze as _analyze
 
-    return _analyze(spec, input_shape)
+    return _analyze(spec, input_shape, count)
 
 
 def compile(spec: Network, input_shape=None):  # noqa: A001 - the verb users expect

@@ -3,7 +3,8 @@
 Counting convention (the one torch agrees with to the unit):
 
 * parameters = convolution and fc weights and biases + BN's weight and bias (γ, β); BN running
-  statistics are buffers, not parameters. This equals `sum(p.numel())` of the compiled module.
+  statistics are buffers, not parameters; weights a branch shares with another count once.
+  This equals `sum(p.numel())` of the compiled module.
 * mult_adds = multiply-adds of convolutions and fc layers only, per image:
   conv: C_out · (C_in / G) · k_h · k_w · H_out · W_out; fc: in · out. Biases, BN, activations,
   pooling, additions and the SK softmax and weighting are not counted. This equals
@@ -12,6 +13,14 @@ Counting convention (the one torch agrees with to the unit):
 * receptive field = the theoretical one, per axis, with dilation: r ← r + (d·(k−1)) · j, j ← j · s.
   A multi-branch unit takes its largest branch; attention paths (global pooling) are not part
   of it, and after a global pool or an fc the field is the whole image (None).
+
+Other conventions count more op classes (`analyze(..., count=("bn", "add"))`, `--count`), each
+in multiply-add equivalents per image, one per output element unless said otherwise:
+
+* bn: y = γ'·x + β' at inference; act: one per element; add: (inputs − 1) per element
+  (residual adds and SK's fuse); mul: (inputs − 1) per element (SE and attention scaling);
+* pool: a k×k window per output element; a global or channel pool reads every input element;
+* softmax: SK's select, M·C for the softmax and M·C·H·W for the weighted sum.
 
 No torch here: analysis runs in well under a millisecond per layer.
 """
@@ -50,6 +59,39 @@ class Part:
     template: str | None = None  # for blocks: the template they expand
 
 
+def _elements(shape) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _window(node: dict) -> int:
+    return _elements(node["out_shapes"][0]) * node["kernel"][0] * node["kernel"][1]
+
+
+def _select(node: dict) -> int:
+    weights = node["branches"] * node["channels"]
+    return weights + weights * _elements(node["out_shapes"][0][1:])
+
+
+def _elementwise(node: dict) -> int:
+    return (len(node["inputs"]) - 1) * _elements(node["out_shapes"][0])
+
+
+# The op classes another counting convention may add, and what each costs.
+EXTRA_COUNTS = {
+    "bn": {"batchnorm": lambda n: _elements(n["out_shapes"][0])},
+    "act": {"act": lambda n: _elements(n["out_shapes"][0])},
+    "pool": {"max_pool": _window, "avg_pool": _window,
+             "global_pool": lambda n: _elements(n["in_shapes"][0]),
+             "channel_pool": lambda n: _elements(n["in_shapes"][0])},
+    "add": {"add": _elementwise},
+    "mul": {"mul": _elementwise},
+    "softmax": {"select": _select},
+}
+
+
 @dataclass(frozen=True)
 class Analysis:
     network: str
@@ -60,6 +102,7 @@ class Analysis:
     blocks: tuple[Part, ...]
     layers: tuple[Part, ...]
     nodes: dict[str, Cost] = field(repr=False)
+    counted: tuple[str, ...] = ()  # op classes counted beyond conv and fc (EXTRA_COUNTS)
 
     @property
     def params(self) -> int:
@@ -79,6 +122,7 @@ class Analysis:
             "macs": self.total.mult_adds,
             "flops": self.total.flops,
             "activations": self.total.activations,
+            "count": ["conv", "fc", *self.counted],
             "stages": [
                 {"name": s.name, "output": list(s.output), "params": s.cost.params,
                  "macs": s.cost.mult_adds, "activations": s.cost.activations,
@@ -88,8 +132,20 @@ class Analysis:
         }
 
 
-def node_cost(node: dict) -> Cost:
-    """The cost of one primitive op, from its resolved numbers and shapes."""
+def node_cost(node: dict, count: tuple[str, ...] = ()) -> Cost:
+    """The cost of one primitive op, from its resolved numbers and shapes.
+
+    A node tied to another (`branch b from x shares a`) runs its own multiply-adds on the
+    other's weights: its parameters are the other's, counted there.
+    """
+    cost = _own_cost(node)
+    extra = sum(EXTRA_COUNTS[name][node["op"]](node) for name in count
+                if node["op"] in EXTRA_COUNTS[name])
+    params = 0 if node.get("tied_to") else cost.params
+    return Cost(params, cost.mult_adds + extra, cost.activations)
+
+
+def _own_cost(node: dict) -> Cost:
     op = node["op"]
     if op == "conv2d":
         weights = node["out_channels"] * (node["in_channels"] // node["groups"])
@@ -106,12 +162,20 @@ def node_cost(node: dict) -> Cost:
     return Cost()
 
 
-def analyze(spec_or_graph, input_shape: Shape | None = None) -> Analysis:
-    """Analyse a spec (lowering it first), a `LoweredGraph` or the networkx graph of `lower`."""
+def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analysis:
+    """Analyse a spec (lowering it first), a `LoweredGraph` or the networkx graph of `lower`.
+
+    `count` names op classes of EXTRA_COUNTS to add to the multiply-adds (default: none, the
+    conv + fc convention that FlopCounterMode agrees with).
+    """
+    count = tuple(dict.fromkeys(count))
+    unknown = [name for name in count if name not in EXTRA_COUNTS]
+    if unknown:
+        raise ValueError(f"unknown op class {', '.join(unknown)}; known: {', '.join(EXTRA_COUNTS)}")
     graph = spec_or_graph
     if isinstance(spec_or_graph, S.Network):
         graph = lower_table(spec_or_graph, input_shape)
-    costs = {name: node_cost(data) for name, data in graph.nodes.items()}
+    costs = {name: node_cost(data, count) for name, data in graph.nodes.items()}
     fields = receptive_fields(graph)
     return Analysis(
         network=graph.graph["network"],
@@ -122,6 +186,7 @@ def analyze(spec_or_graph, input_shape: Shape | None = None) -> Analysis:
         blocks=_roll_up(graph, costs, fields, "block"),
         layers=_roll_up(graph, costs, fields, "layer"),
         nodes=costs,
+        counted=count,
     )
 
 

@@ -324,7 +324,30 @@ def _add_build(commands) -> None:
                         help="every layer with its output shape, parameters and multiply-adds")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object on stdout (the contract is in docs/cli.md)")
+    _add_count_argument(parser)
     parser.set_defaults(run=run_build)
+
+
+def _add_count_argument(parser) -> None:
+    parser.add_argument("--count", metavar="CLASSES", default="",
+                        help="also count these op classes in the multiply-adds, comma-separated: "
+                             "bn, act, pool, add, mul, softmax, or all (docs/analysis.md)")
+
+
+def parse_count(text: str) -> tuple[str, ...]:
+    """`--count bn,add` -> ("bn", "add"); `all` -> every class."""
+    from .analysis import EXTRA_COUNTS
+    from .errors import did_you_mean
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return tuple(EXTRA_COUNTS)
+    for name in names:
+        if name not in EXTRA_COUNTS:
+            raise CliError(f"--count {text}: no op class '{name}'", code="SK506",
+                           hint=did_you_mean(name, EXTRA_COUNTS) or
+                           f"choose from {', '.join(EXTRA_COUNTS)} or all")
+    return tuple(names)
 
 
 def run_build(args) -> int:
@@ -333,8 +356,9 @@ def run_build(args) -> int:
     import skdsl
 
     input_shape = parse_input_shape(args.input)
+    count = parse_count(args.count)
     spec = _load(args)
-    analysis = skdsl.analyze(spec, input_shape)
+    analysis = skdsl.analyze(spec, input_shape, count)
     if args.json:
         paper = spec.paper.model_dump(mode="json") if spec.paper is not None else None
         _print_json({**analysis.to_json(), "paper": paper})

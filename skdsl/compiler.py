@@ -38,6 +38,7 @@ MODULES: dict[str, Callable[[dict], nn.Module]] = {
     "max_pool": _pool(nn.MaxPool2d),
     "avg_pool": _pool(nn.AvgPool2d),
     "global_pool": lambda node: L.GlobalPool(node["mode"]),
+    "channel_pool": lambda node: L.ChannelPool(node["mode"]),
     "linear": lambda node: L.FlattenLinear(node["in_features"], node["out_features"],
                                            bias=node["bias"]),
     "dropout": lambda node: nn.Dropout(node["p"]),
@@ -66,9 +67,12 @@ class CompiledNetwork(nn.Module):
         super().__init__()
         self.graph = graph  # not a module, so not a submodule
         modules = {name: _build(name, node) for name, node in graph.nodes.items()
-                   if node["op"] != "input"}
+                   if node["op"] != "input" and not node.get("tied_to")}
         for name, module in modules.items():
             _register(self, name, module)
+        # A branch that shares another's weights runs the other's modules (registered once).
+        modules.update({name: modules[node["tied_to"]] for name, node in graph.nodes.items()
+                        if node.get("tied_to")})
         self._steps, self._slot_count, self._output_slot = _schedule(graph, modules)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -7,7 +7,7 @@ that chose the value, not at the template line that used it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -384,7 +384,7 @@ RESIDUAL_OPTIONS = (_ACT,)
 # -- statements --------------------------------------------------------------------------------
 
 _BASE_NAMES = {"conv": "conv", "dwconv": "conv", "sk": "sk", "sum": "sk", "se": "se",
-               "maxpool": "pool", "avgpool": "pool", "gap": "pool", "fc": "fc",
+               "maxpool": "pool", "avgpool": "pool", "gap": "pool", "channelpool": "pool", "fc": "fc",
                "dropout": "dropout", "bn": "bn", "act": "act", "shuffle": "shuffle",
                "add": "add", "concat": "concat", "mul": "mul"}
 assert set(_BASE_NAMES) == set(LAYER_KEYWORDS)
@@ -459,6 +459,7 @@ class _Context:
     env: Env
     names: dict
     calls: tuple[str, ...]  # the block templates being expanded, innermost last
+    branches: dict = field(default_factory=dict)  # the scope's branches so far, for `shares`
 
 
 class Expander:
@@ -649,11 +650,22 @@ class Expander:
                       act_name=names["act"], **found)
 
     def branch(self, st: A.BranchStmt, context: _Context) -> S.Branch:
-        inner = _Context(context.env, _plan_names(st.body), context.calls)
-        body = self.scope(st.body, inner)
         spans = {"name": st.name.span, "inputs": st.source.span if st.source else st.span}
-        return _build(S.Branch, _first_line(st.span), spans, name=context.names[id(st)],
-                      source=st.source.name if st.source else None, body=body)
+        shares = None
+        if st.shares is not None:
+            earlier = context.branches.get(st.shares.name)
+            if earlier is None:
+                raise SpecError(f"no earlier branch named '{st.shares.name}' to share",
+                                st.shares.span, code="SK306",
+                                hint=did_you_mean(st.shares.name, context.branches) or
+                                "`shares` names a branch written above it in the same block")
+            body, shares, spans["shares"] = earlier.body, earlier.name, st.shares.span
+        else:
+            body = self.scope(st.body, _Context(context.env, _plan_names(st.body), context.calls))
+        item = _build(S.Branch, _first_line(st.span), spans, name=context.names[id(st)],
+                      source=st.source.name if st.source else None, body=body, shares=shares)
+        context.branches[item.name] = item
+        return item
 
     def split(self, st: A.SplitStmt, context: _Context) -> S.ChannelSplit:
         args = _Args("split", st.args, context.env, _first_line(st.span))
@@ -777,6 +789,14 @@ def _pool(expander, st: A.LayerStmt, args: _Args, name, context):
                   **found)
 
 
+def _channel_pool(expander, st, args, name, context):
+    mode = args.take("avg or max", lambda v, w: _word(v, w, ("avg", "max")), "mode",
+                     required=False)
+    args.options(())
+    args.finish()
+    return _build(S.ChannelPool, args.spans[""], args.spans, name=name, mode=mode or "avg")
+
+
 def _linear(expander, st, args, name, context):
     out = args.take("its output features", _positive, "out_features")
     found = args.options(FC_OPTIONS)
@@ -833,7 +853,8 @@ def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
 
 LAYERS = {
     "conv": _conv, "dwconv": _dwconv, "sk": _selective, "sum": _selective,
-    "se": _squeeze_excite, "maxpool": _pool, "avgpool": _pool, "gap": _pool, "fc": _linear,
+    "se": _squeeze_excite, "maxpool": _pool, "avgpool": _pool, "gap": _pool,
+    "channelpool": _channel_pool, "fc": _linear,
     "dropout": _dropout, "bn": _batchnorm, "act": _activation, "shuffle": _shuffle,
     "add": _merge, "concat": _merge, "mul": _merge,
 }

@@ -23,7 +23,8 @@ from . import spec as S
 from .errors import Span, SpecError, did_you_mean
 
 OPS = (
-    "input", "conv2d", "batchnorm", "act", "max_pool", "avg_pool", "global_pool", "linear",
+    "input", "conv2d", "batchnorm", "act", "max_pool", "avg_pool", "global_pool", "channel_pool",
+    "linear",
     "dropout", "add", "mul", "concat", "split", "shuffle", "select",
 )
 
@@ -36,6 +37,10 @@ class _Scope:
     path: str  # full name of the scope ("conv3.block2")
     stage: str
     block: str | None = None  # full name of the outermost block around it, if any
+    tie: tuple | None = None  # (this branch, the branch whose weights it reuses, where it says so)
+
+    def inner(self, path: str, block: str | None = None) -> "_Scope":
+        return _Scope(path, self.stage, block or self.block, self.tie)
 
 
 class LoweredGraph:
@@ -131,12 +136,27 @@ class _Lowering:
                             code="SK205", hint="give one of them another name")
         self.containers.update(prefixes)
 
+    def tied_node(self, name: str, op: str, attrs: dict, item, tie: tuple) -> str:
+        """The node of the shared branch whose module (and weights) this node reuses."""
+        own, shared, where = tie
+        twin = shared + name[len(own):]
+        twin_node = self.graph.nodes.get(twin)
+        differs = twin_node is None or twin_node["op"] != op or any(
+            twin_node.get(key) != value for key, value in attrs.items() if key != "tied_to")
+        if differs:
+            raise SpecError(f"{own} cannot share the weights of {shared}: {twin} has another "
+                            f"shape of weights here", where, code="SK308",
+                            hint="a shared branch must see inputs with the same channels")
+        return twin_node.get("tied_to", twin)
+
     def shape(self, ref: Ref) -> Shape:
         return self.graph.nodes[ref[0]]["out_shapes"][ref[1]]
 
     def emit(self, name: str, op: str, inputs: list[Ref], out_shapes: list[Shape], item: S.SpecModel,
              layer: str, scope: _Scope, **attrs) -> Ref:
         self.claim(name, item)
+        if scope.tie is not None:
+            attrs["tied_to"] = self.tied_node(name, op, attrs, item, scope.tie)
         in_shapes = tuple(self.shape(ref) for ref in inputs)
         self.graph.nodes[name] = dict(op=op, inputs=tuple(inputs), in_shapes=in_shapes,
                                       out_shapes=tuple(out_shapes), layer=layer, stage=scope.stage,
@@ -272,6 +292,12 @@ class _Lowering:
         return self.emit(path, "global_pool", [x], [(channels, 1, 1)], item, path, scope,
                          mode=item.mode)
 
+    def channel_pool(self, item: S.ChannelPool, x: Ref, scope: _Scope, env) -> Ref:
+        path = f"{scope.path}.{item.name}"
+        _, height, width = self.feature_map(x, item, f"channel pool {path}")
+        return self.emit(path, "channel_pool", [x], [(1, height, width)], item, path, scope,
+                         mode=item.mode)
+
     def linear(self, item: S.Linear, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
         features = 1
@@ -356,14 +382,17 @@ class _Lowering:
 
     def branch(self, item: S.Branch, x: Ref, scope: _Scope, env) -> Ref:
         source = x if item.source is None else self.tensor(env, item.source, item)
-        inner = _Scope(f"{scope.path}.{item.name}", scope.stage, scope.block)
+        inner = scope.inner(f"{scope.path}.{item.name}")
+        if item.shares is not None:
+            inner = _Scope(inner.path, scope.stage, scope.block,
+                           (inner.path, f"{scope.path}.{item.shares}", item.span("shares")))
         env[item.name] = self.sequence(item.body, source, inner, {"input": source})
         return x
 
     def residual(self, item: S.Residual, x: Ref, scope: _Scope, env) -> Ref:
         body = self.sequence(item.body, x, scope, env)
         if item.shortcut is not None:
-            inner = _Scope(f"{scope.path}.{item.shortcut_name}", scope.stage, scope.block)
+            inner = scope.inner(f"{scope.path}.{item.shortcut_name}")
             shortcut = self.sequence(item.shortcut, x, inner, {"input": x})
         elif self.shape(body) == self.shape(x):
             shortcut = x
@@ -401,7 +430,7 @@ class _Lowering:
 
     def block(self, item: S.Block, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        inner = _Scope(path, scope.stage, scope.block or path)
+        inner = scope.inner(path, scope.block or path)
         if scope.block is None:
             self.graph.graph["blocks"][path] = item.template
         return self.sequence(item.body, x, inner, {"input": x})
@@ -409,7 +438,7 @@ class _Lowering:
     BINDS_ITSELF = ("branch", "split", "residual")
     LOWER = {
         "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
-        "global_pool": global_pool, "fc": linear, "dropout": dropout, "bn": batchnorm,
+        "global_pool": global_pool, "channel_pool": channel_pool, "fc": linear, "dropout": dropout, "bn": batchnorm,
         "act": activation, "shuffle": shuffle, "split": split, "add": merge, "concat": merge,
         "mul": merge, "branch": branch, "residual": residual, "block": block,
     }
@@ -435,7 +464,8 @@ def _pointwise(in_channels: int, out_channels: int, bias: bool) -> dict:
 
 
 def _broadcast(shapes: list[Shape]) -> Shape | None:
-    """The common shape of tensors combined elementwise, allowing 1-sized dims (C×1×1 gates)."""
+    """The shape of tensors combined elementwise, broadcasting 1-sized dims (a C×1×1 gate, a
+    1×H×W spatial map); None when they cannot combine."""
     rank = len(shapes[0])
     if any(len(s) != rank for s in shapes):
         return None
@@ -445,9 +475,7 @@ def _broadcast(shapes: list[Shape]) -> Shape | None:
         if len(big) > 1:
             return None
         out.append(big.pop() if big else 1)
-    result = tuple(out)
-    # Only a full-shape operand may set the shape: the output must equal one of the inputs.
-    return result if result in shapes else None
+    return tuple(out)
 
 
 def _divisor_hint(count: int, groups: int) -> str:

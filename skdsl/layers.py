@@ -110,6 +110,24 @@ class GlobalPool(nn.Module):
         return f"mode={self.mode}"
 
 
+class ChannelPool(nn.Module):
+    """Average or max over the channels to a 1×H×W map (CBAM's spatial attention input)."""
+
+    def __init__(self, mode: str):
+        super().__init__()
+        if mode not in ("avg", "max"):
+            raise ValueError(f"unknown channel pooling mode '{mode}'; known: avg, max")
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "avg":
+            return x.mean(dim=1, keepdim=True)  # N×1×H×W
+        return x.amax(dim=1, keepdim=True)  # N×1×H×W
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
 class FlattenLinear(nn.Linear):
     """A fully connected layer on the input flattened to N×features (the Linear's own weights)."""
 
@@ -142,5 +160,5 @@ class Select(nn.Module):
 
 __all__ = [
     "ACTIVATIONS", "make_activation", "Add", "Multiply", "Concat", "ChannelSplit",
-    "ChannelShuffle", "GlobalPool", "FlattenLinear", "Select",
+    "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select",
 ]

@@ -18,8 +18,8 @@ from .errors import Span, SpecError, did_you_mean, register_source
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
-LAYER_KEYWORDS = ("conv", "dwconv", "sk", "sum", "se", "maxpool", "avgpool", "gap", "fc",
-                  "dropout", "bn", "act", "shuffle", "add", "concat", "mul")
+LAYER_KEYWORDS = ("conv", "dwconv", "sk", "sum", "se", "maxpool", "avgpool", "gap", "channelpool",
+                  "fc", "dropout", "bn", "act", "shuffle", "add", "concat", "mul")
 STATEMENT_KEYWORDS = ("residual", "shortcut", "branch", "split", "stage", "block", "network",
                       "param", "use", "input", "classes", "paper")
 
@@ -360,10 +360,13 @@ class _ToSyntax(Transformer):
 
     @v_args(meta=True)
     def branch(self, meta, children):
-        name, source, *body = children
+        name, source, *rest = children
         source_label = A.Label(str(source), self._tok(source)) if source else None
-        return A.BranchStmt(A.Label(str(name), self._tok(name)), source_label, body,
-                            _span(self.file, meta))
+        shares = None
+        if len(rest) == 1 and isinstance(rest[0], Token) and rest[0].type == "NAME":
+            shares, rest = A.Label(str(rest[0]), self._tok(rest[0])), []
+        return A.BranchStmt(A.Label(str(name), self._tok(name)), source_label, rest,
+                            _span(self.file, meta), shares)
 
     @v_args(meta=True)
     def split(self, meta, children):

@@ -172,6 +172,13 @@ class Linear(Layer):
     bias: bool = True
 
 
+class ChannelPool(Layer):
+    """Pool across channels to a 1×H×W map (CBAM's spatial attention): `channelpool max`."""
+
+    kind: Literal["channel_pool"] = "channel_pool"
+    mode: Literal["max", "avg"] = "avg"
+
+
 class Dropout(Layer):
     kind: Literal["dropout"] = "dropout"
     p: float = Field(ge=0.0, lt=1.0, description="Probability of zeroing an element.")
@@ -220,6 +227,9 @@ class Branch(Layer):
     kind: Literal["branch"] = "branch"
     source: str | None = Field(None, description="Tensor the branch reads; None = the current one.")
     body: list["Item"] = Field(min_length=1)
+    shares: str | None = Field(
+        None, description="An earlier branch of this scope whose layers (and weights) this one "
+        "reuses: `branch b from x shares a`. Its parameters are counted once.")
 
 
 class Residual(SpecModel):
@@ -253,7 +263,8 @@ class Block(Layer):
 
 Item = Annotated[
     Union[
-        Conv, SelectiveKernel, SqueezeExcite, Pool, GlobalPool, Linear, Dropout, BatchNorm,
+        Conv, SelectiveKernel, SqueezeExcite, Pool, GlobalPool, ChannelPool, Linear, Dropout,
+        BatchNorm,
         Activation, ChannelShuffle, ChannelSplit, Merge, Branch, Residual, Block,
     ],
     Field(discriminator="kind"),

@@ -121,6 +121,7 @@ class BranchStmt:
     source: Label | None
     body: list["Statement"]
     span: Span
+    shares: Label | None = None  # `branch b from x shares a`: a's layers and weights
 
 
 @dataclass

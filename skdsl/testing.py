@@ -16,7 +16,8 @@ Assertions (need `torch`, imported when called):
     assert_rejected(text)           a SpecError located at file:line:col that renders
 
 and `run_check(path)`, the `skdsl check` command (or, without skdsl.cli, what it does) as
-(exit status, output). See docs/testing.md for a worked example.
+(exit status, output), and `time_limit(seconds)`, which turns a hang into a TimeoutError.
+See docs/testing.md for a worked example.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ import importlib.util
 import io
 import math
 import re
+import signal
 import tempfile
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "specs", "networks", "variants", "mutations", "broken_specs", "assert_compiles_exactly",
     "assert_shapes", "assert_rejected", "run_check", "ExactReport", "WIDTHS", "MUTATION_KINDS",
-    "INSERT_TOKENS", "INVALID_UTF8",
+    "INSERT_TOKENS", "INVALID_UTF8", "time_limit",
 ]
 
 WIDTHS = (8, 16, 24, 32, 48, 64)
@@ -1150,3 +1153,25 @@ def run_check(path: str | Path, *extra: str) -> tuple[int, str]:
         buffer.write(str(status))
         status = 1
     return status, buffer.getvalue()
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise TimeoutError in the block after `seconds` (a hang becomes a failing example).
+
+    Uses SIGALRM, so it only acts in the main thread on POSIX; elsewhere it does nothing.
+    """
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"still running after {seconds:g} s: a hang?")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

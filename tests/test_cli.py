@@ -76,7 +76,8 @@ def test_build_json_golden_counts(capsys, name):
 def test_build_json_contract(capsys):
     result = build_json(capsys, SKNET50)
     assert list(result) == ["network", "input", "output", "params", "macs", "flops", "activations",
-                            "stages", "paper"]
+                            "count", "stages", "paper"]
+    assert result["count"] == ["conv", "fc"]
     assert result["input"] == [3, 224, 224] and result["output"] == [1000]
     assert result["activations"] == 17176904
     assert [s["name"] for s in result["stages"]] == ["conv1", "conv2", "conv3", "conv4", "conv5",
@@ -371,7 +372,7 @@ def test_set_cannot_change_a_json_spec(capsys, tmp_path):
 
 
 def test_internal_errors_exit_70_in_one_line(capsys, monkeypatch):
-    def broken(spec, input_shape=None):
+    def broken(spec, input_shape=None, count=()):
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(skdsl, "analyze", broken)
@@ -383,7 +384,7 @@ def test_internal_errors_exit_70_in_one_line(capsys, monkeypatch):
 
 
 def test_skdsl_errors_never_count_as_internal(capsys, monkeypatch):
-    def located(spec, input_shape=None):
+    def located(spec, input_shape=None, count=()):
         raise SpecError("no such thing", code="SK299")
 
     monkeypatch.setattr(skdsl, "analyze", located)
@@ -466,3 +467,13 @@ def test_check_does_not_import_rich():
             "assert 'rich' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
+
+
+def test_count_adds_op_classes(capsys):
+    plain = build_json(capsys, SKNET50)
+    assert main(["build", str(SKNET50), "--json", "--count", "bn,add"]) == 0
+    counted = json.loads(capsys.readouterr().out)
+    assert counted["count"] == ["conv", "fc", "bn", "add"]
+    assert counted["macs"] > plain["macs"] and counted["params"] == plain["params"]
+    assert main(["build", str(SKNET50), "--count", "bnn"]) == 2
+    assert "did you mean 'bn'?" in capsys.readouterr().err

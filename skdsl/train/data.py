@@ -27,8 +27,9 @@ from torch import Generator, Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import CliError, did_you_mean
+from .config import DATA_KINDS
 
-KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+KINDS = DATA_KINDS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

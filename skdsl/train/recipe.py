@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, replace
 
 from torch import nn, optim
 
+from .config import RECIPE_NAMES, SCHEDULES
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -50,7 +52,13 @@ RECIPES: dict[str, Recipe] = {
                     label_smoothing=0.0, schedule="step", milestones=(0.5, 0.75),
                     warmup_epochs=0.0, light_augmentation=False),
 }
-SCHEDULES = ("step", "cosine")
+assert tuple(RECIPES) == RECIPE_NAMES
+
+
+def default_recipe(data: str) -> str:
+    """paper for photographs (imagefolder); cifar for the 32×32 sources (cifar10/100, synthetic),
+    whose small datasets and images suit its batch of 128 and its longer, gentler schedule."""
+    return "paper" if data.startswith("imagefolder") else "cifar"
 
 
 def resolve(name: str, *, epochs: int | None = None, batch_size: int | None = None,
@@ -113,5 +121,5 @@ def make_loss(recipe: Recipe) -> nn.CrossEntropyLoss:
     return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
 
-__all__ = ["Recipe", "RECIPES", "SCHEDULES", "resolve", "LrSchedule", "set_lr", "make_optimizer",
+__all__ = ["Recipe", "RECIPES", "SCHEDULES", "default_recipe", "resolve", "LrSchedule", "set_lr", "make_optimizer",
            "make_loss"]

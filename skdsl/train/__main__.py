@@ -1,0 +1,9 @@
+"""`python -m skdsl.train train|eval ...`: the training commands on their own (for torchrun:
+`torchrun --nproc_per_node 2 -m skdsl.train train SPEC ...`)."""
+
+import sys
+
+from .commands import main
+
+if __name__ == "__main__":
+    sys.exit(main())

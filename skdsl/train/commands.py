@@ -1,0 +1,263 @@
+"""`skdsl train` and `skdsl eval`: their flags, checked into typed configs, and the runs.
+
+    register(subparsers)          adds both commands to the skdsl parser (skdsl/cli.py)
+    run_train(args) -> int        exit status: 0 done, 128+n stopped by signal n (saved)
+    run_eval(args) -> int
+    main(argv) -> int             `python -m skdsl.train train|eval ...`, for torchrun and tests
+
+This module imports no torch: registering the commands must not slow down `skdsl build`. Every
+flag is read as text and checked here, so a bad value is one `CliError` (SK510) naming the flag,
+the value and what would do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..errors import CliError, SkdslError, did_you_mean
+from .config import DATA_KINDS, DEVICES, PRECISIONS, RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig
+
+TRAIN_EPILOG = """\
+examples:
+  skdsl train specs/sknet_tiny.sk --data synthetic --epochs 2 --out runs/tiny
+  skdsl train specs/sknet_tiny.sk --data synthetic --epochs 4 --out runs/tiny --resume
+  skdsl train specs/sknet50.sk --data imagefolder:/data/imagenet --out runs/sknet50 \\
+      --precision bf16 --channels-last --compile
+  torchrun --nproc_per_node 2 -m skdsl train specs/sknet_tiny.sk --out runs/ddp --sync-bn
+
+exit status: 0 done, 2 a mistake in a flag, spec, data or checkpoint, 130/143 stopped by
+SIGINT/SIGTERM after saving last.pt (continue with --resume).
+"""
+
+EVAL_EPILOG = """\
+examples:
+  skdsl eval specs/sknet_tiny.sk --checkpoint runs/tiny/best.pt
+  skdsl eval specs/sknet_tiny.sk --checkpoint runs/tiny/last.pt --data synthetic --json
+"""
+
+
+def register(subparsers) -> None:
+    """Add `train` and `eval` to an argparse subparsers object (skdsl's, or main's below)."""
+    _add_train(subparsers)
+    _add_eval(subparsers)
+
+
+def _add_shared(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC", help="a .sk spec file (or a .json spec)")
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=None,
+                        dest="overrides", help="override a `param` of the spec (repeatable)")
+    parser.add_argument("--data", metavar="SOURCE",
+                        help="synthetic (default; options: synthetic:train=N,val=N,scale=LO-HI), "
+                             "cifar10:DIR, cifar100:DIR or imagefolder:DIR")
+    parser.add_argument("--batch-size", metavar="B",
+                        help="the global batch, split evenly over the processes")
+    parser.add_argument("--precision", metavar="{fp32,bf16,fp16}",
+                        help="fp32 (default), bf16 autocast, or fp16 autocast with a grad scaler "
+                             "(CUDA only)")
+    parser.add_argument("--channels-last", action="store_true", default=None,
+                        help="NHWC memory format (faster convolutions on tensor cores)")
+    parser.add_argument("--workers", metavar="N",
+                        help="data loader processes per training process (default: 0 on CPU, "
+                             "a share of the cores with a GPU)")
+    parser.add_argument("--device", metavar="{auto,cpu,cuda}",
+                        help="auto (default): this process's GPU if CUDA is there, else the CPU")
+    parser.add_argument("--seed", metavar="S", help="seeds weights, data order and augmentation")
+
+
+def _add_train(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a spec's network: data, the paper's recipe, checkpoints",
+        description="Train the network of a spec, writing last.pt, best.pt and metrics.jsonl to "
+                    "--out. Flags left out take the recipe's values, or on --resume the run's.",
+        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_shared(parser)
+    parser.add_argument("--out", metavar="DIR", help="where checkpoints and metrics go (required)")
+    parser.add_argument("--epochs", metavar="N", help="epochs in all (paper: 100, cifar: 300)")
+    parser.add_argument("--lr", metavar="LR",
+                        help="peak learning rate (default: the recipe's, scaled by batch/256, "
+                             "or batch/128 for cifar)")
+    parser.add_argument("--recipe", metavar="{paper,paper-light,cifar}",
+                        help="the optimiser, schedule and loss: paper (default for imagefolder), "
+                             "paper-light (wd 4e-5) or cifar (default for cifar and synthetic)")
+    parser.add_argument("--schedule", metavar="{step,cosine}",
+                        help="learning-rate decay (default: the recipe's step decay)")
+    parser.add_argument("--warmup-epochs", metavar="E", help="linear warm-up (default 0)")
+    parser.add_argument("--weight-decay", metavar="WD", help="default: the recipe's")
+    parser.add_argument("--label-smoothing", metavar="EPS",
+                        help="default: the recipe's (paper 0.1, cifar 0)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the model")
+    parser.add_argument("--sync-bn", action="store_true", default=None,
+                        help="BatchNorm statistics over the global batch when several processes "
+                             "train")
+    parser.add_argument("--deterministic", action="store_true", default=None,
+                        help="deterministic algorithms only (bit-exact --resume on GPUs too)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last.pt")
+    parser.add_argument("--max-steps", metavar="N", help="stop after N optimiser steps in all")
+    parser.add_argument("--log-every", metavar="N",
+                        help="steps between reading losses back from the device (default: 1 on "
+                             "CPU, 10 on GPU)")
+    parser.add_argument("--plot", action="store_true", default=None,
+                        help="write curves.png (needs matplotlib: pip install 'skdsl[plot]')")
+    parser.set_defaults(run=run_train)
+
+
+def _add_eval(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="top-1 and top-5 of a checkpoint on a validation split",
+        description="Evaluate a checkpoint written by `skdsl train` on the validation split of a "
+                    "data source (by default the one it was trained on).",
+        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_shared(parser)
+    parser.add_argument("--checkpoint", metavar="FILE", help="last.pt or best.pt (required)")
+    parser.add_argument("--json", action="store_true", help="the results as one JSON object")
+    parser.set_defaults(run=run_eval)
+
+
+# -- flags into configs -------------------------------------------------------------------------
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig the flags ask for, every value checked; None where a flag was left out."""
+    if not args.out:
+        raise CliError("--out DIR is required: where checkpoints and metrics go", code="SK510",
+                       hint="skdsl train SPEC --out runs/my_run")
+    return TrainConfig(
+        spec=args.spec, out=args.out, data=_data(args.data), overrides=_overrides(args.overrides),
+        recipe=_choice(args.recipe, "--recipe", RECIPE_NAMES),
+        epochs=_integer(args.epochs, "--epochs", 1),
+        batch_size=_integer(args.batch_size, "--batch-size", 2),
+        lr=_number(args.lr, "--lr", low=0, low_open=True),
+        weight_decay=_number(args.weight_decay, "--weight-decay", low=0),
+        label_smoothing=_number(args.label_smoothing, "--label-smoothing", low=0, high=1,
+                                high_open=True),
+        schedule=_choice(args.schedule, "--schedule", SCHEDULES),
+        warmup_epochs=_number(args.warmup_epochs, "--warmup-epochs", low=0),
+        precision=_choice(args.precision, "--precision", PRECISIONS),
+        channels_last=args.channels_last, compile=args.compile, sync_bn=args.sync_bn,
+        workers=_integer(args.workers, "--workers", 0),
+        seed=_integer(args.seed, "--seed", 0),
+        device=_choice(args.device, "--device", DEVICES),
+        deterministic=args.deterministic, resume=args.resume,
+        max_steps=_integer(args.max_steps, "--max-steps", 1),
+        log_every=_integer(args.log_every, "--log-every", 1), plot=args.plot)
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    if not args.checkpoint:
+        raise CliError("--checkpoint FILE is required: the weights to evaluate", code="SK510",
+                       hint="skdsl eval SPEC --checkpoint runs/my_run/best.pt")
+    return EvalConfig(
+        spec=args.spec, checkpoint=args.checkpoint, data=_data(args.data),
+        overrides=_overrides(args.overrides) or {},
+        batch_size=_integer(args.batch_size, "--batch-size", 2) or 256,
+        workers=_integer(args.workers, "--workers", 0),
+        precision=_choice(args.precision, "--precision", PRECISIONS) or "fp32",
+        channels_last=bool(args.channels_last),
+        device=_choice(args.device, "--device", DEVICES) or "auto",
+        seed=_integer(args.seed, "--seed", 0), json=args.json)
+
+
+def _integer(text: str | None, flag: str, minimum: int) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise CliError(f"{flag} {text!r}: expected a whole number", code="SK510") from None
+    if value < minimum:
+        reason = " (BatchNorm needs 2 images per batch)" if flag == "--batch-size" else ""
+        raise CliError(f"{flag} {value}: must be at least {minimum}{reason}", code="SK510")
+    return value
+
+
+def _number(text: str | None, flag: str, low: float, high: float | None = None,
+            low_open: bool = False, high_open: bool = False) -> float | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise CliError(f"{flag} {text!r}: expected a number such as 0.1", code="SK510") from None
+    too_low = value <= low if low_open else value < low
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high or value != value or value in (float("inf"), float("-inf")):
+        bounds = f"{'>' if low_open else '>='} {low:g}"
+        if high is not None:
+            bounds += f" and {'<' if high_open else '<='} {high:g}"
+        raise CliError(f"{flag} {text}: must be a finite number {bounds}", code="SK510")
+    return value
+
+
+def _choice(text: str | None, flag: str, choices: tuple[str, ...]) -> str | None:
+    if text is None or text in choices:
+        return text
+    raise CliError(f"{flag} {text!r}: expected one of {', '.join(choices)}", code="SK510",
+                   hint=did_you_mean(text, choices))
+
+
+def _data(text: str | None) -> str | None:
+    """The --data text, its kind checked here; its directory is checked when the run opens it."""
+    if text is None:
+        return None
+    kind = text.partition(":")[0]
+    if kind not in DATA_KINDS:
+        raise CliError(f"--data {text!r}: unknown source '{kind}'", code="SK511",
+                       hint=did_you_mean(kind, DATA_KINDS) or f"use one of: {', '.join(DATA_KINDS)}")
+    return text
+
+
+def _overrides(items: list[str] | None) -> dict | None:
+    if items is None:
+        return None
+    from ..cli import parse_overrides  # lazily: cli imports this module to register
+
+    return parse_overrides(items)
+
+
+# -- running --------------------------------------------------------------------------------------
+
+
+def run_train(args: argparse.Namespace) -> int:
+    config = train_config(args)
+    from .runner import train
+
+    return train(config).exit_status
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    config = eval_config(args)
+    from .runner import evaluate_checkpoint
+
+    results = evaluate_checkpoint(config)
+    if config.json:
+        print(json.dumps(results))
+    else:
+        print(f"{results['checkpoint']} (epoch {results['epoch']}, step {results['step']}) on "
+              f"{results['data']} validation, {results['images']:,} images: top-1 "
+              f"{100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  loss "
+              f"{results['loss']:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m skdsl.train train|eval ...`: the two commands without the rest of the CLI."""
+    parser = argparse.ArgumentParser(prog="python -m skdsl.train",
+                                     description="skdsl's training and evaluation commands.")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except SkdslError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_status
+    except SystemExit as exit_:  # argparse's --help (0) and usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:  # a second Ctrl-C: the first one's save was not awaited
+        return 130
+
+
+__all__ = ["register", "run_train", "run_eval", "train_config", "eval_config", "main"]

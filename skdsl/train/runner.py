@@ -1,0 +1,710 @@
+"""The training loop: a spec, a data source and a recipe in; weights, metrics and checkpoints out.
+
+    run = prepare(config, context)        # spec, data, model, optimiser; restored on --resume
+    for epoch in remaining epochs:
+        train_epoch(run, epoch)           # stops early on a signal, --max-steps or a NaN
+        evaluate(...)                     # validation top-1 / top-5 over all processes
+        save last.pt (and best.pt)        # atomically, rank 0 only
+
+Every process runs the same loop on its share of each global batch; DistributedDataParallel
+averages the gradients during backward, so the processes step in lockstep and stay identical.
+The few places where a process waits for the others, or the CPU for the GPU, say so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..errors import CheckpointError, CliError, SkdslError
+from . import checkpoint as ckpt
+from . import data as D
+from . import distributed as dist_
+from .config import EvalConfig, TrainConfig
+from .display import Display, Progress
+from .metrics import MetricsLog, plot_curves, read_metrics, require_matplotlib, summary_table, topk_correct
+from .recipe import LrSchedule, Recipe, default_recipe, make_loss, make_optimizer, resolve, set_lr
+
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingError(SkdslError):
+    """Training could not go on: a non-finite loss (SK610), out of memory (SK611), a failed
+    torch.compile (SK612)."""
+
+    code = "SK610"
+
+
+@dataclass
+class State:
+    """Where training stands: all a checkpoint needs besides the weights and the optimiser."""
+
+    epoch: int = 0  # the epoch under way, from 0
+    batch_in_epoch: int = 0  # batches of it already trained on
+    step: int = 0  # optimiser steps over the whole run
+    best_top1: float = -1.0
+    best_epoch: int | None = None
+    history: list[dict] = field(default_factory=list)  # per finished epoch, as in metrics.jsonl
+    epoch_totals: dict = field(default_factory=dict)  # this epoch's train sums so far
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by `prepare`."""
+
+    config: TrainConfig
+    context: dist_.Context
+    recipe: Recipe
+    spec: object
+    spec_source: str
+    spec_json: str
+    spec_sha256: str
+    source: D.Source
+    raw_model: nn.Module  # the compiled skdsl network itself: what checkpoints hold
+    model: nn.Module  # what the loop calls: raw_model, wrapped in DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    sampler: D.EpochSampler
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    schedule: LrSchedule
+    steps_per_epoch: int
+    state: State
+    out: Path
+    display: Display
+    log: MetricsLog | None
+    stop: "StopSignals"
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+    @property
+    def batch_per_process(self) -> int:
+        return self.recipe.batch_size // self.context.world_size
+
+    def autocast(self):
+        return autocast(self.device, self.config.precision)
+
+    def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        return to_device(images, labels, self.device, self.config.channels_last)
+
+
+@dataclass
+class Result:
+    """What `train` returns: how the run ended and where its files are."""
+
+    status: str  # "finished", "max-steps", "SIGINT" or "SIGTERM"
+    epochs_done: int
+    step: int
+    best_top1: float | None
+    last_val: dict | None
+    out: Path
+    history: list[dict]
+
+    @property
+    def exit_status(self) -> int:
+        """0 when it ran to its end; 128 + the signal's number when a signal stopped it."""
+        if self.status.startswith("SIG"):
+            return 128 + int(getattr(signal, self.status))
+        return 0
+
+
+def train(config: TrainConfig) -> Result:
+    """Train a spec as `config` says; the one entry point of the command and the Python API."""
+    context = dist_.setup(config.device or "auto")
+    try:
+        return _train(config, context)
+    finally:
+        dist_.teardown()
+
+
+def _train(config: TrainConfig, context: dist_.Context) -> Result:
+    with StopSignals() as stop:
+        run = prepare(config, context, stop)
+        try:
+            status = train_epochs(run)
+        finally:
+            run.display.stop()
+            if run.log is not None:
+                run.log.close()
+    return finish(run, status)
+
+
+# -- preparing a run ------------------------------------------------------------------------------
+
+
+def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals") -> Run:
+    """Spec, data, model, optimiser and state; from --out/last.pt when resuming."""
+    out = Path(config.out)
+    saved = _resumed_checkpoint(config, out)
+    if saved is not None:
+        config = config.with_defaults(TrainConfig.from_dict(saved["config"]))
+    config = config.with_defaults()
+    config = replace(config, recipe=config.recipe or default_recipe(config.data))
+    _check_settings(config, context)
+    spec, spec_source = _load_spec(config)
+    spec_json, spec_sha256 = ckpt.spec_fingerprint(spec)
+    if saved is not None and saved["spec_sha256"] != spec_sha256:
+        ckpt.load(out / "last.pt", spec_sha256)  # raises the located SK604 message
+    recipe = resolve(config.recipe, epochs=config.epochs, batch_size=config.batch_size,
+                     lr=config.lr, weight_decay=config.weight_decay,
+                     label_smoothing=config.label_smoothing, schedule=config.schedule,
+                     warmup_epochs=config.warmup_epochs)
+    _check_batch(recipe.batch_size, context)
+    _configure_torch(config, context)
+
+    source = open_data(config.data, spec, config.seed, recipe.light_augmentation)
+    raw_model = _build_model(spec, config, context)
+    optimizer = make_optimizer(raw_model, recipe)
+    scaler = torch.amp.GradScaler(context.device.type, enabled=config.precision == "fp16")
+    sampler = D.EpochSampler(source.train, context.rank, context.world_size, config.seed)
+    workers = _workers(config, context)
+    pin = context.device.type == "cuda"  # page-locked host memory: copies overlap compute
+    batch = recipe.batch_size // context.world_size
+    train_loader = D.make_loader(source.train, batch, sampler, workers, pin, drop_last=True)
+    val_sampler = D.shard_indices(len(source.val), context.rank, context.world_size)
+    val_loader = D.make_loader(source.val, batch, val_sampler, workers, pin, drop_last=False)
+    if len(train_loader) == 0:
+        raise CliError(f"the training split has {len(source.train)} images, fewer than one "
+                       f"batch of {recipe.batch_size}", code="SK510", hint="use a smaller --batch-size")
+    steps_per_epoch = len(train_loader)  # the sampler starts at batch 0 until set_epoch
+    schedule = LrSchedule.for_run(recipe, steps_per_epoch)
+    state = State()
+    if saved is not None:
+        state = _restore(saved, raw_model, optimizer, scaler, context)
+    model = _wrap(raw_model, config, context)
+    display = Display(enabled=context.is_main)
+    log = None
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(out / "metrics.jsonl", resume_step=state.step if saved else None)
+    return Run(config, context, recipe, spec, spec_source, spec_json, spec_sha256, source,
+               raw_model, model, optimizer, scaler, make_loss(recipe), sampler, train_loader,
+               val_loader, schedule, steps_per_epoch, state, out, display, log, stop)
+
+
+def _resumed_checkpoint(config: TrainConfig, out: Path) -> dict | None:
+    """--resume: the checkpoint in --out, whole and sound; a fresh run refuses to overwrite one."""
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out '{out}' is a file, not a directory", code="SK514")
+    last = out / "last.pt"
+    if not config.resume:
+        if last.exists():
+            raise CliError(f"--out '{out}' already holds a run (last.pt)", code="SK514",
+                           hint="add --resume to continue it, or choose another --out")
+        return None
+    if not last.exists():
+        raise CheckpointError(f"--resume: no checkpoint '{last}' to resume from", code="SK601",
+                              hint="leave out --resume to start a new run there")
+    saved = ckpt.load(last)
+    changed = config.changed_on_resume(TrainConfig.from_dict(saved["config"]))
+    if changed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
+        raise CheckpointError(f"--resume continues a run exactly, but {flags} differs from the "
+                              f"run in '{out}'", code="SK606",
+                              hint="resume with the same values (or none: the run's own apply), "
+                                   "or start a new run in another --out")
+    return saved
+
+
+def _check_settings(config: TrainConfig, context: dist_.Context) -> None:
+    """Settings that need something of the machine: a GPU for fp16 and SyncBatchNorm's peers."""
+    if config.precision == "fp16" and context.device.type != "cuda":
+        raise CliError("--precision fp16 needs a CUDA GPU (its grad scaler guards fp16 "
+                       "gradients there)", code="SK510", hint="use --precision bf16 on a CPU")
+    if config.compile and context.device.type == "cpu" and not _has_c_compiler():
+        raise CliError("--compile on a CPU needs a C++ compiler (torch.compile's inductor "
+                       "generates C++)", code="SK510", hint="install gcc, or leave out --compile")
+    if config.plot and context.is_main:
+        require_matplotlib()
+
+
+def _has_c_compiler() -> bool:
+    import shutil
+
+    return any(shutil.which(name) for name in (os.environ.get("CXX", "c++"), "g++", "clang++"))
+
+
+def _check_batch(batch_size: int, context: dist_.Context) -> None:
+    if batch_size % context.world_size:
+        raise CliError(f"--batch-size {batch_size} does not split evenly over "
+                       f"{context.world_size} processes", code="SK510",
+                       hint=f"use a multiple of {context.world_size}, such as "
+                            f"{batch_size // context.world_size * context.world_size or context.world_size * 2}")
+    if batch_size // context.world_size < 2:
+        raise CliError(f"--batch-size {batch_size} gives each of {context.world_size} processes "
+                       f"{batch_size // context.world_size} image(s) per batch, but BatchNorm on an "
+                       f"SK unit's N×d×1×1 map needs at least 2", code="SK510",
+                       hint=f"use --batch-size {2 * context.world_size} or more")
+
+
+def _load_spec(config: TrainConfig | EvalConfig):
+    from ..cli import load_spec  # lazily: cli imports this package's commands
+
+    spec = load_spec(config.spec, config.overrides or None)
+    try:
+        source = Path(config.spec).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        source = ""
+    return spec, source
+
+
+def _configure_torch(config: TrainConfig, context: dist_.Context) -> None:
+    if config.deterministic:
+        # cuBLAS needs a fixed workspace for deterministic matmuls; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if context.device.type == "cuda":
+        # Autotuned convolutions are fastest but may differ run to run: off when deterministic.
+        torch.backends.cudnn.benchmark = not config.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = True  # Ampere+: TF32 matmuls and convolutions
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def _workers(config: TrainConfig | EvalConfig, context: dist_.Context) -> int:
+    """Loader processes: as asked, else a share of the cores on a GPU; none on a CPU, where a
+    worker would take cores from the model (and the synthetic images are cheap)."""
+    if config.workers is not None:
+        return config.workers
+    if context.device.type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, (cores or 2) // max(1, torch.cuda.device_count()) - 1))
+
+
+def open_data(text: str, spec, seed: int, light_augmentation: bool = False) -> D.Source:
+    """The --data source, checked against the spec: one class per output of the network."""
+    import skdsl
+
+    output = tuple(skdsl.analyze(spec).output)
+    if len(output) != 1:
+        raise CliError(f"the network's output is {'×'.join(map(str, output))}, not one score per "
+                       f"class", code="SK511", hint="end the spec with `fc classes`")
+    source = D.open_source(D.parse_source(text), tuple(spec.input), output[0], seed,
+                           light_augmentation)
+    if source.classes != output[0]:
+        raise CliError(f"the network has {output[0]} outputs, but {text} has {source.classes} "
+                       f"classes", code="SK511",
+                       hint=f"write `classes {source.classes}` in the spec")
+    return source
+
+
+def _build_model(spec, config: TrainConfig, context: dist_.Context) -> nn.Module:
+    torch.manual_seed(config.seed)  # the same initial weights in every process
+    model = skdsl_compile(spec)
+    if config.sync_bn and context.distributed:
+        dist_.use_sync_batchnorm(model, context.device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model = model.to(context.device, memory_format=memory_format)
+    torch.manual_seed(config.seed + context.rank)  # dropout masks differ between processes
+    return model
+
+
+def _wrap(model: nn.Module, config: TrainConfig, context: dist_.Context) -> nn.Module:
+    """DDP around the model when there are several processes, then torch.compile if asked:
+    compiling the DDP module lets dynamo split the graph at DDP's gradient buckets."""
+    if context.distributed:
+        device_ids = [context.device.index] if context.device.type == "cuda" else None
+        model = DistributedDataParallel(model, device_ids=device_ids)
+    if config.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Context) -> State:
+    try:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"the checkpoint's weights do not fit this spec's model: "
+                              f"{str(error).splitlines()[0]}", code="SK602") from None
+    if scaler.is_enabled() and saved.get("scaler"):
+        scaler.load_state_dict(saved["scaler"])
+    rng = saved.get("rng") or []
+    if len(rng) == context.world_size:
+        ckpt.set_rng_state(rng[context.rank])
+    elif context.is_main:
+        print(f"note: the checkpoint was written by {len(rng)} process(es), this run has "
+              f"{context.world_size}: random states start afresh (data order does not change)")
+    return State(epoch=saved["epoch"], batch_in_epoch=saved["batch_in_epoch"], step=saved["step"],
+                 best_top1=saved["best_top1"], best_epoch=saved.get("best_epoch"),
+                 history=list(saved["history"]), epoch_totals=dict(saved["epoch_totals"]))
+
+
+# -- the loop -------------------------------------------------------------------------------------
+
+
+def train_epochs(run: Run) -> str:
+    """Epochs from where the state stands to the last; returns how the run ended."""
+    state = run.state
+    if state.epoch >= run.recipe.epochs:
+        run.display.line(f"{run.out} has trained {state.epoch} epochs already: pass a larger "
+                         f"--epochs to go on")
+        return "finished"
+    for epoch in range(state.epoch, run.recipe.epochs):
+        started = time.monotonic()
+        stopped = train_epoch(run, epoch)
+        if stopped:
+            save_checkpoint(run, best=False)
+            return stopped
+        val = evaluate(run.raw_model, run.val_loader, run.context, run.config, run.loss_fn)
+        record = _epoch_record(run, epoch, val, time.monotonic() - started)
+        state.history.append(record)
+        is_best = val["top1"] > state.best_top1
+        if is_best:
+            state.best_top1, state.best_epoch = val["top1"], epoch + 1
+        state.epoch, state.batch_in_epoch, state.epoch_totals = epoch + 1, 0, {}
+        save_checkpoint(run, best=is_best)
+        if run.log is not None:
+            run.log.write(record)
+            run.log.flush()
+        run.display.finish(epoch + 1, run.recipe.epochs, record)
+        if run.stop.signal_name is not None:  # arrived during validation: the epoch is saved
+            return run.stop.signal_name
+    return "finished"
+
+
+def train_epoch(run: Run, epoch: int) -> str | None:
+    """One epoch from the state's batch on; returns why it stopped early, or None."""
+    state, config = run.state, run.config
+    run.model.train()
+    run.sampler.set_epoch(epoch, start=state.batch_in_epoch * run.batch_per_process)
+    batches = run.steps_per_epoch
+    run.display.start(epoch + 1, run.recipe.epochs, batches, state.batch_in_epoch)
+    pending: list[tuple[int, float, Tensor, Tensor]] = []  # (step, lr, loss, correct) not yet read
+    log_every = config.log_every or (1 if run.device.type == "cpu" else 10)
+    interval_start = time.monotonic()
+    for images, labels in run.train_loader:
+        lr = run.schedule(state.step)
+        set_lr(run.optimizer, lr)
+        # With pinned memory these copies are asynchronous: the GPU gets the batch while the
+        # CPU goes on queueing the forward pass.
+        images, labels = run.to_device(images, labels)
+        loss, correct = _train_step(run, images, labels)
+        pending.append((state.step, lr, loss, correct))
+        state.step += 1
+        state.batch_in_epoch += 1
+        if len(pending) < log_every and state.batch_in_epoch < batches:
+            continue
+        # Sync point: reading the losses back makes the CPU wait for the GPU, and the all-reduce
+        # makes every process wait for the slowest. Every process reaches it at the same step.
+        verdict = _read_back(run, epoch, pending, time.monotonic() - interval_start)
+        pending, interval_start = [], time.monotonic()
+        if verdict:
+            return verdict
+    return None
+
+
+def _train_step(run: Run, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Forward, backward and update on one batch; the loss and top-1 count stay on the device."""
+    try:
+        with run.autocast():
+            logits = run.model(images)
+            loss = run.loss_fn(logits, labels)
+        run.optimizer.zero_grad(set_to_none=True)
+        # Under DDP, backward also all-reduces the gradients, bucket by bucket, overlapping the
+        # rest of the backward pass; after it every process holds the same averaged gradients.
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients hold inf/NaN
+        run.scaler.update()
+    except torch.OutOfMemoryError:
+        raise _out_of_memory(run, images, labels) from None
+    except Exception as error:
+        _raise_compile_failure(run, error)
+        raise
+    return loss.detach().float(), (logits.detach().argmax(dim=1) == labels).sum()
+
+
+def _read_back(run: Run, epoch: int, pending: list, seconds: float) -> str | None:
+    """Log the pending steps, and decide together whether to stop: a NaN, a signal, max steps."""
+    state, context = run.state, run.context
+    count = len(pending)
+    # One all-reduce for all of it: per-step loss sums and top-1 counts, then the stop flags.
+    flags = torch.tensor([float(run.stop.signal_name == name) for name in ("SIGINT", "SIGTERM")],
+                         device=run.device)
+    packed = torch.cat([torch.stack([p[2] for p in pending]),
+                        torch.stack([p[3] for p in pending]).float(), flags])
+    values = dist_.all_reduce(packed, context).tolist()  # .tolist(): the CPU waits here
+    batch = run.recipe.batch_size
+    losses = [v / context.world_size for v in values[:count]]
+    top1s = [v / batch for v in values[count:2 * count]]
+    bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
+    if bad is not None:
+        _stop_on_nan(run, pending[bad][0], losses[bad], epoch)
+    totals = state.epoch_totals
+    for (step, lr, _, _), loss, top1 in zip(pending, losses, top1s):
+        totals["loss"] = totals.get("loss", 0.0) + loss
+        totals["top1"] = totals.get("top1", 0.0) + top1
+        totals["batches"] = totals.get("batches", 0) + 1
+        if run.log is not None:
+            run.log.write({"event": "step", "epoch": epoch + 1, "step": step + 1, "loss": loss,
+                           "top1": top1, "lr": lr, "images_per_s": count * batch / seconds})
+    run.display.update(Progress(epoch + 1, run.recipe.epochs, state.batch_in_epoch,
+                                run.steps_per_epoch, batch, losses[-1], top1s[-1],
+                                count * batch / seconds, pending[-1][1]))
+    sigint, sigterm = values[-2:]
+    if sigint or sigterm:  # this process, or another, was asked to stop
+        return "SIGINT" if sigint else "SIGTERM"
+    if run.config.max_steps is not None and state.step >= run.config.max_steps:
+        return "max-steps"
+    return None
+
+
+def _epoch_record(run: Run, epoch: int, val: dict, seconds: float) -> dict:
+    totals = run.state.epoch_totals
+    batches = max(1, totals.get("batches", 0))
+    return {"event": "epoch", "epoch": epoch + 1, "step": run.state.step,
+            "train_loss": totals.get("loss", math.nan) / batches,
+            "train_top1": totals.get("top1", math.nan) / batches,
+            "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+            "lr": run.schedule(max(0, run.state.step - 1)), "seconds": seconds}
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, context: dist_.Context, config, loss_fn=None) -> dict:
+    """Mean loss, top-1 and top-5 over the whole split: each process counts its shard, then the
+    counts are summed over processes (the raw model: DDP's forward would sync buffers)."""
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=context.device)  # loss, top1, top5, n
+    for images, labels in loader:
+        images, labels = to_device(images, labels, context.device, config.channels_last)
+        with autocast(context.device, config.precision):
+            logits = model(images)
+        loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        top1, top5 = topk_correct(logits, labels)
+        totals += torch.stack([loss.double(), top1.double(), top5.double(),
+                               torch.tensor(float(len(labels)), dtype=torch.float64,
+                                            device=context.device)])
+    loss_sum, top1, top5, count = dist_.all_reduce(totals, context).tolist()  # sync point
+    model.train(was_training)
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "top1": top1 / count, "top5": top5 / count,
+            "images": int(count)}
+
+
+def evaluate_checkpoint(config: EvalConfig) -> dict:
+    """`skdsl eval`: a checkpoint's loss, top-1 and top-5 on a source's validation split."""
+    context = dist_.setup(config.device)
+    try:
+        spec, _ = _load_spec(config)
+        _, spec_sha256 = ckpt.spec_fingerprint(spec)
+        saved = ckpt.load(config.checkpoint, spec_sha256)
+        trained = TrainConfig.from_dict(saved.get("config", {}))
+        data = config.data or trained.data or "synthetic"
+        seed = config.seed if config.seed is not None else (trained.seed or 0)
+        if config.precision == "fp16" and context.device.type != "cuda":
+            raise CliError("--precision fp16 needs a CUDA GPU", code="SK510",
+                           hint="use --precision bf16 on a CPU")
+        _check_batch(config.batch_size, context)
+        source = open_data(data, spec, seed)
+        model = skdsl_compile(spec)
+        try:
+            model.load_state_dict(saved["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"the checkpoint's weights do not fit this spec's model: "
+                                  f"{str(error).splitlines()[0]}", code="SK602") from None
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        model = model.to(context.device, memory_format=memory_format)
+        shard = D.shard_indices(len(source.val), context.rank, context.world_size)
+        workers = config.workers if config.workers is not None else _workers(config, context)
+        loader = D.make_loader(source.val, config.batch_size // context.world_size, shard,
+                               workers, context.device.type == "cuda", drop_last=False)
+        results = evaluate(model, loader, context, config)
+        return {**results, "data": data, "checkpoint": str(config.checkpoint),
+                "epoch": saved["epoch"], "step": saved["step"]}
+    finally:
+        dist_.teardown()
+
+
+def skdsl_compile(spec) -> nn.Module:
+    import skdsl
+
+    return skdsl.compile(spec)
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+
+
+def save_checkpoint(run: Run, best: bool) -> None:
+    """last.pt (and best.pt): every process takes part, since the RNG states are gathered; rank 0
+    writes."""
+    state = run.state
+    rng = dist_.gather_objects(ckpt.rng_state(), run.context)  # a collective: all processes
+    if not run.context.is_main:
+        return
+    payload = {
+        "spec_name": run.spec.name, "spec_source": run.spec_source, "spec_json": run.spec_json,
+        "spec_sha256": run.spec_sha256,
+        "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(), "schedule": dict(vars(run.schedule)),
+        "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "step": state.step,
+        "best_top1": state.best_top1, "best_epoch": state.best_epoch,
+        "history": state.history, "epoch_totals": state.epoch_totals,
+        "rng": rng, "config": run.config.to_dict(),
+    }
+    ckpt.save(payload, run.out / "last.pt")
+    if best:
+        ckpt.save(payload, run.out / "best.pt")
+
+
+# -- trouble --------------------------------------------------------------------------------------
+
+
+def _stop_on_nan(run: Run, step: int, loss: float, epoch: int) -> None:
+    last = run.out / "last.pt"
+    kept = (f"{last} keeps the state after epoch {run.state.epoch}" if last.exists()
+            else "no checkpoint was written before it")
+    raise TrainingError(f"the loss became {loss} at step {step + 1} (epoch {epoch + 1}): "
+                        f"training stopped; {kept}", code="SK610",
+                        hint="lower --lr, add --warmup-epochs, or train in --precision fp32")
+
+
+def _out_of_memory(run: Run, images: Tensor, labels: Tensor) -> TrainingError:
+    """The message for a CUDA out-of-memory error, with a global batch size that does fit."""
+    run.optimizer.zero_grad(set_to_none=True)
+    fits = largest_fitting_batch(run, images, labels)
+    world = run.context.world_size
+    name = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else str(run.device)
+    suggestion = (f"try --batch-size {fits * world}" if fits else
+                  "even 2 images per process do not fit: use a smaller network or input")
+    return TrainingError(f"out of memory on {name} at --batch-size {run.recipe.batch_size} "
+                         f"({run.batch_per_process} images per process)", code="SK611",
+                         hint=f"{suggestion}; --precision bf16 and --channels-last also need "
+                              f"less memory")
+
+
+def largest_fitting_batch(run: Run, images: Tensor, labels: Tensor) -> int:
+    """Halve the batch until a forward and backward pass fits; 0 when not even 2 images do.
+
+    It runs the unwrapped model (DDP's hooks would wait for the other processes), and the run
+    ends after it, so the BatchNorm statistics it touches are never saved.
+    """
+    size = len(images) // 2
+    while size >= 2:
+        _free_cuda_memory()
+        try:
+            with run.autocast():
+                loss = run.loss_fn(run.raw_model(images[:size]), labels[:size])
+            loss.backward()
+            return size
+        except torch.OutOfMemoryError:
+            size //= 2
+        finally:
+            run.optimizer.zero_grad(set_to_none=True)
+    return 0
+
+
+def _free_cuda_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _raise_compile_failure(run: Run, error: Exception) -> None:
+    """torch.compile fails on the first call, deep inside dynamo or inductor: say so plainly."""
+    if not run.config.compile or not type(error).__module__.startswith("torch._"):
+        return
+    raise TrainingError(f"--compile failed: {type(error).__name__}: "
+                        f"{str(error).strip().splitlines()[0][:200]}", code="SK612",
+                        hint="train without --compile (set SKDSL_DEBUG=1 for the details)") from error
+
+
+class StopSignals:
+    """SIGINT and SIGTERM ask the loop to stop at the next step boundary (saving last.pt); a
+    second SIGINT stops at once. Handlers can be set in the main thread only; elsewhere the
+    signals keep their usual meaning."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        with contextlib.suppress(ValueError):  # not the main thread
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number: int, frame) -> None:
+        if self.signal_name is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: the user does not want to wait
+        self.signal_name = signal.Signals(number).name
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+
+# -- finishing ------------------------------------------------------------------------------------
+
+
+def finish(run: Run, status: str) -> Result:
+    """Tell how it ended: the summary table, the plot, the way to go on."""
+    state = run.state
+    last_val = None
+    if state.history:
+        last = state.history[-1]
+        last_val = {"loss": last["val_loss"], "top1": last["val_top1"], "top5": last["val_top5"]}
+    if run.context.is_main:
+        _report(run, status)
+    best = state.best_top1 if state.best_epoch is not None else None
+    return Result(status, state.epoch, state.step, best, last_val, run.out, list(state.history))
+
+
+def _report(run: Run, status: str) -> None:
+    from rich.console import Console
+
+    state, display = run.state, run.display
+    if state.history:
+        width = None if display.stream.isatty() else 160
+        Console(file=display.stream, width=width).print(summary_table(state.history,
+                                                                      state.best_epoch))
+    if run.config.plot:
+        plot_curves(read_metrics(run.out / "metrics.jsonl"), run.out / "curves.png")
+        display.line(f"curves: {run.out / 'curves.png'}")
+    where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
+    if status.startswith("SIG"):
+        display.line(f"stopped by {status} at step {state.step} ({where}): saved "
+                     f"{run.out / 'last.pt'}; continue with --resume")
+    elif status == "max-steps":
+        display.line(f"stopped after --max-steps {run.config.max_steps} ({where}): saved "
+                     f"{run.out / 'last.pt'}; continue with --resume and a larger --max-steps")
+    else:
+        display.line(f"done: {state.epoch} epochs, {state.step} steps; weights in "
+                     f"{run.out / 'last.pt'} and {run.out / 'best.pt'}")
+
+
+# -- devices and numerics -------------------------------------------------------------------------
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 or fp16 autocast (matmuls and convolutions in low precision, reductions in fp32)."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def to_device(images: Tensor, labels: Tensor, device: torch.device,
+              channels_last: bool) -> tuple[Tensor, Tensor]:
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True, memory_format=memory_format)
+    return images, labels.to(device, non_blocking=True)
+
+
+__all__ = ["train", "evaluate", "evaluate_checkpoint", "open_data", "Result", "Run", "State", "TrainingError", "StopSignals",
+           "prepare", "train_epochs", "train_epoch", "save_checkpoint", "largest_fitting_batch",
+           "autocast", "to_device", "AUTOCAST_DTYPES"]

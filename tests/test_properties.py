@@ -1,0 +1,238 @@
+"""Properties over random specs (skdsl.testing's strategies): the compiler, the analysis, the
+JSON schema and the error reporting agree for every network the language can describe.
+
+The example counts keep the whole file well under a minute on two CPU cores. To search harder
+for a bug, raise them with Hypothesis' profile machinery or temporarily edit `EXAMPLES`.
+
+Bugs these properties found are pinned, each by a strict xfail at the end of the file; the
+property tests steer around them (KNOWN_BUG_*), so that they stay green and keep looking for
+new ones. When a bug is fixed, its xfail turns into an XPASS failure: delete the xfail's
+marker and the matching KNOWN_BUG_ filter.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import skdsl
+from skdsl import testing as T
+from skdsl.spec import Network
+
+EXAMPLES = {"compile": 40, "json": 60, "broken": 300, "mutant": 40, "variants": 20}
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                     HealthCheck.data_too_large,
+                                                     HealthCheck.filter_too_much])
+
+# Bug 1 (see test_line_separators_are_spec_errors): a lone \r, \x0b, \x0c, \x1c-\x1e, \x85,
+# \u2028 or \u2029 makes str.splitlines() and Lark disagree on line numbers.
+KNOWN_BUG_SEPARATORS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+# Bug 3 (see test_huge_groups_are_rejected_quickly): a huge G or shuffle count hangs lowering.
+# Bug 4 (see test_numbers_torch_cannot_take_are_spec_errors): ints past int64 crash compile.
+KNOWN_BUG_TOKENS = ("99999999999999999999",)
+TOKENS = tuple(token for token in T.INSERT_TOKENS if token not in KNOWN_BUG_TOKENS)
+
+
+def _text(broken: str | bytes) -> str:
+    return broken if isinstance(broken, str) else broken.decode("utf-8", "replace")
+
+
+# -- (a) random valid specs compile to exactly the analysed module ------------------------------
+
+
+@settings(max_examples=EXAMPLES["compile"], **SETTINGS)
+@given(T.specs())
+def test_random_specs_compile_exactly(text):
+    network = skdsl.parse(text, file="<random>")
+    T.assert_compiles_exactly(network)
+    T.assert_shapes(network, batch=2)
+
+
+@settings(max_examples=10, **SETTINGS)
+@given(T.networks(max_stages=2, input_sizes=(16,)), st.sampled_from([(3, 24, 24), (3, 17, 9)]))
+def test_random_specs_compile_exactly_on_another_input(network, shape):
+    T.assert_compiles_exactly(network, input_shape=shape)
+
+
+# -- (b) the JSON form of a spec means the same network ----------------------------------------
+
+
+@settings(max_examples=EXAMPLES["json"], **SETTINGS)
+@given(T.networks())
+def test_json_round_trip_keeps_the_counts(network):
+    restored = Network.model_validate_json(network.model_dump_json())
+    assert restored.model_dump() == network.model_dump()
+    before, after = skdsl.analyze(network), skdsl.analyze(restored)
+    assert after.to_json() == before.to_json()
+    assert (after.params, after.mult_adds, after.output) == (before.params, before.mult_adds,
+                                                             before.output)
+    assert after.nodes == before.nodes
+    assert after.layers == before.layers and after.blocks == before.blocks
+
+
+# -- (c) broken specs: located errors, exit status 2, never a traceback -------------------------
+
+
+@settings(max_examples=EXAMPLES["broken"], **SETTINGS)
+@given(T.broken_specs(tokens=TOKENS))
+def test_broken_specs_are_reported_never_crash(case):
+    broken, description = case
+    assume(not KNOWN_BUG_SEPARATORS.search(_text(broken)))
+    with tempfile.TemporaryDirectory(prefix="skdsl-") as folder:
+        path = Path(folder) / "broken.sk"
+        path.write_bytes(broken if isinstance(broken, bytes) else broken.encode("utf-8"))
+        with T.time_limit(20):
+            status, output = T.run_check(path)
+        assert "Traceback" not in output, f"{description}:\n{output}"
+        assert status in (0, 2), f"{description}: exit status {status}:\n{output}"
+        if description.startswith("bytes:"):
+            assert status == 2, f"{description}: bytes that are not UTF-8 were accepted"
+        if status == 2:
+            assert re.search(rf"{re.escape(str(path))}:\d+:\d+", output), (
+                f"{description}: no {path.name}:LINE:COL in\n{output}")
+            with T.time_limit(20):
+                T.assert_rejected(broken, folder=folder, filename="again.sk")
+
+
+@settings(max_examples=EXAMPLES["mutant"], **SETTINGS)
+@given(T.broken_specs(kinds=("insert", "delete", "duplicate", "misspell", "line", "zero",
+                             "groups"), tokens=TOKENS))
+def test_mutants_that_still_load_compile_exactly(case):
+    """A mutation that leaves the spec valid leaves a network the compiler must get right."""
+    broken, description = case
+    assume(not KNOWN_BUG_SEPARATORS.search(broken))
+    try:
+        network = skdsl.parse(broken, file="<mutant>")
+        analysis = skdsl.analyze(network)
+    except skdsl.SpecError:
+        assume(False)
+    assume(analysis.params < 5_000_000 and analysis.mult_adds < 500_000_000
+           and analysis.total.activations < 5_000_000)
+    T.assert_compiles_exactly(network)
+
+
+# -- (d) variants of a parametrised spec ----------------------------------------------------------
+
+MINI_SKNET = """\
+use "std/resnext.sk"
+param M = 2
+param G = 8
+param W = 16
+param R = 4
+network mini_sknet:
+    input 3x32x32
+    classes 10
+    stage conv1: conv 3x3, W
+    stage conv2: sk_unit(W, 2*W, M=M, G=G, r=R, L=8) x2
+    stage conv3: sk_unit(2*W, 4*W, stride=2, M=M, G=G, r=R, L=8)
+    stage head:
+        avgpool global
+        fc classes
+"""
+
+
+@pytest.fixture(scope="module")
+def mini_sknet(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("variants") / "mini_sknet.sk"
+    path.write_text(MINI_SKNET, encoding="utf-8")
+    return path
+
+
+@settings(max_examples=EXAMPLES["variants"], **SETTINGS)
+@given(data=st.data())
+def test_variants_compile_exactly_and_keep_the_draw(mini_sknet, data):
+    network = data.draw(T.variants(mini_sknet, M=st.integers(1, 4),
+                                   G=st.sampled_from([1, 2, 4, 8, 16, 32, 64]),
+                                   W=st.sampled_from([8, 12, 16, 24])))
+    p = network.parameters
+    assert p["W"] % p["G"] == 0, "variants let a G through that does not divide the width"
+    unit = network.stages[1].body[0]
+    sk = unit.body[0].body[1]
+    assert len(sk.branches) == p["M"] and {b.groups for b in sk.branches} == {p["G"]}
+    T.assert_compiles_exactly(network)
+
+
+@settings(max_examples=EXAMPLES["variants"], **SETTINGS)
+@given(data=st.data())
+def test_another_branch_adds_parameters_and_mult_adds(mini_sknet, data):
+    """A property of the architecture itself: each SK branch costs parameters and compute."""
+    network = data.draw(T.variants(mini_sknet, M=st.integers(1, 3), G=st.sampled_from([1, 4, 8]),
+                                   R=st.sampled_from([2, 4, 16])))
+    wider = skdsl.load(mini_sknet, {**network.parameters, "M": network.parameters["M"] + 1})
+    before, after = skdsl.analyze(network), skdsl.analyze(wider)
+    assert after.params > before.params and after.mult_adds > before.mult_adds
+
+
+def test_variants_from_text():
+    strategy = T.variants(MINI_SKNET.replace('use "std/resnext.sk"\n', 'use "std/resnext.sk"\n\n'),
+                          G=st.sampled_from([3, 8]))
+
+    @settings(max_examples=5, **SETTINGS)
+    @given(strategy)
+    def check(network):
+        assert network.parameters["G"] == 8  # G=3 divides no width: always rejected
+
+    check()
+
+
+# -- the bugs these properties found --------------------------------------------------------------
+
+LINE_SEPARATOR_CASES = {
+    "line separator": "network n:\u2028\n",
+    "file separator": "network n:\x1c\n",
+    "lone carriage return": "param W = 16\rparam X = 1\n",
+    "form feed in a comment": "# a\x0cb\nnetwork n:\n    $\n",
+}
+
+
+@pytest.mark.xfail(strict=True, reason="bug 1: parser._syntax_error and errors._excerpt use "
+                   "str.splitlines(), which also splits on \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, "
+                   "\\u2028 and \\u2029; Lark counts only \\n: IndexError, or the wrong line shown")
+@pytest.mark.parametrize("text", LINE_SEPARATOR_CASES.values(), ids=LINE_SEPARATOR_CASES.keys())
+def test_line_separators_are_spec_errors(text):
+    T.assert_rejected(text)
+
+
+@pytest.mark.xfail(strict=True, reason="bug 2: empty option brackets `SK[]` / `SE[]` crash "
+                   "expand.py with AttributeError: 'NoneType' object has no attribute 'keyword' "
+                   "(the grammar's [arg (, arg)*] gives [None])")
+@pytest.mark.parametrize("layer", ["SK[], 8", "SE[]", "SUM[] 8"])
+def test_empty_option_brackets_do_not_crash(layer):
+    text = f"network n:\n    input 3x8x8\n    stage s: {layer}\n"
+    try:
+        skdsl.analyze(skdsl.parse(text))
+    except skdsl.SpecError as error:
+        error.render()
+
+
+@pytest.mark.xfail(strict=True, reason="bug 3: graph._divisor_hint loops "
+                   "over range(groups): `G=99999999999999999999` or `shuffle 1000000000000` "
+                   "hangs skdsl check (G=10**8 already takes seconds)")
+@pytest.mark.parametrize("layer", ["conv 3x3, 8, G=99999999999999999999",
+                                   "shuffle 1000000000000"])
+def test_huge_groups_are_rejected_quickly(layer):
+    text = f"network n:\n    input 3x8x8\n    stage s: {layer}\n"
+    with T.time_limit(2):
+        T.assert_rejected(text, code="SK301")
+
+
+@pytest.mark.xfail(strict=True, reason="bug 4: integers past what torch takes (int64, or an "
+                   "output size past int32) pass `skdsl check` and analyze, then skdsl.compile "
+                   "raises TypeError/ValueError/RuntimeError")
+@pytest.mark.parametrize("layer", ["conv 3x3, 8, stride 99999999999999999999",
+                                   "conv 3x3, 8, D=99999999999999999999",
+                                   "maxpool 3x3, stride 99999999999999999999",
+                                   "conv 3x3, 8, pad 9999999999999"])
+def test_numbers_torch_cannot_take_are_spec_errors(layer):
+    text = f"network n:\n    input 3x8x8\n    stage s: {layer}\n    stage h:\n        gap\n"
+    network = skdsl.parse(text)
+    try:
+        skdsl.analyze(network)
+    except skdsl.SpecError:
+        return  # rejected by check: fine
+    T.assert_compiles_exactly(network)
