@@ -482,7 +482,7 @@ def _divisor_hint(count: int, groups: int) -> str:
     lower = count - count % groups
     candidates = [c for c in (lower, lower + groups) if c > 0]
     widths = " or ".join(map(str, candidates))
-    divisors = [g for g in range(groups, 0, -1) if count % g == 0][:1]
+    divisors = [g for g in range(min(groups, count), 0, -1) if count % g == 0][:1]
     return (f"pick a width that is a multiple of {groups} ({widths}), or a G that divides "
             f"{count} (such as {divisors[0]})")
 
