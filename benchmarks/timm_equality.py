@@ -133,7 +133,8 @@ def manifest(timm, model_name: str, spec: str) -> dict:
         "source": f"timm {timm.__version__}, timm.create_model({model_name!r}, pretrained=False)"
                   f".state_dict()",
         "spec": spec,
-        "tensors": {key: {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."),
+        "tensors": {key: {"shape": list(value.shape),
+                          "dtype": str(value.dtype).removeprefix("torch."),
                           "buffer": key in buffers}
                     for key, value in model.state_dict().items()},
     }
@@ -143,7 +144,8 @@ def _manifest_text(data: dict) -> str:
     """JSON with one line per tensor, so that a diff of two timm versions reads key by key."""
     head = {key: value for key, value in data.items() if key != "tensors"}
     lines = [f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in head.items()]
-    tensors = [f"    {json.dumps(key)}: {json.dumps(value)}" for key, value in data["tensors"].items()]
+    tensors = [f"    {json.dumps(key)}: {json.dumps(value)}"
+               for key, value in data["tensors"].items()]
     return "{\n" + "\n".join(lines) + '\n  "tensors": {\n' + ",\n".join(tensors) + "\n  }\n}\n"
 
 

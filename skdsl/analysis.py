@@ -181,7 +181,8 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
         network=graph.graph["network"],
         input=graph.graph["input"],
         output=output_shape(graph),
-        total=sum(costs.values(), Cost()),
+        total=Cost(sum(c.params for c in costs.values()), sum(c.mult_adds for c in costs.values()),
+                   sum(c.activations for c in costs.values())),
         stages=_roll_up(graph, costs, fields, "stage"),
         blocks=_roll_up(graph, costs, fields, "block"),
         layers=_roll_up(graph, costs, fields, "layer"),
@@ -192,19 +193,24 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
 
 def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str) -> tuple:
     """Sum node costs by a node attribute, in the order the groups first appear."""
-    totals: dict[str, Cost] = {}
+    totals: dict[str, list[int]] = {}
     last: dict[str, str] = {}
     for name, data in graph.nodes.items():
         group = data[key]
         if group is None or name == "input":
             continue
-        totals[group] = totals.get(group, Cost()) + costs[name]
+        cost, total = costs[name], totals.get(group)
+        if total is None:
+            total = totals[group] = [0, 0, 0]
+        total[0] += cost.params
+        total[1] += cost.mult_adds
+        total[2] += cost.activations
         last[group] = name  # nodes are in execution order: the last one is the group's output
     templates = graph.graph["blocks"]
     return tuple(
-        Part(group, graph.nodes[last[group]]["out_shapes"][0], cost, fields[last[group]],
+        Part(group, graph.nodes[last[group]]["out_shapes"][0], Cost(*total), fields[last[group]],
              templates.get(group))
-        for group, cost in totals.items()
+        for group, total in totals.items()
     )
 
 

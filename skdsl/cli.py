@@ -472,7 +472,13 @@ def run_graph(args) -> int:
 # Subcommands in the order `skdsl --help` lists them. `train`, `eval`, `compare` and `export`
 # will register here, each with its own `_add_<name>(commands)` that sets `run=`; they may
 # import torch inside their run function, never at the top of this module.
-COMMANDS = [_add_build, _add_check, _add_spec, _add_graph]
+def _add_weights(commands) -> None:
+    from . import weights  # torch is imported only when a conversion runs
+
+    weights.register(commands)
+
+
+COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_weights]
 
 
 def build_parser() -> argparse.ArgumentParser:

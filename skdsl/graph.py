@@ -128,13 +128,18 @@ class _Lowering:
 
     def claim(self, name: str, item: S.SpecModel) -> None:
         """A node name must be new and must not sit inside, or around, another node's name."""
-        prefixes = [name[:i] for i, char in enumerate(name) if char == "."]
-        clash = name if (name in self.graph or name in self.containers) else next(
-            (p for p in prefixes if p in self.graph), None)
+        clash = name if (name in self.graph.nodes or name in self.containers) else None
+        prefix = name
+        while clash is None and "." in prefix:
+            prefix = prefix.rpartition(".")[0]
+            if prefix in self.containers:
+                break  # checked when it first became a container, with all its own prefixes
+            if prefix in self.graph.nodes:
+                clash = prefix
+            self.containers.add(prefix)
         if clash is not None:
             raise SpecError(f"two parts of the network are both named '{clash}'", item.span(),
                             code="SK205", hint="give one of them another name")
-        self.containers.update(prefixes)
 
     def tied_node(self, name: str, op: str, attrs: dict, item, tie: tuple) -> str:
         """The node of the shared branch whose module (and weights) this node reuses."""
@@ -232,9 +237,9 @@ class _Lowering:
         path = f"{scope.path}.{item.name}"
         branch_outputs = []
         for index, branch in enumerate(item.branches, start=1):
-            branch_conv = S.Conv(name=f"branch{index}", kernel=branch.kernel,
-                                 out_channels=item.out_channels, stride=item.stride,
-                                 groups=branch.groups, dilation=branch.dilation)
+            branch_conv = _conv_model(name=f"branch{index}", kernel=branch.kernel,
+                                      out_channels=item.out_channels, stride=item.stride,
+                                      groups=branch.groups, dilation=branch.dilation)
             branch_conv.located({**item._at, **branch._at})
             branch_outputs.append(self.conv(branch_conv, x, scope, env, f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
@@ -245,7 +250,7 @@ class _Lowering:
         channels, d = item.out_channels, item.attention_width
         summary = self.emit(f"{path}.pool", "global_pool", [fused], [(channels, 1, 1)], item, path,
                             scope, mode="avg")  # s = F_gp(U), Eq. 2
-        reduce = S.Conv(name="reduce", kernel=(1, 1), out_channels=d)  # z = ReLU(BN(W s)), Eq. 3
+        reduce = _conv_model(name="reduce", kernel=(1, 1), out_channels=d)  # z = ReLU(BN(W s)), Eq. 3
         reduce.located(item._at)
         compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
         branches = len(item.branches)
@@ -423,8 +428,8 @@ class _Lowering:
                 f"no 1×1 projection maps the residual input {_fmt(source)} to its body's output "
                 f"{_fmt(target)} at {scope.path}", item.span(), code="SK305",
                 hint="write the shortcut yourself with a `shortcut:` block inside the residual")
-        projection = S.Conv(name=item.shortcut_name, kernel=(1, 1), out_channels=target[0],
-                            stride=stride, act="none")
+        projection = _conv_model(name=item.shortcut_name, kernel=(1, 1), out_channels=target[0],
+                                 stride=stride, act="none")
         projection.located(item._at)
         return self.conv(projection, x, scope, env)
 
@@ -442,6 +447,11 @@ class _Lowering:
         "act": activation, "shuffle": shuffle, "split": split, "add": merge, "concat": merge,
         "mul": merge, "branch": branch, "residual": residual, "block": block,
     }
+
+
+def _conv_model(**fields) -> S.Conv:
+    """A conv made by lowering from numbers that are valid already (validating costs time)."""
+    return S.Conv.model_construct(**fields)
 
 
 def _in_context(error: SpecError, item: S.SpecModel, scope: _Scope) -> SpecError:

@@ -24,7 +24,6 @@ import argparse
 import os
 import pickle
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -125,7 +124,8 @@ _SQUEEZE_EXCITE = (
 # unit `conv2`: it is the unit's second conv layer.
 _SELECTIVE_KERNEL = (
     Rule("layer{s}.{b}.conv1.{l:conv_or_bn}.{p:tensor}", _block("conv1.{l}.{p}")),
-    Rule("layer{s}.{b}.conv2.paths.{m}.{l:conv_or_bn}.{p:tensor}", _block("sk.branch{m+1}.{l}.{p}")),
+    Rule("layer{s}.{b}.conv2.paths.{m}.{l:conv_or_bn}.{p:tensor}",
+         _block("sk.branch{m+1}.{l}.{p}")),
     Rule("layer{s}.{b}.conv2.attn.fc_reduce.{p:tensor}", _block("sk.reduce.conv.{p}")),
     Rule("layer{s}.{b}.conv2.attn.bn.{p:tensor}", _block("sk.reduce.bn.{p}")),
     Rule("layer{s}.{b}.conv2.attn.fc_select.{p:tensor}", _block("sk.logits.{p}")),
@@ -142,16 +142,23 @@ class Family:
     block: str     # the std/resnext.sk block a spec uses for it
     rules: tuple[Rule, ...]
     marker: str    # a regex that the compiled spec's keys match when it is built of `block`
+    grouped: str   # the first unit's grouped 3×3 weight: its shape gives cardinality × width
 
     def depth(self, keys) -> int | None:
-        """The network's depth from its blocks per stage (3 layers each, plus stem and fc)."""
-        blocks = Counter(match.groups() for match in map(_LAYER_BLOCK.match, keys) if match)
-        stages = Counter(stage for stage, _ in blocks)
-        return 2 + 3 * sum(stages.values()) if stages else None
+        """The network's depth from its units (3 layers each, plus the stem and the fc)."""
+        units = {match.groups() for match in map(_LAYER_BLOCK.match, keys) if match}
+        return 2 + 3 * len(units) if units else None
 
-    def model_name(self, keys) -> str:
-        depth = self.depth(keys)
-        return f"{self.name}{depth}" if depth else self.name
+    def model_name(self, state) -> str:
+        """timm's name for a state dict of this family, as far as it tells: `skresnext50_32x4d`
+        (from keys alone, without shapes: `skresnext50`)."""
+        depth = self.depth(state)
+        name = f"{self.name}{depth}" if depth else self.name
+        weight = state.get(self.grouped) if isinstance(state, Mapping) else None
+        shape = getattr(weight, "shape", None)
+        if shape is not None and len(shape) == 4 and shape[1] and shape[0] % shape[1] == 0:
+            name += f"_{shape[0] // shape[1]}x{shape[1]}d"  # out = in = groups × group width
+        return name
 
 
 _LAYER_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.")
@@ -161,11 +168,12 @@ _LAYER_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.")
 FAMILIES: dict[str, tuple[Family, ...]] = {
     "timm": (
         Family("resnext", "ResNeXt", "resnext_unit", _SKELETON + _BOTTLENECK,
-               r"\.block\d+\.conv3\.conv\.weight$"),
+               r"\.block\d+\.conv3\.conv\.weight$", "layer1.0.conv2.weight"),
         Family("seresnext", "SE-ResNeXt", "se_unit", _SKELETON + _BOTTLENECK + _SQUEEZE_EXCITE,
-               r"\.block\d+\.se\.reduce\.weight$"),
+               r"\.block\d+\.se\.reduce\.weight$", "layer1.0.conv2.weight"),
         Family("skresnext", "SK-ResNeXt", "sk_unit", _SKELETON + _SELECTIVE_KERNEL,
-               r"\.block\d+\.sk\.branch\d+\.conv\.weight$"),
+               r"\.block\d+\.sk\.branch\d+\.conv\.weight$",
+               "layer1.0.conv2.paths.0.conv.weight"),
     ),
 }
 
@@ -178,6 +186,7 @@ class Plan:
     """How a source state dict maps onto a target one, and everything that does not fit."""
 
     family: Family
+    source_model: str                                              # timm's name, as far as known
     pairs: dict[str, str] = field(default_factory=dict)           # source key -> target key
     unmatched: list[str] = field(default_factory=list)            # source keys no rule maps
     absent: dict[str, str] = field(default_factory=dict)          # source -> target not in spec
@@ -218,7 +227,7 @@ def plan(source: Mapping[str, "Tensor"], target: Mapping[str, "Tensor"],
          origin: str = "timm") -> Plan:
     """Map `source` (a foreign state dict) onto `target` (the compiled module's state dict)."""
     family = detect_family(source, origin)
-    result = Plan(family)
+    result = Plan(family, family.model_name(source))
     sources_of: dict[str, list[str]] = {}
     for key, destination in map_keys(family, source).items():
         if destination is None:
@@ -261,7 +270,7 @@ _SHOWN = 8  # keys listed per kind of problem
 
 def _misfit(mapping: Plan, source, target, origin: str, spec_name: str) -> CliError:
     family = mapping.family
-    model = f"{origin} {family.model_name(source)}"
+    model = f"{origin} {mapping.source_model}"
     lines: list[str] = []
 
     def section(title: str, items: list[str]) -> None:
@@ -298,12 +307,12 @@ def _family_hint(mapping: Plan, source, target, origin: str, spec_name: str) -> 
     family = mapping.family
     if spec_families and family is not spec_families[-1]:
         other = spec_families[-1]  # the most specific: SE and SK units have a conv3 too
-        return (f"{spec_name} is built of {other.block} units and these weights are "
+        return (f"{spec_name} is built of {other.block} blocks and these weights are "
                 f"{family.title}: convert {origin}'s {other.name}* weights for it, or use a spec "
-                f"of {family.block} units")
+                f"of {family.block} blocks")
     if mapping.shapes and not (mapping.missing or mapping.absent):
         return (f"{spec_name} has the modules of these weights but other widths: check its "
-                f"widths, groups, reduction and classes against {family.model_name(source)}")
+                f"widths, groups, reduction and classes against {mapping.source_model}")
     return (f"skdsl maps {origin}'s {family.title} onto specs of std/resnext.sk's "
             f"{family.block}, with stages conv1 (stem), conv2-conv5 and head (docs/weights.md)")
 
@@ -335,7 +344,8 @@ def read_state_dict(path: str | Path) -> dict[str, "Tensor"]:
     except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors all mean unreadable
         raise CliError(f"cannot read '{path}' as a torch file ({type(error).__name__}: "
                        f"{_first_line(error)})", code="SK521",
-                       hint="it may be truncated, or of another format (safetensors, numpy)") from None
+                       hint="it may be truncated, or of another format (safetensors, numpy)"
+                       ) from None
     return _state_dict_in(payload, path)
 
 
@@ -396,7 +406,7 @@ class Conversion:
 
     @property
     def source_model(self) -> str:
-        return self.plan.family.model_name(self.plan.pairs)
+        return self.plan.source_model
 
 
 def convert(spec, source_path: str | Path, output_path: str | Path, origin: str = "timm",

@@ -1,7 +1,7 @@
 """docs/errors.md is executable: every example runs and prints exactly what the page shows.
 
-Sections read `## SKnnn — title`; fenced blocks `sk file=NAME` (optionally `encoding=latin-1`) or
-`json file=NAME` are written into a fresh directory; a note "(`NAME` is a directory)" makes a
+Sections read `## SKnnn — title`; fenced blocks `sk file=NAME` (optionally `encoding=latin-1`),
+`json file=NAME` or `text file=NAME` are written into a fresh directory; a note "(`NAME` is a directory)" makes a
 directory; a note "(`NAME` as written by `skdsl spec PATH --json`)" writes that JSON; the
 `console` block's `$ skdsl ...` line is run with `skdsl.cli.main` and its stderr compared verbatim.
 """
@@ -31,7 +31,7 @@ def test_documented_example_prints_what_the_page_shows(code, body, tmp_path, mon
     command, expected = None, None
     for kind, info, text in FENCE.findall(body):
         options = dict(part.split("=", 1) for part in info.split() if "=" in part)
-        if kind in ("sk", "json"):
+        if kind in ("sk", "json", "text"):
             encoding = options.get("encoding", "utf-8")
             (tmp_path / options["file"]).write_bytes((text).encode(encoding))
         elif kind == "console":
