@@ -111,11 +111,12 @@ def _excerpt(span: Span | None) -> list[str]:
     """The source line with a caret under the span, in the style of rustc and Lark."""
     if span is None or span.file not in _SOURCES:
         return []
-    source_lines = _SOURCES[span.file].splitlines()
+    # Lines as Lark counts them: only "\n" ends a line (not \r, \f or \u2028).
+    source_lines = _SOURCES[span.file].split("\n")
     if not 1 <= span.line <= len(source_lines) + 1:
         return []
     text = source_lines[span.line - 1] if span.line <= len(source_lines) else ""
-    text = text.expandtabs(1)
+    text = printable(text.rstrip("\r").expandtabs(1))
     if len(text) > _WIDEST:
         # Clip a long line (a minified JSON spec) to a window around the span.
         start = max(0, min(span.column - 1 - _WIDEST // 2, len(text) - _WIDEST))
@@ -132,6 +133,11 @@ def _excerpt(span: Span | None) -> list[str]:
         f"{number} | {text}",
         f"{pad} | {' ' * (span.column - 1)}{'^' * width}",
     ]
+
+
+def printable(text: str) -> str:
+    """The text with control characters shown as '?', one column each, so carets still align."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _or_list(items: list[str]) -> str:

@@ -207,6 +207,9 @@ def _positive(value: Value, what: str, minimum: int = 1) -> int:
     if not isinstance(number, int) or number < minimum:
         bound = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
         raise SpecError(f"{what} must be {bound}, got {_show(number)}", value.span, code="SK203")
+    if number > S.LARGEST:
+        raise SpecError(f"{what} is too large: {number} (at most {S.LARGEST})", value.span,
+                        code="SK203")
     return number
 
 

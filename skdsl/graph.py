@@ -222,6 +222,9 @@ class _Lowering:
                        ceil_mode=False) -> tuple[int, int]:
         out = tuple(conv_output_size(s, k, stride, p, dilation, ceil_mode)
                     for s, k, p in zip(size, kernel, padding))
+        if max(out) > S.LARGEST:
+            raise SpecError(f"the feature map grows past {S.LARGEST} pixels a side at {path}",
+                            item.span("padding"), code="SK302", hint="use a smaller padding")
         if min(out) < 1:
             field = "kernel" if max(kernel) > max(size) else "stride"
             raise SpecError(

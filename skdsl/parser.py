@@ -131,14 +131,16 @@ def _syntax_error(error: UnexpectedInput, text: str, file: str) -> SpecError:
     expected = _phrases(_expected_terminals(error))
     if isinstance(error, UnexpectedCharacters):
         line, column = error.line, error.column
-        char = text.splitlines()[line - 1][column - 1] if line <= len(text.splitlines()) else "?"
+        lines = text.split("\n")
+        char = lines[line - 1][column - 1:column] if line <= len(lines) else ""
+        shown = f"'{char}'" if char.isprintable() and char else repr(char) if char else "?"
         span = Span(file, line, column, line, column + 1)
-        return SpecError(f"unexpected character '{char}'", span, code="SK102", expected=expected,
+        return SpecError(f"unexpected character {shown}", span, code="SK102", expected=expected,
                          hint=_hint(error, text, file))
     token = error.token if isinstance(error, UnexpectedToken) else None
     at_end = token is not None and token.type == "_DEDENT" and not text[token.end_pos:].strip()
     if isinstance(error, UnexpectedEOF) or token is None or token.type == "$END" or at_end:
-        lines = text.splitlines() or [""]
+        lines = text.rstrip("\n").split("\n")
         span = Span(file, len(lines), len(lines[-1]) + 1, len(lines), len(lines[-1]) + 2)
         return SpecError("unexpected end of file", span, code="SK103", expected=expected,
                          hint=_hint(error, text, file))
@@ -325,7 +327,7 @@ class _ToSyntax(Transformer):
         return A.Arg(str(name), self._value(value), _span(self.file, meta), self._tok(name))
 
     def args(self, children):
-        return list(children)
+        return [child for child in children if child is not None]  # `SK[]` has an empty list
 
     options = actuals = args
 

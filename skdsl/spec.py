@@ -21,9 +21,11 @@ SCHEMA_VERSION = 1
 ActivationName = Literal[
     "relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh", "none"
 ]
-# Strict: a JSON spec's `true` or `3.0` is a mistake, not the integer 1 or 3.
-PositiveInt = Annotated[int, Strict(), Field(ge=1)]
-NonNegativeInt = Annotated[int, Strict(), Field(ge=0)]
+# Strict: a JSON spec's `true` or `3.0` is a mistake, not the integer 1 or 3. Bounded: torch's
+# kernels take sizes, strides and channels as 32-bit integers.
+LARGEST = 2**31 - 1
+PositiveInt = Annotated[int, Strict(), Field(ge=1, le=LARGEST)]
+NonNegativeInt = Annotated[int, Strict(), Field(ge=0, le=LARGEST)]
 Kernel = tuple[PositiveInt, PositiveInt]
 Groups = Union[PositiveInt, Literal["depthwise"]]
 Value = Union[int, float, str]

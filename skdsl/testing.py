@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import skdsl
 from skdsl import spec as S
-from skdsl.errors import SpecError
+from skdsl.errors import SpecError, printable
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -51,7 +51,6 @@ __all__ = [
 WIDTHS = (8, 16, 24, 32, 48, 64)
 ACTIVATIONS = ("relu", "none", "relu6", "silu", "hardswish", "gelu", "tanh", "sigmoid",
                "hardsigmoid")
-SpecLike = "S.Network | str | Path"
 
 # ---------------------------------------------------------------------------------------------
 # Loading whatever the user hands us
@@ -117,7 +116,7 @@ class _Writer:
         self.templates: dict[str, tuple[str, Any]] = {}  # name -> (family, details)
         self.template_lines: list[list[Line]] = []
         self.param_lines: list[str] = []
-        self.uses_std = False
+        self.uses: set[str] = set()  # the standard library files the calls need
         self.counter = 0
 
     # -- drawing --------------------------------------------------------------------------
@@ -401,7 +400,12 @@ class _Writer:
             outs = [self.width()] * 2
         names = [self.fresh(self.pick(["main", "side", "path"])) for _ in range(2)]
         lines, result = [], None
-        for name, out in zip(names, outs):
+        shares = self.chance(25)  # the second branch reuses the first's layers and weights
+        for index, (name, out) in enumerate(zip(names, outs)):
+            if index == 1 and shares:
+                lines.append((0, f"branch {name} shares {names[0]}"))
+                outs[1] = outs[0]
+                break
             body, result = self.regular(shape, stride=stride, out=out)
             lines += [(0, f"branch {name}:"), *_nest(body)]
         channels = sum(outs) if merge == "concat" else outs[0]
@@ -434,9 +438,18 @@ class _Writer:
             sizes, other = "2", c - half
         body = [(1, f"conv 1x1, {other}"), (1, "dwconv 3x3, act none"), (1, f"conv 1x1, {other}")]
         name = self.fresh("inner")
-        lines = [(0, f"split {sizes} -> {left}, {right}"),
-                 (0, f"branch {name} from {right}:"), *body,
-                 (0, f"concat {left}, {name}")]
+        if sizes == "2" and self.chance(25):
+            # Siamese halves: both run one set of layers (and weights), `shares`.
+            twin = self.fresh("twin")
+            lines = [(0, f"split {sizes} -> {left}, {right}"),
+                     (0, f"branch {name} from {left}:"), *body,
+                     (0, f"branch {twin} from {right} shares {name}"),
+                     (0, f"concat {name}, {twin}")]
+            half = other
+        else:
+            lines = [(0, f"split {sizes} -> {left}, {right}"),
+                     (0, f"branch {name} from {right}:"), *body,
+                     (0, f"concat {left}, {name}")]
         if self.chance(70):
             lines.append((0, f"shuffle {self.pick([g for g in (2, 4) if c % g == 0] or [1])}"))
         return lines, (half + other, h, w)
@@ -509,11 +522,16 @@ class _Writer:
         if self.allow_shuffle:
             families += ["down"] + (["shuffle"] if c % 2 == 0 else [])
         if self.std:
-            families.append("std")
+            families += ["std", "std_attention"] + (["std_shuffle"] if self.allow_shuffle and
+                                                      c % 2 == 0 else [])
         family = self.pick(families)
         repeat = self.number(1, self.max_blocks)
+        if family == "std_attention":
+            return self.std_attention(shape, repeat, stage_repeat)
+        if family == "std_shuffle":
+            return self.std_shuffle(shape, repeat, stage_repeat)
         if family == "std":
-            self.uses_std = True
+            self.uses.add("std/resnext.sk")
             unit = self.pick(["resnext_unit", "se_unit", "sk_unit"] if self.allow_selective
                              else ["resnext_unit", "se_unit"])
             width, out, stride = self.width(), self.width(), self.pick([1, 2])
@@ -574,13 +592,54 @@ class _Writer:
                 text = f"{name}({args[0]},\n" + ",\n".join(f"        {a}" for a in args[1:]) + ")"
             else:
                 text = f"{name}({', '.join(args)})"
+        return self.finish_call(text, repeat, (channels, *size), stage_repeat)
+
+    def finish_call(self, text: str, repeat: int, after: Shape, stage_repeat: bool):
         if stage_repeat:
-            return [], (channels, *size), (text, repeat)
+            return [], after, (text, repeat)
         label = f"{self.fresh('unit')} = " if repeat == 1 and self.chance(10) else ""
         suffix = f" {self.pick(['x', '×'])}{repeat}" if repeat > 1 or self.chance(10) else ""
         if suffix.endswith("×1") or (self.decorate is False and suffix):
             suffix = f" x{repeat}"
-        return [(0, f"{label}{text}{suffix}")], (channels, *size), text
+        return [(0, f"{label}{text}{suffix}")], after, text
+
+    def std_attention(self, shape: Shape, repeat: int, stage_repeat: bool):
+        """std/attention.sk: BAM between stages, or a bottleneck with CBAM."""
+        self.uses.add("std/attention.sk")
+        c, h, w = shape
+        if self.chance(50):
+            r = self.pick([d for d in (2, 4, 8, 16) if c % d == 0] or [1])
+            text = f"bam({self.expr(c)}, r={r}, D={self.number(1, 4)})"
+            return self.finish_call(text, repeat, shape, stage_repeat)
+        width, out, stride = self.width(), self.width(), self.pick([1, 2])
+        groups = self.pick(_divisors(width, 32))
+        r = self.pick([d for d in (2, 4, 8, 16) if out % d == 0])
+        text = f"cbam_unit({self.expr(width)}, {self.expr(out)}, stride={stride}, G={groups}, r={r})"
+        size = tuple(_out_size(s, 3, stride, 1) for s in (h, w))
+        return self.finish_call(text, repeat, (out, *size), stage_repeat)
+
+    def std_shuffle(self, shape: Shape, repeat: int, stage_repeat: bool):
+        """std/shufflenetv2.sk: the plain, SE and SK units of the paper's Table 4."""
+        self.uses.add("std/shufflenetv2.sk")
+        c, h, w = shape
+        variant = self.pick(["", "_se", "_sk", "_sk_main"])
+        options = ""
+        if variant == "_se" and self.chance(50):
+            options = f", r={self.pick([2, 4])}"
+        elif variant.startswith("_sk"):
+            options = f", M={self.number(1, 3)}, r={self.pick([4, 16])}, L={self.pick([4, 8, 32])}"
+        if self.chance(50):
+            unit = "shuffle" + (variant if variant != "_sk_main" else "_sk") + "_unit"
+            return self.finish_call(f"{unit}({self.expr(c)}, {self.expr(c)}{options})", repeat,
+                                    shape, stage_repeat)
+        out = self.width()
+        if out != c:
+            repeat = 1  # c_in is the first unit's input width: a repeat would see `out`
+        size = [h, w]
+        for _ in range(repeat):
+            size = [_out_size(s, 3, 2, 1) for s in size]
+        text = f"shuffle{variant}_down({self.expr(c)}, {self.expr(out)}{options})"
+        return self.finish_call(text, repeat, (out, *size), stage_repeat)
 
     # -- statements and stages ------------------------------------------------------------
 
@@ -653,8 +712,9 @@ def specs(*, max_stages: int = 3, max_blocks: int = 2, input_sizes: Iterable[int
     SE, max/avg pools, dropout/bn/act/shuffle, residuals (identity, automatic or explicit
     projection), named branches merged by add/mul/concat, a broadcast gate, ShuffleNetV2
     split units and block templates (bottleneck with conv/SK/SUM, shuffle, down-sampling with
-    two branches from the input, a conv-bn-relu with an integer kernel, and the standard
-    library's resnext/se/sk units). Groups always divide, and spatial sizes never reach 0.
+    two branches from the input, a conv-bn-relu with an integer kernel) and the standard
+    library's units (resnext/se/sk, BAM and CBAM, ShuffleNetV2's plain/SE/SK units). Groups
+    always divide, and spatial sizes never reach 0.
     With `decorate`, the text also varies in indentation (spaces or tabs), comments, blank
     lines, CRLF line ends, keyword case, `×`, arithmetic and argument order.
     """
@@ -700,8 +760,7 @@ def specs(*, max_stages: int = 3, max_blocks: int = 2, input_sizes: Iterable[int
         if decorate:
             indent = draw(st.sampled_from(["    ", "  ", "\t", "   "]))
         out: list[str] = []
-        if writer.uses_std:
-            out.append('use "std/resnext.sk"')
+        out += [f'use "{path}"' for path in sorted(writer.uses)]
         out += writer.param_lines
         for template in writer.template_lines:
             out += _render(template, indent)
@@ -935,7 +994,7 @@ def _leaf_names(model) -> set[str]:
     return {name for name, module in model.named_modules() if name and not any(True for _ in module.children())}
 
 
-def assert_compiles_exactly(spec, input_shape=None) -> ExactReport:
+def assert_compiles_exactly(spec, input_shape=None, *, threads: int | None = 1) -> ExactReport:
     """Compile `spec` and check that torch agrees with skdsl.analyze to the unit.
 
     `spec` is a Network, a path or .sk text. Checked, in eval mode under torch.no_grad at batch
@@ -943,7 +1002,28 @@ def assert_compiles_exactly(spec, input_shape=None) -> ExactReport:
     nodes less "input"; sum(p.numel()) equals the analysis' params; FlopCounterMode's total / 2
     equals its mult_adds; the output shape is (1, *analysis.output). Raises AssertionError that
     lists every disagreement with both numbers (and the first nodes that disagree).
+    torch runs on `threads` threads (None: as set); one is fastest for networks this small.
     """
+    with _torch_threads(threads):
+        return _compiles_exactly(spec, input_shape)
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None):
+    import torch
+
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _compiles_exactly(spec, input_shape) -> ExactReport:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -955,7 +1035,10 @@ def assert_compiles_exactly(spec, input_shape=None) -> ExactReport:
     model.eval()
     problems: list[str] = []
 
-    nodes = set(graph.nodes) - {"input"}
+    # A branch that `shares` another's weights runs the other's modules: its nodes are
+    # `tied_to` a node with a module and have none of their own.
+    tied = {name: data["tied_to"] for name, data in graph.nodes(data=True) if data.get("tied_to")}
+    nodes = set(graph.nodes) - {"input"} - set(tied)
     leaves = _leaf_names(model)
     if leaves != nodes:
         extra, missing = sorted(leaves - nodes), sorted(nodes - leaves)
@@ -971,7 +1054,7 @@ def assert_compiles_exactly(spec, input_shape=None) -> ExactReport:
         modules = dict(model.named_modules())
         wrong = [f"{name} (module {sum(p.numel() for p in modules[name].parameters())}, "
                  f"analysis {cost.params})" for name, cost in analysis.nodes.items()
-                 if name in modules and
+                 if name in modules and name not in tied and
                  sum(p.numel() for p in modules[name].parameters()) != cost.params]
         if wrong:
             problems.append(f"  nodes that disagree: {_few(wrong)}")
@@ -986,9 +1069,13 @@ def assert_compiles_exactly(spec, input_shape=None) -> ExactReport:
         prefix = type(model).__name__ + "."
         counted = {name.removeprefix(prefix): sum(ops.values())
                    for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)}
-        wrong = [f"{name} (torch {counted.get(name, 0) / 2:g}, analysis {cost.mult_adds})"
-                 for name, cost in analysis.nodes.items()
-                 if name != "input" and counted.get(name, 0) != 2 * cost.mult_adds]
+        expected: dict[str, int] = {}  # by module: a tied node's work is its twin module's
+        for name, cost in analysis.nodes.items():
+            if name != "input":
+                module = tied.get(name, name)
+                expected[module] = expected.get(module, 0) + cost.mult_adds
+        wrong = [f"{name} (torch {counted.get(name, 0) / 2:g}, analysis {mult_adds})"
+                 for name, mult_adds in expected.items() if counted.get(name, 0) != 2 * mult_adds]
         if wrong:
             problems.append(f"  nodes that disagree: {_few(wrong)}")
 
@@ -1009,11 +1096,16 @@ def _few(items: list[str], limit: int = 5) -> str:
 
 
 def assert_shapes(spec, input=None, expected_output=None, *, batch: int = 2,
-                  every_node: bool = True) -> tuple[int, ...]:
+                  every_node: bool = True, threads: int | None = 1) -> tuple[int, ...]:
     """A real forward pass (eval mode, `batch` images of shape `input`, default the spec's)
     gives the inferred output shape, and `expected_output` if given (with or without the batch
     dimension). With `every_node`, every graph node's output has its inferred shape too.
-    Returns the output shape with the batch dimension."""
+    Returns the output shape with the batch dimension. torch runs on `threads` threads."""
+    with _torch_threads(threads):
+        return _shapes_agree(spec, input, expected_output, batch, every_node)
+
+
+def _shapes_agree(spec, input, expected_output, batch, every_node) -> tuple[int, ...]:
     import torch
 
     network = _as_network(spec)
@@ -1115,8 +1207,9 @@ def _check_located(error: SpecError, path: Path, data: bytes) -> None:
                              f"({len(lines)} lines):\n{rendered}")
     shown = re.search(rf"^{span.line} \| (.*)$", rendered, re.MULTILINE)
     if shown is not None and span.line <= len(lines):
-        actual = lines[span.line - 1].rstrip("\r").expandtabs(1)
-        if shown.group(1).rstrip() != actual.rstrip():
+        actual = printable(lines[span.line - 1].rstrip("\r").expandtabs(1))
+        # A long line may be clipped to a window around the span: a part of the line is fine.
+        if shown.group(1).rstrip() not in actual:
             raise AssertionError(f"the excerpt shows another line than line {span.line} "
                                  f"({actual!r}):\n{rendered}")
 

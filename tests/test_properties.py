@@ -2,16 +2,16 @@
 JSON schema and the error reporting agree for every network the language can describe.
 
 The example counts keep the whole file well under a minute on two CPU cores. To search harder
-for a bug, raise them with Hypothesis' profile machinery or temporarily edit `EXAMPLES`.
+for a bug, multiply them: SKDSL_PROPERTY_SCALE=20 pytest tests/test_properties.py
 
-Bugs these properties found are pinned, each by a strict xfail at the end of the file; the
-property tests steer around them (KNOWN_BUG_*), so that they stay green and keep looking for
-new ones. When a bug is fixed, its xfail turns into an XPASS failure: delete the xfail's
-marker and the matching KNOWN_BUG_ filter.
+The bugs these properties found are pinned by regression tests at the end of the file. While a
+bug is open, pin it with a strict xfail and steer the properties around it, so they stay green
+and keep looking for new ones.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -24,18 +24,14 @@ import skdsl
 from skdsl import testing as T
 from skdsl.spec import Network
 
-EXAMPLES = {"compile": 40, "json": 60, "broken": 300, "mutant": 40, "variants": 20}
+SCALE = float(os.environ.get("SKDSL_PROPERTY_SCALE", "1"))
+EXAMPLES = {name: max(1, round(count * SCALE)) for name, count in
+            {"compile": 40, "json": 60, "broken": 300, "mutant": 40, "variants": 20}.items()}
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                      HealthCheck.data_too_large,
                                                      HealthCheck.filter_too_much])
 
-# Bug 1 (see test_line_separators_are_spec_errors): a lone \r, \x0b, \x0c, \x1c-\x1e, \x85,
-# \u2028 or \u2029 makes str.splitlines() and Lark disagree on line numbers.
-KNOWN_BUG_SEPARATORS = re.compile("\r(?!\n)|[\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-# Bug 3 (see test_huge_groups_are_rejected_quickly): a huge G or shuffle count hangs lowering.
-# Bug 4 (see test_numbers_torch_cannot_take_are_spec_errors): ints past int64 crash compile.
-KNOWN_BUG_TOKENS = ("99999999999999999999",)
-TOKENS = tuple(token for token in T.INSERT_TOKENS if token not in KNOWN_BUG_TOKENS)
+COMPILABLE_TOKENS = T.INSERT_TOKENS
 
 
 def _text(broken: str | bytes) -> str:
@@ -79,10 +75,9 @@ def test_json_round_trip_keeps_the_counts(network):
 
 
 @settings(max_examples=EXAMPLES["broken"], **SETTINGS)
-@given(T.broken_specs(tokens=TOKENS))
+@given(T.broken_specs())
 def test_broken_specs_are_reported_never_crash(case):
     broken, description = case
-    assume(not KNOWN_BUG_SEPARATORS.search(_text(broken)))
     with tempfile.TemporaryDirectory(prefix="skdsl-") as folder:
         path = Path(folder) / "broken.sk"
         path.write_bytes(broken if isinstance(broken, bytes) else broken.encode("utf-8"))
@@ -101,11 +96,10 @@ def test_broken_specs_are_reported_never_crash(case):
 
 @settings(max_examples=EXAMPLES["mutant"], **SETTINGS)
 @given(T.broken_specs(kinds=("insert", "delete", "duplicate", "misspell", "line", "zero",
-                             "groups"), tokens=TOKENS))
+                             "groups"), tokens=COMPILABLE_TOKENS))
 def test_mutants_that_still_load_compile_exactly(case):
     """A mutation that leaves the spec valid leaves a network the compiler must get right."""
     broken, description = case
-    assume(not KNOWN_BUG_SEPARATORS.search(broken))
     try:
         network = skdsl.parse(broken, file="<mutant>")
         analysis = skdsl.analyze(network)
@@ -190,17 +184,11 @@ LINE_SEPARATOR_CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason="bug 1: parser._syntax_error and errors._excerpt use "
-                   "str.splitlines(), which also splits on \\r, \\x0b, \\x0c, \\x1c-\\x1e, \\x85, "
-                   "\\u2028 and \\u2029; Lark counts only \\n: IndexError, or the wrong line shown")
 @pytest.mark.parametrize("text", LINE_SEPARATOR_CASES.values(), ids=LINE_SEPARATOR_CASES.keys())
 def test_line_separators_are_spec_errors(text):
     T.assert_rejected(text)
 
 
-@pytest.mark.xfail(strict=True, reason="bug 2: empty option brackets `SK[]` / `SE[]` crash "
-                   "expand.py with AttributeError: 'NoneType' object has no attribute 'keyword' "
-                   "(the grammar's [arg (, arg)*] gives [None])")
 @pytest.mark.parametrize("layer", ["SK[], 8", "SE[]", "SUM[] 8"])
 def test_empty_option_brackets_do_not_crash(layer):
     text = f"network n:\n    input 3x8x8\n    stage s: {layer}\n"
@@ -210,29 +198,27 @@ def test_empty_option_brackets_do_not_crash(layer):
         error.render()
 
 
-@pytest.mark.xfail(strict=True, reason="bug 3: graph._divisor_hint loops "
-                   "over range(groups): `G=99999999999999999999` or `shuffle 1000000000000` "
-                   "hangs skdsl check (G=10**8 already takes seconds)")
-@pytest.mark.parametrize("layer", ["conv 3x3, 8, G=99999999999999999999",
-                                   "shuffle 1000000000000"])
-def test_huge_groups_are_rejected_quickly(layer):
+@pytest.mark.parametrize("layer, code", [("conv 3x3, 8, G=99999999999999999999", "SK203"),
+                                         ("shuffle 1000000000000", "SK203"),
+                                         ("conv 3x3, 8, G=1000000000", "SK301")])
+def test_huge_groups_are_rejected_quickly(layer, code):
+    """Bug 3, fixed: graph._divisor_hint looped over range(G), so a huge G hung `check`."""
     text = f"network n:\n    input 3x8x8\n    stage s: {layer}\n"
     with T.time_limit(2):
-        T.assert_rejected(text, code="SK301")
+        T.assert_rejected(text, code=code)
 
 
-@pytest.mark.xfail(strict=True, reason="bug 4: integers past what torch takes (int64, or an "
-                   "output size past int32) pass `skdsl check` and analyze, then skdsl.compile "
-                   "raises TypeError/ValueError/RuntimeError")
 @pytest.mark.parametrize("layer", ["conv 3x3, 8, stride 99999999999999999999",
                                    "conv 3x3, 8, D=99999999999999999999",
                                    "maxpool 3x3, stride 99999999999999999999",
-                                   "conv 3x3, 8, pad 9999999999999"])
+                                   "conv 3x3, 8, pad 9999999999999",
+                                   "conv 3x3, 8, pad 2147483647"])
 def test_numbers_torch_cannot_take_are_spec_errors(layer):
     text = f"network n:\n    input 3x8x8\n    stage s: {layer}\n    stage h:\n        gap\n"
-    network = skdsl.parse(text)
     try:
+        network = skdsl.parse(text)
         skdsl.analyze(network)
-    except skdsl.SpecError:
+    except skdsl.SpecError as error:
+        error.render()
         return  # rejected by check: fine
     T.assert_compiles_exactly(network)
