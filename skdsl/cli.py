@@ -325,6 +325,9 @@ def _add_build(commands) -> None:
     parser.add_argument("--json", action="store_true",
                         help="one JSON object on stdout (the contract is in docs/cli.md)")
     _add_count_argument(parser)
+    from .compare import add_sweep_argument  # no torch
+
+    add_sweep_argument(parser)
     parser.set_defaults(run=run_build)
 
 
@@ -353,6 +356,10 @@ def parse_count(text: str) -> tuple[str, ...]:
 def run_build(args) -> int:
     if args.json and (args.report or args.layers):
         raise CliError("--json prints only JSON: leave out --report and --layers", code="SK505")
+    if args.sweeps:  # one network per point of the sweep
+        from .compare import run_build_sweep
+
+        return run_build_sweep(args)
     import skdsl
 
     input_shape = parse_input_shape(args.input)
@@ -478,7 +485,20 @@ def _add_weights(commands) -> None:
     weights.register(commands)
 
 
-COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_weights]
+def _add_compare(commands) -> None:
+    from . import compare  # no torch: the comparison is the analysis of every spec
+
+    compare.register(commands)
+
+
+def _add_tables(commands) -> None:
+    from . import tables
+
+    tables.register(commands)
+
+
+COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_weights, _add_compare,
+            _add_tables]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ def test_documented_example_prints_what_the_page_shows(code, body, tmp_path, mon
     command, expected = None, None
     for kind, info, text in FENCE.findall(body):
         options = dict(part.split("=", 1) for part in info.split() if "=" in part)
-        if kind in ("sk", "json", "text"):
+        if kind in ("sk", "json", "text") and "file" in options:
             encoding = options.get("encoding", "utf-8")
             (tmp_path / options["file"]).write_bytes((text).encode(encoding))
         elif kind == "console":

@@ -1,0 +1,153 @@
+"""`skdsl compare`: Table 1 with the paper's figures, sweeps, baselines, formats and errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from skdsl import compare
+from skdsl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+RESNEXT = str(ROOT / "specs" / "resnext50_32x4d.sk")
+SENET = str(ROOT / "specs" / "senet50.sk")
+SKNET = str(ROOT / "specs" / "sknet50.sk")
+SK_PAIR = str(ROOT / "specs" / "ablations" / "sk_pair.sk")
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def table_1_json(capsys) -> dict:
+    status, out, err = run(capsys, "compare", RESNEXT, SENET, SKNET, "--baseline", RESNEXT,
+                           "--format", "json")
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_table_1_with_the_papers_figures(capsys):
+    data = table_1_json(capsys)
+    rows = {row["network"]: row for row in data["rows"]}
+    assert list(rows) == ["resnext50_32x4d", "senet50", "sknet50"]
+    assert data["baseline"]["network"] == "resnext50_32x4d" and rows["resnext50_32x4d"]["baseline"]
+    sk = rows["sknet50"]
+    assert (sk["params"], sk["macs"], sk["flops"]) == (27_479_784, 4_462_710_784, 8_925_421_568)
+    assert sk["delta_params"] == 2_450_880 and sk["delta_macs"] == 232_230_912
+    # "+10% params, +5% compute": ours +9.79% and +5.49%, the paper's +10.0% and +5.42%
+    assert (sk["delta_params_percent"], sk["delta_macs_percent"]) == (9.79, 5.49)
+    paper = sk["paper"]
+    assert (paper["params_millions"], paper["gflops"]) == (27.5, 4.47)
+    assert (paper["delta_params_percent"], paper["delta_gflops_percent"]) == (10.0, 5.42)
+    assert paper["ours_minus_paper_gflops"] == pytest.approx(-0.0073, abs=1e-4)
+
+
+def test_the_rich_table_shows_deltas_and_the_paper(capsys):
+    status, out, _ = run(capsys, "compare", RESNEXT, SENET, SKNET, "--baseline", RESNEXT)
+    assert status == 0
+    line = next(line for line in out.splitlines() if "sknet50" in line)
+    for text in ("27,479,784", "+2.45M (+9.8%)", "4.463", "8.925", "+0.232 G (+5.5%)",
+                 "27.5M (+10.0%)", "4.47 (+5.4%)", "-0.02M, -0.007 G"):
+        assert text in line
+    assert "GFLOPs (2×)" in out and "(baseline)" in out
+
+
+def test_markdown_and_csv(capsys):
+    status, out, _ = run(capsys, "compare", SKNET, "--baseline", RESNEXT, "--stages",
+                         "--format", "markdown")
+    assert status == 0
+    assert out.startswith("| network | params | Δ params |")
+    assert "&nbsp;&nbsp;conv4 (14×14)" in out and "not listed" in out
+    status, out, _ = run(capsys, "compare", SKNET, "--baseline", RESNEXT, "--stages",
+                         "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["stage"] for r in rows] == ["", "conv1", "conv2", "conv3", "conv4", "conv5", "head"]
+    assert sum(int(r["params"]) for r in rows[1:]) == int(rows[0]["params"]) == 27_479_784
+    assert rows[0]["delta_params"] == "2450880" and rows[0]["paper_params_millions"] == "27.5"
+
+
+def test_sweeps_make_the_cross_product(capsys):
+    status, out, err = run(capsys, "compare", SK_PAIR, "--sweep", "k2=3,5", "--sweep",
+                           "G2=32,64", "--format", "json")
+    assert status == 0, err
+    rows = json.loads(out)["rows"]
+    assert [r["overrides"] for r in rows] == [
+        {"k2": 3, "G2": 32}, {"k2": 3, "G2": 64}, {"k2": 5, "G2": 32}, {"k2": 5, "G2": 64}]
+    assert rows[3]["params"] == 28_029_928  # Table 6: 5×5, G=64
+    assert rows[0]["baseline"] and rows[0]["params"] == 27_479_784
+
+
+def test_set_and_sweep_apply_to_the_specs_that_declare_them(capsys):
+    status, out, err = run(capsys, "compare", RESNEXT, str(ROOT / "specs" / "sknet101.sk"),
+                           "--sweep", "L3=32,16", "--format", "json")
+    assert status == 0, err
+    rows = json.loads(out)["rows"]
+    assert [(r["network"], r["overrides"], r["params"]) for r in rows] == [
+        ("resnext50_32x4d", {}, 25_028_904), ("sknet101", {"L3": 32}, 48_736_040),
+        ("sknet101", {"L3": 16}, 48_686_760)]
+
+
+def test_count_adds_op_classes(capsys):
+    status, out, _ = run(capsys, "compare", SKNET, "--count", "add", "--format", "json")
+    data = json.loads(out)
+    assert data["count"] == ["conv", "fc", "add"]
+    assert data["rows"][0]["macs"] == 4_462_710_784 + 5_519_360 + 2_759_680
+
+
+def test_no_torch_is_imported():
+    import subprocess
+    import sys
+
+    code = ("import sys; from skdsl.cli import main; main(['compare', 'specs/sknet50.sk', "
+            "'--format', 'csv']); print('torch' in sys.modules, file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stderr.strip() == "False"
+
+
+@pytest.mark.parametrize("argv, code, text", [
+    (["--sweep", "k3=3,5"], "SK541", "no listed spec declares a parameter 'k3'"),
+    (["--set", "r=4"], "SK541", "the listed specs declare: D1, D2, G2, k2"),
+    (["--sweep", "k2=3,x"], "SK542", "k2 takes an integer, like its default 3"),
+    (["--set", "G2=1.5"], "SK542", "G2 is declared at"),
+    (["--sweep", "k2="], "SK540", "expected NAME=V1,V2,..."),
+    (["--sweep", "k2=3", "--sweep", "k2=5"], "SK540", "--sweep k2 is given twice"),
+    (["--sweep", "k2=3,3"], "SK540", "a value is listed twice"),
+    (["--set", "k2=5", "--sweep", "k2=3"], "SK540", "name the same parameter"),
+    (["--sweep", "k2=1,3,5,7", "--sweep", "D1=1,2,3,4,5,6,7,8", "--sweep", "D2=1,2,3,4,5,6,7,8,9"],
+     "SK543", "at most 256"),
+])
+def test_mistakes_are_located_errors(capsys, argv, code, text):
+    status, out, err = run(capsys, "compare", SK_PAIR, *argv)
+    assert status == 2 and out == ""
+    assert f"error {code}" in err and text in err and "Traceback" not in err
+
+
+def test_a_variant_the_spec_cannot_build_is_named(capsys):
+    status, _, err = run(capsys, "compare", SK_PAIR, "--sweep", "G2=32,3")
+    assert status == 2
+    assert "does not divide" in err and "in the variant G2=3" in err
+
+
+def test_the_python_api():
+    comparison = compare.compare([SKNET, RESNEXT], baseline=RESNEXT)
+    assert comparison.baseline is comparison.rows[1]
+    assert [row.label for row in comparison.rows] == ["sknet50", "resnext50_32x4d"]
+
+
+def test_build_sweeps_print_one_line_per_variant(capsys):
+    status, out, err = run(capsys, "build", SK_PAIR, "--sweep", "k2=3,5", "--set", "G2=64")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("[G2=64 k2=3] sknet50_sk_pair: 26,772,456 params")
+    assert lines[1].startswith("[G2=64 k2=5] sknet50_sk_pair: 28,029,928 params")
+    status, out, _ = run(capsys, "build", SK_PAIR, "--sweep", "D2=1,3", "--json")
+    data = json.loads(out)
+    assert [(d["overrides"], d["params"]) for d in data] == [({"D2": 1}, 27_479_784),
+                                                          ({"D2": 3}, 27_479_784)]
