@@ -497,7 +497,13 @@ def _add_tables(commands) -> None:
     tables.register(commands)
 
 
-COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_weights, _add_compare,
+def _add_train(commands) -> None:
+    from .train import commands as train_commands  # torch is imported when a run starts
+
+    train_commands.register(commands)
+
+
+COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_train, _add_weights, _add_compare,
             _add_tables]
 
 

@@ -24,6 +24,8 @@ import os
 import pickle
 import random
 import sys
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -34,6 +36,7 @@ from ..errors import CheckpointError
 
 FORMAT = "skdsl-checkpoint"
 FORMAT_VERSION = 1
+TRY_ANOTHER = "use another checkpoint, such as best.pt beside it"
 REQUIRED = ("format_version", "spec_sha256", "model", "optimizer", "epoch", "step", "checksum")
 
 
@@ -122,8 +125,8 @@ def load(path: str | Path, spec_sha256: str | None = None) -> dict:
                               hint="train first, or name the file with --checkpoint")
     payload = _read(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"'{path}' is not an skdsl checkpoint (it holds a "
-                              f"{type(payload).__name__} without skdsl's header)", code="SK603",
+        raise CheckpointError(f"'{path}' is not an skdsl checkpoint: it holds "
+                              f"{type(payload).__name__} data without skdsl's header", code="SK603",
                               hint="skdsl reads the last.pt and best.pt files that `skdsl train` "
                                    "writes; a bare state_dict cannot tell which spec it fits")
     if payload.get("format_version", 0) > FORMAT_VERSION:
@@ -135,19 +138,31 @@ def load(path: str | Path, spec_sha256: str | None = None) -> dict:
     if missing or checksum(payload) != payload["checksum"]:
         what = f"lacks {', '.join(missing)}" if missing else "fails its checksum"
         raise CheckpointError(f"'{path}' is corrupt: it {what}", code="SK602",
-                              hint="use another checkpoint, such as best.pt beside it")
-    if spec_sha256 is not None and payload["spec_sha256"] != spec_sha256:
+                              hint=TRY_ANOTHER)
+    if spec_sha256 is not None:
+        check_spec(payload, path, spec_sha256)
+    return payload
+
+
+def check_spec(payload: dict, path: str | Path, spec_sha256: str) -> None:
+    """SK604 unless the checkpoint holds weights of the spec whose fingerprint is `spec_sha256`."""
+    if payload["spec_sha256"] != spec_sha256:
         raise CheckpointError(
             f"'{path}' holds weights of spec '{payload.get('spec_name')}' "
             f"(sha256 {payload['spec_sha256'][:12]}), not of this spec (sha256 {spec_sha256[:12]})",
             code="SK604", hint="use the spec it was trained with (its text is in the checkpoint, "
                                "under 'spec_source'), with the same --set values")
-    return payload
 
 
 def _read(path: Path):
+    if not (zipfile.is_zipfile(path) or _starts_like_a_pickle(path)):
+        raise CheckpointError(f"'{path}' is truncated or corrupt: it is neither the zip archive "
+                              f"torch.save writes nor a pickle", code="SK602",
+                              hint=TRY_ANOTHER)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol first
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"'{path}' is not an skdsl checkpoint: it is a pickle of Python "
                               f"objects, which skdsl never unpickles since that can run code",
@@ -155,7 +170,12 @@ def _read(path: Path):
     except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors alike mean corrupt
         raise CheckpointError(f"'{path}' is truncated or corrupt ({type(error).__name__}: "
                               f"{_first_line(error)})", code="SK602",
-                              hint="use another checkpoint, such as best.pt beside it") from None
+                              hint=TRY_ANOTHER) from None
+
+
+def _starts_like_a_pickle(path: Path) -> bool:
+    with open(path, "rb") as file:
+        return file.read(1) == b"\x80"  # the PROTO opcode of every pickle since protocol 2
 
 
 def _first_line(error: Exception, limit: int = 120) -> str:
@@ -195,5 +215,5 @@ def _as_tuples(value):
     return value
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "spec_fingerprint", "save", "load", "checksum",
+__all__ = ["FORMAT", "FORMAT_VERSION", "spec_fingerprint", "save", "load", "check_spec", "checksum",
            "rng_state", "set_rng_state"]

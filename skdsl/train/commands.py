@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from ..errors import CliError, SkdslError, did_you_mean
@@ -233,6 +234,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from .runner import evaluate_checkpoint
 
     results = evaluate_checkpoint(config)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun every process has the same results
+        return 0
     if config.json:
         print(json.dumps(results))
     else:

@@ -16,10 +16,13 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 # Settings that shape the trajectory of the weights: resuming with another value would not
-# continue the same run, so `--resume` refuses a change (epochs, steps and speed settings may
-# change).
+# continue the same run, so `--resume` refuses a change.
 FIXED_ON_RESUME = ("data", "seed", "recipe", "batch_size", "lr", "weight_decay", "label_smoothing",
                    "schedule", "warmup_epochs", "sync_bn", "overrides")
+# What a resumed run takes from the checkpoint when left out: the above, and how the run was
+# started. --max-steps, --workers, --device, --log-every and --plot belong to one invocation.
+CARRIED_ON_RESUME = FIXED_ON_RESUME + ("epochs", "precision", "channels_last", "compile",
+                                       "deterministic")
 
 
 @dataclass(frozen=True)
@@ -52,13 +55,12 @@ class TrainConfig:
     plot: bool | None = None
 
     def with_defaults(self, saved: "TrainConfig | None" = None) -> "TrainConfig":
-        """Unset fields from `saved` (a resumed run's settings), then from DEFAULTS."""
-        filled = self
-        for source in (saved, DEFAULTS):
-            if source is not None:
-                filled = replace(filled, **{f.name: getattr(source, f.name) for f in fields(self)
-                                            if getattr(filled, f.name) is None})
-        return filled
+        """Unset fields from `saved` (a resumed run's CARRIED_ON_RESUME), else from DEFAULTS."""
+        if saved is not None:
+            return replace(self, **{name: getattr(saved, name) for name in CARRIED_ON_RESUME
+                                    if getattr(self, name) is None})
+        return replace(self, **{f.name: getattr(DEFAULTS, f.name) for f in fields(self)
+                                if getattr(self, f.name) is None})
 
     def changed_on_resume(self, saved: "TrainConfig") -> list[str]:
         """The trajectory-shaping settings given now that differ from the checkpoint's."""
@@ -76,9 +78,9 @@ class TrainConfig:
 
 # What an unset field means when nothing else decides it (the recipe and its numbers stay None:
 # the runner picks a recipe for the data source, and the recipe its numbers).
-DEFAULTS = TrainConfig(spec="", out="", data="synthetic", overrides={}, precision="fp32", channels_last=False,
-                       compile=False, sync_bn=False, seed=0, device="auto", deterministic=False,
-                       plot=False)
+DEFAULTS = TrainConfig(spec="", out="", data="synthetic", overrides={}, precision="fp32",
+                       channels_last=False, compile=False, sync_bn=False, seed=0, device="auto",
+                       deterministic=False, plot=False)
 
 
 @dataclass(frozen=True)
@@ -98,5 +100,5 @@ class EvalConfig:
     json: bool = False
 
 
-__all__ = ["TrainConfig", "EvalConfig", "DEFAULTS", "FIXED_ON_RESUME", "DATA_KINDS", "RECIPE_NAMES",
-           "SCHEDULES", "PRECISIONS", "DEVICES"]
+__all__ = ["TrainConfig", "EvalConfig", "DEFAULTS", "FIXED_ON_RESUME", "CARRIED_ON_RESUME",
+           "DATA_KINDS", "RECIPE_NAMES", "SCHEDULES", "PRECISIONS", "DEVICES"]

@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from ..errors import CliError, did_you_mean
 from .config import DATA_KINDS
 
-KINDS = DATA_KINDS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -58,9 +57,9 @@ class SourceSpec:
 def parse_source(text: str) -> SourceSpec:
     """'cifar10:data/cifar' -> SourceSpec('cifar10', Path('data/cifar')); checks the directory."""
     kind, _, rest = text.partition(":")
-    if kind not in KINDS:
+    if kind not in DATA_KINDS:
         raise CliError(f"--data {text!r}: unknown source '{kind}'", code="SK511",
-                       hint=did_you_mean(kind, KINDS) or f"use one of: {', '.join(KINDS)}")
+                       hint=did_you_mean(kind, DATA_KINDS) or f"use one of: {', '.join(DATA_KINDS)}")
     if kind == "synthetic":
         return _synthetic_options(text, rest)
     if not rest:
@@ -76,22 +75,33 @@ def _synthetic_options(text: str, options: str) -> SourceSpec:
     values: dict = {}
     for item in filter(None, options.split(",")):
         name, _, raw = item.partition("=")
+        if name not in ("train", "val", "scale"):
+            raise CliError(f"--data {text!r}: unknown synthetic option '{name}'", code="SK511",
+                           hint="the options are train=N, val=N, scale=LO-HI")
         try:
-            if name in ("train", "val"):
-                values[f"{name}_size"] = int(raw)
-                assert values[f"{name}_size"] >= 1
-            elif name == "scale":
-                low, high = (float(part) for part in raw.split("-"))
-                assert 0 < low <= high <= 1
-                values["scale_range"] = (low, high)
+            if name == "scale":
+                values["scale_range"] = _scale_range(raw)
             else:
-                raise CliError(f"--data {text!r}: unknown synthetic option '{name}'",
-                               code="SK511", hint="the options are train=N, val=N, scale=LO-HI")
-        except (ValueError, AssertionError):
+                values[f"{name}_size"] = _count(raw)
+        except ValueError:
             raise CliError(f"--data {text!r}: bad value in '{item}'", code="SK511",
                            hint="train=N and val=N take counts of at least 1; scale=LO-HI "
                                 "two fractions of the image side, 0 < LO <= HI <= 1") from None
     return SourceSpec("synthetic", **values)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _scale_range(text: str) -> tuple[float, float]:
+    low, high = (float(part) for part in text.split("-"))
+    if not 0 < low <= high <= 1:
+        raise ValueError(text)
+    return low, high
 
 
 # -- transforms: torch ops on C×H×W tensors, randomness from an explicit generator ---------------
@@ -300,7 +310,7 @@ PATTERN_FIELDS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "vstripes": lambda u, v: torch.minimum(_box(u, v), torch.sin(STRIPES * u) / STRIPES),
     "checker": lambda u, v: torch.minimum(
         _box(u, v), torch.sin(2 * math.pi * u) * torch.sin(2 * math.pi * v) / 6),
-    "frame": lambda u, v: torch.minimum(_box(u, v), 0.55 - _box(u, v, 0)),
+    "frame": lambda u, v: torch.minimum(_box(u, v), -_box(u, v, 0.55)),  # a hollow square
 }
 
 
@@ -357,7 +367,8 @@ class SyntheticShapes:
         scales = scales.expand(len(indices)).float()
         masks = self._masks(labels % len(self.PATTERNS), scales, draws[:, 1:4])  # N×H×W
         background, foreground = self._colours(labels // len(self.PATTERNS), draws[:, 4:9])
-        images = background[:, :, None, None] + masks[:, None] * (foreground - background)[:, :, None, None]
+        background, foreground = background[:, :, None, None], foreground[:, :, None, None]
+        images = background + masks[:, None] * (foreground - background)  # N×3×H×W
         noise = torch.stack([self._noise(int(i)) for i in indices])  # N×3×H×W
         return (images + noise).clamp(0, 1), labels
 
@@ -613,10 +624,16 @@ class EpochSampler(Sampler):
 
 def make_loader(split: Split, batch_size: int, sampler: Sampler, workers: int, pin_memory: bool,
                 drop_last: bool) -> DataLoader:
-    """A loader of this process's batches; workers ignore Ctrl-C, which the main process handles."""
+    """A loader of this process's batches; workers ignore Ctrl-C, which the main process handles.
+
+    The loader gets a generator of its own: without one, every new epoch's iterator draws its
+    workers' base seed from the global generator, shifting the dropout masks of a run resumed in
+    the middle of an epoch against one that never stopped.
+    """
     return DataLoader(split, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=drop_last, persistent_workers=workers > 0,
-                      worker_init_fn=_ignore_interrupts if workers > 0 else None)
+                      worker_init_fn=_ignore_interrupts if workers > 0 else None,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def _ignore_interrupts(worker_id: int) -> None:
@@ -630,6 +647,14 @@ def shard_indices(length: int, rank: int, world_size: int) -> list[int]:
     return list(range(rank, length, world_size))
 
 
+def batches(loader: DataLoader):
+    """The loader's batches; a DataError from a worker is re-raised with its own message."""
+    try:
+        yield from loader
+    except DataError as error:
+        raise unwrap_worker_error(error) from None
+
+
 def unwrap_worker_error(error: Exception) -> Exception:
     """A DataError raised in a loader worker comes back with a traceback in its message: keep the
     last line, the DataError's own message, so the user sees the file and no traceback."""
@@ -640,8 +665,8 @@ def unwrap_worker_error(error: Exception) -> Exception:
 
 
 __all__ = [
-    "KINDS", "DataError", "SourceSpec", "parse_source", "Source", "Split", "open_source",
-    "SyntheticShapes", "read_cifar_batch", "decode_image", "EpochSampler", "make_loader",
+    "DataError", "SourceSpec", "parse_source", "Source", "Split", "open_source",
+    "SyntheticShapes", "read_cifar_batch", "decode_image", "EpochSampler", "make_loader", "batches",
     "shard_indices", "random_flip", "random_crop_padded", "random_resized_crop", "resize",
     "resize_shorter_side", "center_crop", "normalize", "sample_generator",
 ]

@@ -8,6 +8,7 @@ is one process and every collective here is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -51,6 +52,19 @@ def setup(device: str = "auto", timeout_minutes: int = 30) -> Context:
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     return Context(rank, world_size, local_rank, chosen)
+
+
+@contextlib.contextmanager
+def process_group(device: str = "auto"):
+    """This process's context for the length of a run. On a normal exit every process waits for
+    the others before the group goes: rank 0 may still be writing a checkpoint, and a process
+    that left early would tear down connections the others still use."""
+    context = setup(device)
+    try:
+        yield context
+        barrier(context)
+    finally:
+        teardown()
 
 
 def teardown() -> None:
@@ -144,9 +158,12 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
         mean = _SumOverProcesses.apply(x.sum(dim=(0, 2, 3))) / count  # C
         centred = x - mean.view(1, -1, 1, 1)  # N×C×H×W
         variance = _SumOverProcesses.apply((centred * centred).sum(dim=(0, 2, 3))) / count  # C
-        self._update_running_statistics(mean.detach(), variance.detach(), count)
-        scale = self.weight * torch.rsqrt(variance + self.eps)
-        return centred * scale.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+        if self.track_running_stats:
+            self._update_running_statistics(mean.detach(), variance.detach(), count)
+        normalised = centred * torch.rsqrt(variance + self.eps).view(1, -1, 1, 1)
+        if not self.affine:
+            return normalised
+        return normalised * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
     @torch.no_grad()
     def _update_running_statistics(self, mean: Tensor, variance: Tensor, count: Tensor) -> None:
@@ -175,6 +192,6 @@ def use_sync_batchnorm(model: nn.Module, device: torch.device) -> int:
     return converted
 
 
-__all__ = ["DEVICES", "Context", "setup", "teardown", "pick_device", "all_reduce",
+__all__ = ["DEVICES", "Context", "setup", "process_group", "teardown", "pick_device", "all_reduce",
            "gather_objects", "broadcast_object", "barrier", "GlooSyncBatchNorm",
            "use_sync_batchnorm"]

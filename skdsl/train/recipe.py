@@ -5,11 +5,13 @@ momentum 0.9, weight decay 1e-4, batch 256 at lr 0.1 (scaled linearly with the b
 10 every 30 epochs over 100, label smoothing. `paper-light` is the same with weight decay 4e-5 and
 less aggressive scale augmentation, as the paper trains ShuffleNetV2 + SK. `cifar` is the usual
 CIFAR ResNeXt schedule (the supplementary material with SKNet-29's exact recipe is not available):
-batch 128 at lr 0.1, weight decay 5e-4, 300 epochs, divided by 10 at 50% and 75%.
+batch 128 at lr 0.1, weight decay 5e-4, 300 epochs, divided by 10 after epochs 150 and 225.
 
-Step milestones are fractions of the run, so `--epochs 10` decays at epochs 3, 6 and 9 exactly as
-100 epochs decay at 30, 60 and 90. The schedule is a pure function of the optimiser step: the step,
-saved in every checkpoint, is the scheduler's whole state.
+Step milestones are epochs, as the paper gives them: a shorter `--epochs` simply stops before the
+later ones, and a run extended with `--resume --epochs N` goes on exactly as if N had been asked
+for from the start (cosine, whose shape depends on the run's length, cannot promise that). The
+schedule is a pure function of the optimiser step: the step, saved in every checkpoint, is the
+scheduler's whole state.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class Recipe:
     weight_decay: float
     label_smoothing: float
     schedule: str  # "step" or "cosine"
-    milestones: tuple[float, ...]  # fractions of the run where a step schedule divides lr by 10
+    milestones: tuple[int, ...]  # epochs after which a step schedule divides lr by 10
     warmup_epochs: float
     light_augmentation: bool  # less aggressive random-resized-crop scales (0.25-1, not 0.08-1)
 
@@ -43,13 +45,13 @@ class Recipe:
 
 
 PAPER = Recipe("paper", epochs=100, batch_size=256, lr=0.1, momentum=0.9, weight_decay=1e-4,
-               label_smoothing=0.1, schedule="step", milestones=(0.3, 0.6, 0.9),
+               label_smoothing=0.1, schedule="step", milestones=(30, 60, 90),
                warmup_epochs=0.0, light_augmentation=False)
 RECIPES: dict[str, Recipe] = {
     "paper": PAPER,
     "paper-light": replace(PAPER, name="paper-light", weight_decay=4e-5, light_augmentation=True),
     "cifar": Recipe("cifar", epochs=300, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
-                    label_smoothing=0.0, schedule="step", milestones=(0.5, 0.75),
+                    label_smoothing=0.0, schedule="step", milestones=(150, 225),
                     warmup_epochs=0.0, light_augmentation=False),
 }
 assert tuple(RECIPES) == RECIPE_NAMES
@@ -93,7 +95,7 @@ class LrSchedule:
     @classmethod
     def for_run(cls, recipe: Recipe, steps_per_epoch: int) -> "LrSchedule":
         total = recipe.epochs * steps_per_epoch
-        milestones = tuple(round(f * total) for f in recipe.milestones)
+        milestones = tuple(epoch * steps_per_epoch for epoch in recipe.milestones)
         warmup = round(recipe.warmup_epochs * steps_per_epoch)
         return cls(recipe.lr, total, warmup, recipe.schedule, milestones)
 
@@ -121,5 +123,5 @@ def make_loss(recipe: Recipe) -> nn.CrossEntropyLoss:
     return nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
 
 
-__all__ = ["Recipe", "RECIPES", "SCHEDULES", "default_recipe", "resolve", "LrSchedule", "set_lr", "make_optimizer",
-           "make_loss"]
+__all__ = ["Recipe", "RECIPES", "SCHEDULES", "default_recipe", "resolve", "LrSchedule", "set_lr",
+           "make_optimizer", "make_loss"]

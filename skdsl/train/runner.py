@@ -31,7 +31,8 @@ from . import data as D
 from . import distributed as dist_
 from .config import EvalConfig, TrainConfig
 from .display import Display, Progress
-from .metrics import MetricsLog, plot_curves, read_metrics, require_matplotlib, summary_table, topk_correct
+from .metrics import (MetricsLog, plot_curves, read_metrics, require_matplotlib, summary_table,
+                      topk_correct)
 from .recipe import LrSchedule, Recipe, default_recipe, make_loss, make_optimizer, resolve, set_lr
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -122,11 +123,8 @@ class Result:
 
 def train(config: TrainConfig) -> Result:
     """Train a spec as `config` says; the one entry point of the command and the Python API."""
-    context = dist_.setup(config.device or "auto")
-    try:
+    with dist_.process_group(config.device or "auto") as context:
         return _train(config, context)
-    finally:
-        dist_.teardown()
 
 
 def _train(config: TrainConfig, context: dist_.Context) -> Result:
@@ -147,55 +145,94 @@ def _train(config: TrainConfig, context: dist_.Context) -> Result:
 def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals") -> Run:
     """Spec, data, model, optimiser and state; from --out/last.pt when resuming."""
     out = Path(config.out)
-    saved = _resumed_checkpoint(config, out)
-    if saved is not None:
-        config = config.with_defaults(TrainConfig.from_dict(saved["config"]))
-    config = config.with_defaults()
-    config = replace(config, recipe=config.recipe or default_recipe(config.data))
+    saved = _resumed_checkpoint(config, out, context)
+    config = _settle(config, saved)
     _check_settings(config, context)
     spec, spec_source = _load_spec(config)
     spec_json, spec_sha256 = ckpt.spec_fingerprint(spec)
-    if saved is not None and saved["spec_sha256"] != spec_sha256:
-        ckpt.load(out / "last.pt", spec_sha256)  # raises the located SK604 message
+    if saved is not None:
+        ckpt.check_spec(saved, out / "last.pt", spec_sha256)
     recipe = resolve(config.recipe, epochs=config.epochs, batch_size=config.batch_size,
                      lr=config.lr, weight_decay=config.weight_decay,
                      label_smoothing=config.label_smoothing, schedule=config.schedule,
                      warmup_epochs=config.warmup_epochs)
     _check_batch(recipe.batch_size, context)
     _configure_torch(config, context)
-
     source = open_data(config.data, spec, config.seed, recipe.light_augmentation)
     raw_model = _build_model(spec, config, context)
     optimizer = make_optimizer(raw_model, recipe)
     scaler = torch.amp.GradScaler(context.device.type, enabled=config.precision == "fp16")
-    sampler = D.EpochSampler(source.train, context.rank, context.world_size, config.seed)
-    workers = _workers(config, context)
-    pin = context.device.type == "cuda"  # page-locked host memory: copies overlap compute
-    batch = recipe.batch_size // context.world_size
-    train_loader = D.make_loader(source.train, batch, sampler, workers, pin, drop_last=True)
-    val_sampler = D.shard_indices(len(source.val), context.rank, context.world_size)
-    val_loader = D.make_loader(source.val, batch, val_sampler, workers, pin, drop_last=False)
-    if len(train_loader) == 0:
-        raise CliError(f"the training split has {len(source.train)} images, fewer than one "
-                       f"batch of {recipe.batch_size}", code="SK510", hint="use a smaller --batch-size")
+    sampler, train_loader, val_loader = _loaders(source, recipe.batch_size, config, context)
     steps_per_epoch = len(train_loader)  # the sampler starts at batch 0 until set_epoch
-    schedule = LrSchedule.for_run(recipe, steps_per_epoch)
     state = State()
     if saved is not None:
         state = _restore(saved, raw_model, optimizer, scaler, context)
-    model = _wrap(raw_model, config, context)
-    display = Display(enabled=context.is_main)
-    log = None
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        log = MetricsLog(out / "metrics.jsonl", resume_step=state.step if saved else None)
+    log = _open_log(out, state.step if saved else None) if context.is_main else None
     return Run(config, context, recipe, spec, spec_source, spec_json, spec_sha256, source,
-               raw_model, model, optimizer, scaler, make_loss(recipe), sampler, train_loader,
-               val_loader, schedule, steps_per_epoch, state, out, display, log, stop)
+               raw_model, _wrap(raw_model, config, context), optimizer, scaler, make_loss(recipe),
+               sampler, train_loader, val_loader, LrSchedule.for_run(recipe, steps_per_epoch),
+               steps_per_epoch, state, out, Display(enabled=context.is_main), log, stop)
 
 
-def _resumed_checkpoint(config: TrainConfig, out: Path) -> dict | None:
-    """--resume: the checkpoint in --out, whole and sound; a fresh run refuses to overwrite one."""
+def _open_log(out: Path, resume_step: int | None) -> MetricsLog:
+    """--out, created if need be, with its metrics.jsonl (cut back to the resumed step)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return MetricsLog(out / "metrics.jsonl", resume_step)
+    except OSError as error:
+        raise CliError(f"cannot write to --out '{out}': {error.strerror or error}",
+                       code="SK514") from None
+
+
+def _settle(config: TrainConfig, saved: dict | None) -> TrainConfig:
+    """Every setting decided: the flags given, then the resumed run's, then the defaults."""
+    if saved is not None:
+        config = config.with_defaults(TrainConfig.from_dict(saved["config"]))
+    config = config.with_defaults()
+    return replace(config, recipe=config.recipe or default_recipe(config.data))
+
+
+def _loaders(source: D.Source, batch_size: int, config: TrainConfig, context: dist_.Context):
+    """This process's training sampler and loader (its share of each global batch) and its
+    validation loader (its shard of the split)."""
+    batch = batch_size // context.world_size
+    workers = _workers(config, context)
+    pin = context.device.type == "cuda"  # page-locked host memory: copies overlap compute
+    sampler = D.EpochSampler(source.train, context.rank, context.world_size, config.seed)
+    train_loader = D.make_loader(source.train, batch, sampler, workers, pin, drop_last=True)
+    if len(train_loader) == 0:
+        raise CliError(f"the training split has {len(source.train)} images, fewer than one "
+                       f"batch of {batch_size}", code="SK510", hint="use a smaller --batch-size")
+    return sampler, train_loader, _val_loader(source.val, batch_size, workers, context)
+
+
+def _val_loader(split: D.Split, batch_size: int, workers: int, context: dist_.Context):
+    """This process's shard of a validation split, in batches of its share of `batch_size`."""
+    shard = D.shard_indices(len(split), context.rank, context.world_size)
+    return D.make_loader(split, batch_size // context.world_size, shard, workers,
+                         pin_memory=context.device.type == "cuda", drop_last=False)
+
+
+def _resumed_checkpoint(config: TrainConfig, out: Path, context: dist_.Context) -> dict | None:
+    """--resume: the checkpoint in --out, whole and sound; a fresh run refuses to overwrite one.
+
+    Rank 0 reads it and every process gets rank 0's checkpoint, or its error, by broadcast: the
+    other nodes of a multi-node run need not see --out, and all processes stop together.
+    """
+    outcome = None
+    if context.is_main:
+        try:
+            outcome = _read_resumed(config, out)
+        except SkdslError as error:
+            outcome = (type(error), error.message, error.code, error.hint)
+    outcome = dist_.broadcast_object(outcome, context)  # a collective: every process waits
+    if isinstance(outcome, tuple):
+        error_type, message, code, hint = outcome
+        raise error_type(message, code=code, hint=hint)
+    return outcome
+
+
+def _read_resumed(config: TrainConfig, out: Path) -> dict | None:
     if out.exists() and not out.is_dir():
         raise CliError(f"--out '{out}' is a file, not a directory", code="SK514")
     last = out / "last.pt"
@@ -210,24 +247,30 @@ def _resumed_checkpoint(config: TrainConfig, out: Path) -> dict | None:
     saved = ckpt.load(last)
     changed = config.changed_on_resume(TrainConfig.from_dict(saved["config"]))
     if changed:
-        flags = ", ".join("--" + name.replace("_", "-") for name in changed)
-        raise CheckpointError(f"--resume continues a run exactly, but {flags} differs from the "
-                              f"run in '{out}'", code="SK606",
+        flags = [f"--{name.replace('_', '-')}" for name in changed]
+        listed = " and ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
+        raise CheckpointError(f"--resume continues a run exactly, but {listed} "
+                              f"{'differ' if len(flags) > 1 else 'differs'} from the run in "
+                              f"'{out}'", code="SK606",
                               hint="resume with the same values (or none: the run's own apply), "
                                    "or start a new run in another --out")
     return saved
 
 
 def _check_settings(config: TrainConfig, context: dist_.Context) -> None:
-    """Settings that need something of the machine: a GPU for fp16 and SyncBatchNorm's peers."""
-    if config.precision == "fp16" and context.device.type != "cuda":
-        raise CliError("--precision fp16 needs a CUDA GPU (its grad scaler guards fp16 "
-                       "gradients there)", code="SK510", hint="use --precision bf16 on a CPU")
+    """Settings that need something of this machine: a GPU, a C++ compiler, matplotlib."""
+    _check_precision(config.precision, context)
     if config.compile and context.device.type == "cpu" and not _has_c_compiler():
         raise CliError("--compile on a CPU needs a C++ compiler (torch.compile's inductor "
                        "generates C++)", code="SK510", hint="install gcc, or leave out --compile")
     if config.plot and context.is_main:
         require_matplotlib()
+
+
+def _check_precision(precision: str, context: dist_.Context) -> None:
+    if precision == "fp16" and context.device.type != "cuda":
+        raise CliError("--precision fp16 needs a CUDA GPU (its grad scaler guards fp16 "
+                       "gradients there)", code="SK510", hint="use --precision bf16 on a CPU")
 
 
 def _has_c_compiler() -> bool:
@@ -241,7 +284,7 @@ def _check_batch(batch_size: int, context: dist_.Context) -> None:
         raise CliError(f"--batch-size {batch_size} does not split evenly over "
                        f"{context.world_size} processes", code="SK510",
                        hint=f"use a multiple of {context.world_size}, such as "
-                            f"{batch_size // context.world_size * context.world_size or context.world_size * 2}")
+                            f"{max(2, batch_size // context.world_size) * context.world_size}")
     if batch_size // context.world_size < 2:
         raise CliError(f"--batch-size {batch_size} gives each of {context.world_size} processes "
                        f"{batch_size // context.world_size} image(s) per batch, but BatchNorm on an "
@@ -323,12 +366,8 @@ def _wrap(model: nn.Module, config: TrainConfig, context: dist_.Context) -> nn.M
 
 
 def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Context) -> State:
-    try:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"the checkpoint's weights do not fit this spec's model: "
-                              f"{str(error).splitlines()[0]}", code="SK602") from None
+    _load_state(model, saved["model"])
+    _load_state(optimizer, saved["optimizer"])
     if scaler.is_enabled() and saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     rng = saved.get("rng") or []
@@ -342,6 +381,16 @@ def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Co
                  history=list(saved["history"]), epoch_totals=dict(saved["epoch_totals"]))
 
 
+def _load_state(owner, state_dict: dict) -> None:
+    """A model's or optimiser's state from a checkpoint whose spec hash matched: a mismatch
+    here means the file was tampered with or written by a different compiler."""
+    try:
+        owner.load_state_dict(state_dict)
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"the checkpoint's {type(owner).__name__} state does not fit: "
+                              f"{str(error).strip().splitlines()[0]}", code="SK602") from None
+
+
 # -- the loop -------------------------------------------------------------------------------------
 
 
@@ -352,13 +401,15 @@ def train_epochs(run: Run) -> str:
         run.display.line(f"{run.out} has trained {state.epoch} epochs already: pass a larger "
                          f"--epochs to go on")
         return "finished"
+    if run.config.max_steps is not None and state.step >= run.config.max_steps:
+        return "max-steps"
     for epoch in range(state.epoch, run.recipe.epochs):
         started = time.monotonic()
         stopped = train_epoch(run, epoch)
         if stopped:
             save_checkpoint(run, best=False)
             return stopped
-        val = evaluate(run.raw_model, run.val_loader, run.context, run.config, run.loss_fn)
+        val = evaluate(run.raw_model, run.val_loader, run.context, run.config)
         record = _epoch_record(run, epoch, val, time.monotonic() - started)
         state.history.append(record)
         is_best = val["top1"] > state.best_top1
@@ -370,8 +421,10 @@ def train_epochs(run: Run) -> str:
             run.log.write(record)
             run.log.flush()
         run.display.finish(epoch + 1, run.recipe.epochs, record)
-        if run.stop.signal_name is not None:  # arrived during validation: the epoch is saved
-            return run.stop.signal_name
+        # A signal during validation: the epoch is saved, so stop here (all processes agree).
+        stopped = _signal_name(dist_.all_reduce(_signal_flags(run), run.context).tolist())
+        if stopped:
+            return stopped
     return "finished"
 
 
@@ -385,7 +438,7 @@ def train_epoch(run: Run, epoch: int) -> str | None:
     pending: list[tuple[int, float, Tensor, Tensor]] = []  # (step, lr, loss, correct) not yet read
     log_every = config.log_every or (1 if run.device.type == "cpu" else 10)
     interval_start = time.monotonic()
-    for images, labels in run.train_loader:
+    for images, labels in D.batches(run.train_loader):
         lr = run.schedule(state.step)
         set_lr(run.optimizer, lr)
         # With pinned memory these copies are asynchronous: the GPU gets the batch while the
@@ -431,10 +484,8 @@ def _read_back(run: Run, epoch: int, pending: list, seconds: float) -> str | Non
     state, context = run.state, run.context
     count = len(pending)
     # One all-reduce for all of it: per-step loss sums and top-1 counts, then the stop flags.
-    flags = torch.tensor([float(run.stop.signal_name == name) for name in ("SIGINT", "SIGTERM")],
-                         device=run.device)
     packed = torch.cat([torch.stack([p[2] for p in pending]),
-                        torch.stack([p[3] for p in pending]).float(), flags])
+                        torch.stack([p[3] for p in pending]).float(), _signal_flags(run)])
     values = dist_.all_reduce(packed, context).tolist()  # .tolist(): the CPU waits here
     batch = run.recipe.batch_size
     losses = [v / context.world_size for v in values[:count]]
@@ -450,15 +501,29 @@ def _read_back(run: Run, epoch: int, pending: list, seconds: float) -> str | Non
         if run.log is not None:
             run.log.write({"event": "step", "epoch": epoch + 1, "step": step + 1, "loss": loss,
                            "top1": top1, "lr": lr, "images_per_s": count * batch / seconds})
+    if run.log is not None:
+        run.log.flush()  # `tail -f metrics.jsonl` follows the run
     run.display.update(Progress(epoch + 1, run.recipe.epochs, state.batch_in_epoch,
                                 run.steps_per_epoch, batch, losses[-1], top1s[-1],
                                 count * batch / seconds, pending[-1][1]))
-    sigint, sigterm = values[-2:]
-    if sigint or sigterm:  # this process, or another, was asked to stop
-        return "SIGINT" if sigint else "SIGTERM"
+    stopped = _signal_name(values[-2:])
+    if stopped:
+        return stopped
     if run.config.max_steps is not None and state.step >= run.config.max_steps:
         return "max-steps"
     return None
+
+
+def _signal_flags(run: Run) -> Tensor:
+    """[SIGINT received, SIGTERM received] in this process, to be summed over all of them."""
+    names = ("SIGINT", "SIGTERM")
+    return torch.tensor([float(run.stop.signal_name == name) for name in names], device=run.device)
+
+
+def _signal_name(summed_flags: list[float]) -> str | None:
+    """The signal that any process received, once the flags are summed; None when none did."""
+    sigint, sigterm = summed_flags[-2:]
+    return "SIGINT" if sigint else "SIGTERM" if sigterm else None
 
 
 def _epoch_record(run: Run, epoch: int, val: dict, seconds: float) -> dict:
@@ -475,13 +540,13 @@ def _epoch_record(run: Run, epoch: int, val: dict, seconds: float) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, context: dist_.Context, config, loss_fn=None) -> dict:
+def evaluate(model: nn.Module, loader, context: dist_.Context, config) -> dict:
     """Mean loss, top-1 and top-5 over the whole split: each process counts its shard, then the
     counts are summed over processes (the raw model: DDP's forward would sync buffers)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=context.device)  # loss, top1, top5, n
-    for images, labels in loader:
+    for images, labels in D.batches(loader):
         images, labels = to_device(images, labels, context.device, config.channels_last)
         with autocast(context.device, config.precision):
             logits = model(images)
@@ -499,36 +564,24 @@ def evaluate(model: nn.Module, loader, context: dist_.Context, config, loss_fn=N
 
 def evaluate_checkpoint(config: EvalConfig) -> dict:
     """`skdsl eval`: a checkpoint's loss, top-1 and top-5 on a source's validation split."""
-    context = dist_.setup(config.device)
-    try:
+    with dist_.process_group(config.device) as context:
         spec, _ = _load_spec(config)
         _, spec_sha256 = ckpt.spec_fingerprint(spec)
         saved = ckpt.load(config.checkpoint, spec_sha256)
         trained = TrainConfig.from_dict(saved.get("config", {}))
         data = config.data or trained.data or "synthetic"
         seed = config.seed if config.seed is not None else (trained.seed or 0)
-        if config.precision == "fp16" and context.device.type != "cuda":
-            raise CliError("--precision fp16 needs a CUDA GPU", code="SK510",
-                           hint="use --precision bf16 on a CPU")
+        _check_precision(config.precision, context)
         _check_batch(config.batch_size, context)
         source = open_data(data, spec, seed)
         model = skdsl_compile(spec)
-        try:
-            model.load_state_dict(saved["model"])
-        except RuntimeError as error:
-            raise CheckpointError(f"the checkpoint's weights do not fit this spec's model: "
-                                  f"{str(error).splitlines()[0]}", code="SK602") from None
+        _load_state(model, saved["model"])
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         model = model.to(context.device, memory_format=memory_format)
-        shard = D.shard_indices(len(source.val), context.rank, context.world_size)
-        workers = config.workers if config.workers is not None else _workers(config, context)
-        loader = D.make_loader(source.val, config.batch_size // context.world_size, shard,
-                               workers, context.device.type == "cuda", drop_last=False)
+        loader = _val_loader(source.val, config.batch_size, _workers(config, context), context)
         results = evaluate(model, loader, context, config)
         return {**results, "data": data, "checkpoint": str(config.checkpoint),
                 "epoch": saved["epoch"], "step": saved["step"]}
-    finally:
-        dist_.teardown()
 
 
 def skdsl_compile(spec) -> nn.Module:
@@ -705,6 +758,6 @@ def to_device(images: Tensor, labels: Tensor, device: torch.device,
     return images, labels.to(device, non_blocking=True)
 
 
-__all__ = ["train", "evaluate", "evaluate_checkpoint", "open_data", "Result", "Run", "State", "TrainingError", "StopSignals",
-           "prepare", "train_epochs", "train_epoch", "save_checkpoint", "largest_fitting_batch",
-           "autocast", "to_device", "AUTOCAST_DTYPES"]
+__all__ = ["train", "evaluate", "evaluate_checkpoint", "open_data", "Result", "Run", "State",
+           "TrainingError", "StopSignals", "prepare", "train_epochs", "train_epoch",
+           "save_checkpoint", "largest_fitting_batch", "autocast", "to_device", "AUTOCAST_DTYPES"]

@@ -1,0 +1,163 @@
+"""skdsl/train/checkpoint.py: atomic writes, weights-only reads, and every way a file can be bad."""
+
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+import skdsl
+from skdsl.errors import CheckpointError
+from skdsl.train import checkpoint as C
+
+SPEC = """
+network tiny:
+    input 3x8x8
+    classes 3
+    stage body: conv 3x3, 4
+    stage head:
+        avgpool global
+        fc classes
+"""
+
+
+def payload(spec_text=SPEC):
+    spec = skdsl.parse(spec_text)
+    spec_json, sha = C.spec_fingerprint(spec)
+    model = skdsl.compile(spec)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    return {"spec_name": spec.name, "spec_source": spec_text, "spec_json": spec_json,
+            "spec_sha256": sha, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "epoch": 1, "batch_in_epoch": 0, "step": 4, "rng": [C.rng_state()],
+            "history": [{"epoch": 1, "val_top1": 0.5}], "config": {"seed": 0}}
+
+
+def test_a_checkpoint_round_trips_through_weights_only_loading(tmp_path):
+    written = payload()
+    C.save(written, tmp_path / "last.pt")
+    loaded = C.load(tmp_path / "last.pt", written["spec_sha256"])
+    assert loaded["format"] == C.FORMAT and loaded["skdsl_version"] == skdsl.__version__
+    for key, tensor in written["model"].items():
+        assert torch.equal(loaded["model"][key], tensor)
+    assert loaded["history"] == written["history"] and loaded["step"] == 4
+    # The file is readable by plain torch too, without skdsl's code.
+    assert "model" in torch.load(tmp_path / "last.pt", weights_only=True)
+
+
+def test_save_leaves_no_temporary_files_and_replaces_atomically(tmp_path, monkeypatch):
+    C.save(payload(), tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+
+    def fail_midway(obj, file):
+        file.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", fail_midway)
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*No space left") as error:
+        C.save(payload(), tmp_path / "last.pt")
+    assert error.value.code == "SK607"
+    assert (tmp_path / "last.pt").read_bytes() == before  # the old checkpoint is intact
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_missing(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint") as error:
+        C.load(tmp_path / "nothing.pt")
+    assert error.value.code == "SK601"
+
+
+def test_truncated(tmp_path):
+    C.save(payload(), tmp_path / "last.pt")
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    for name in ("cut.pt", "empty.pt", "text.pt"):
+        with pytest.raises(CheckpointError, match="truncated or corrupt") as error:
+            C.load(tmp_path / name)
+        assert error.value.code == "SK602" and name in error.value.message
+
+
+def test_corrupt_weights_fail_the_checksum(tmp_path):
+    written = payload()
+    C.save(written, tmp_path / "last.pt")
+    data = bytearray((tmp_path / "last.pt").read_bytes())
+    # Flip a bit inside the stored weights: torch's zip reader would not notice.
+    weight = written["model"]["body.conv.conv.weight"].numpy().tobytes()
+    offset = bytes(data).find(weight[:64])
+    assert offset > 0
+    data[offset + 10] ^= 0x40
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt: it fails its checksum") as error:
+        C.load(tmp_path / "flipped.pt")
+    assert error.value.code == "SK602"
+
+
+class Foreign:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_foreign_pickles_are_refused_without_running_them(tmp_path, capsys):
+    with open(tmp_path / "evil.pt", "wb") as file:
+        pickle.dump({"model": Foreign()}, file)
+    torch.save({"model": Foreign()}, tmp_path / "evil_zip.pt")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    for name in ("evil.pt", "evil_zip.pt", "module.pt"):
+        with pytest.raises(CheckpointError, match="not an skdsl checkpoint: it is a pickle") as error:
+            C.load(tmp_path / name)
+        assert error.value.code == "SK603"
+    assert "never run" not in capsys.readouterr().out
+
+
+def test_a_bare_state_dict_is_not_a_checkpoint(tmp_path):
+    torch.save(torch.nn.Linear(2, 2).state_dict(), tmp_path / "weights.pt")
+    with pytest.raises(CheckpointError, match="not an skdsl checkpoint") as error:
+        C.load(tmp_path / "weights.pt")
+    assert error.value.code == "SK603" and "state_dict" in error.value.hint
+
+
+def test_a_checkpoint_of_another_spec(tmp_path):
+    C.save(payload(), tmp_path / "last.pt")
+    other = skdsl.parse(SPEC.replace("conv 3x3, 4", "conv 3x3, 8"))
+    _, other_sha = C.spec_fingerprint(other)
+    with pytest.raises(CheckpointError, match="holds weights of spec 'tiny'") as error:
+        C.load(tmp_path / "last.pt", other_sha)
+    assert error.value.code == "SK604"
+
+
+def test_the_spec_hash_ignores_layout_and_comments():
+    _, plain = C.spec_fingerprint(skdsl.parse(SPEC))
+    _, commented = C.spec_fingerprint(skdsl.parse("# a comment\n" + SPEC.replace("    stage body",
+                                                                                 "    stage  body")))
+    assert plain == commented
+
+
+def test_a_newer_format_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "FORMAT_VERSION", 99)
+    C.save(payload(), tmp_path / "last.pt")
+    monkeypatch.setattr(C, "FORMAT_VERSION", 1)
+    with pytest.raises(CheckpointError, match="newer") as error:
+        C.load(tmp_path / "last.pt")
+    assert error.value.code == "SK605"
+
+
+def test_rng_states_round_trip():
+    state = C.rng_state()
+    expected = (torch.rand(3), random.random())
+    torch.rand(5), random.random()
+    C.set_rng_state(state)
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+
+
+def test_rng_states_survive_a_checkpoint(tmp_path):
+    numpy = pytest.importorskip("numpy")
+    written = payload()
+    C.save(written, tmp_path / "last.pt")
+    expected = numpy.random.rand()
+    numpy.random.rand()
+    C.set_rng_state(C.load(tmp_path / "last.pt")["rng"][0])
+    assert numpy.random.rand() == expected
