@@ -84,17 +84,23 @@ def add_sweep_argument(parser) -> None:
                         help="one row per value of a `param` (repeatable: the cross product)")
 
 
-def run_compare(args) -> int:
+def _variant_flags(args) -> tuple:
+    """--input, --count, --set and --sweep, checked: (input shape, count, overrides, sweeps)."""
     from . import cli
 
-    input_shape = cli.parse_input_shape(args.input)
-    count = cli.parse_count(args.count)
     overrides = cli.parse_overrides(args.overrides)
     sweeps = parse_sweeps(args.sweeps)
     clash = sorted(set(overrides) & set(sweeps))
     if clash:
         raise CliError(f"--set {clash[0]} and --sweep {clash[0]} name the same parameter",
                        code="SK540", hint="give its values in --sweep alone")
+    return cli.parse_input_shape(args.input), cli.parse_count(args.count), overrides, sweeps
+
+
+def run_compare(args) -> int:
+    from . import cli
+
+    input_shape, count, overrides, sweeps = _variant_flags(args)
     comparison = compare(args.specs, overrides=overrides, sweeps=sweeps, baseline=args.baseline,
                          input_shape=input_shape, count=count, stages=args.stages)
     if args.format == "rich":
@@ -557,14 +563,7 @@ def run_build_sweep(args) -> int:
 
     from . import cli, report
 
-    input_shape = cli.parse_input_shape(args.input)
-    count = cli.parse_count(args.count)
-    overrides = cli.parse_overrides(args.overrides)
-    sweeps = parse_sweeps(args.sweeps)
-    clash = sorted(set(overrides) & set(sweeps))
-    if clash:
-        raise CliError(f"--set {clash[0]} and --sweep {clash[0]} name the same parameter",
-                       code="SK540", hint="give its values in --sweep alone")
+    input_shape, count, overrides, sweeps = _variant_flags(args)
     found, tables = [], []
     for path, settings in variants([args.spec], overrides, sweeps):
         spec = cli.load_spec(path, settings)

@@ -440,10 +440,7 @@ def to_dot(graph, depth: int | None = None) -> str:
              f"  graph [rankdir=TB, labelloc=t, fontname=Helvetica, label={_dot_quote(title)}];",
              "  node [shape=box, style=rounded, fontname=Helvetica, fontsize=10];",
              "  edge [arrowsize=0.6];"]
-    by_stage: dict[str, list[dict]] = {}
-    for box in boxes:
-        by_stage.setdefault(box["stage"], []).append(box)
-    for stage, members in by_stage.items():
+    for stage, members in _by_stage(boxes).items():
         statements = [f"{_dot_quote(b['name'])} [label={_dot_quote(chr(10).join(b['lines']))}];"
                       for b in members]
         if stage == "input":
@@ -485,10 +482,7 @@ def to_mermaid(graph, depth: int | None = None) -> str:
     for box in boxes:
         ids[box["name"]] = identifier(box["name"], "n_")
     lines = ["flowchart TD"]
-    by_stage: dict[str, list[dict]] = {}
-    for box in boxes:
-        by_stage.setdefault(box["stage"], []).append(box)
-    for stage, members in by_stage.items():
+    for stage, members in _by_stage(boxes).items():
         statements = [f'{ids[b["name"]]}["{"<br/>".join(map(_mermaid_text, b["lines"]))}"]'
                       for b in members]
         if stage == "input":
@@ -506,3 +500,11 @@ __all__ = [
     "shape_text", "size_text", "MULTIPLY_ADDS_NOTE", "op_text", "diagram", "to_dot", "to_mermaid",
     "MERMAID_EDGE_LIMIT",
 ]
+
+
+def _by_stage(boxes: list[dict]) -> dict[str, list[dict]]:
+    """The diagram's boxes grouped by stage, in order: a cluster (dot) or subgraph (mermaid) each."""
+    groups: dict[str, list[dict]] = {}
+    for box in boxes:
+        groups.setdefault(box["stage"], []).append(box)
+    return groups
