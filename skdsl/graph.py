@@ -17,7 +17,7 @@ Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import spec as S
 from .errors import Span, SpecError, did_you_mean
@@ -240,10 +240,9 @@ class _Lowering:
         path = f"{scope.path}.{item.name}"
         branch_outputs = []
         for index, branch in enumerate(item.branches, start=1):
-            branch_conv = _conv_model(name=f"branch{index}", kernel=branch.kernel,
-                                      out_channels=item.out_channels, stride=item.stride,
-                                      groups=branch.groups, dilation=branch.dilation)
-            branch_conv.located({**item._at, **branch._at})
+            branch_conv = _Conv(f"branch{index}", branch.kernel, item.out_channels,
+                                stride=item.stride, groups=branch.groups,
+                                dilation=branch.dilation, spans={**item.spans, **branch.spans})
             branch_outputs.append(self.conv(branch_conv, x, scope, env, f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
         # Fuse: U = sum of the branches (Eq. 1); without attention U is the output (Table 7).
@@ -253,8 +252,7 @@ class _Lowering:
         channels, d = item.out_channels, item.attention_width
         summary = self.emit(f"{path}.pool", "global_pool", [fused], [(channels, 1, 1)], item, path,
                             scope, mode="avg")  # s = F_gp(U), Eq. 2
-        reduce = _conv_model(name="reduce", kernel=(1, 1), out_channels=d)  # z = ReLU(BN(W s)), Eq. 3
-        reduce.located(item._at)
+        reduce = _Conv("reduce", (1, 1), d, spans=item.spans)  # z = ReLU(BN(W s)), Eq. 3
         compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
         branches = len(item.branches)
         # One bias-free 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
@@ -431,9 +429,8 @@ class _Lowering:
                 f"no 1×1 projection maps the residual input {_fmt(source)} to its body's output "
                 f"{_fmt(target)} at {scope.path}", item.span(), code="SK305",
                 hint="write the shortcut yourself with a `shortcut:` block inside the residual")
-        projection = _conv_model(name=item.shortcut_name, kernel=(1, 1), out_channels=target[0],
-                                 stride=stride, act="none")
-        projection.located(item._at)
+        projection = _Conv(item.shortcut_name, (1, 1), target[0], stride=stride, act="none",
+                           spans=item.spans)
         return self.conv(projection, x, scope, env)
 
     def block(self, item: S.Block, x: Ref, scope: _Scope, env) -> Ref:
@@ -452,9 +449,25 @@ class _Lowering:
     }
 
 
-def _conv_model(**fields) -> S.Conv:
-    """A conv made by lowering from numbers that are valid already (validating costs time)."""
-    return S.Conv.model_construct(**fields)
+@dataclass(frozen=True)
+class _Conv:
+    """A conv the lowering makes itself (SK branches and reduce, projections), read as an
+    `S.Conv` is: its numbers are valid already, and a pydantic model would cost time."""
+
+    name: str
+    kernel: tuple[int, int]
+    out_channels: int
+    stride: int = 1
+    groups: int | str = 1
+    dilation: int = 1
+    padding: tuple[int, int] | None = None
+    bias: bool = False
+    norm: bool = True
+    act: str = "relu"
+    spans: dict = field(default_factory=dict)
+
+    def span(self, field_name: str = "") -> Span | None:
+        return self.spans.get(field_name) or self.spans.get("")
 
 
 def _in_context(error: SpecError, item: S.SpecModel, scope: _Scope) -> SpecError:

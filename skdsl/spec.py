@@ -58,7 +58,8 @@ def check_name(name: str) -> str:
 
 class SpecModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-    _at: dict[str, Span] = PrivateAttr(default_factory=dict)
+    # A plain default, not a factory: pydantic inspects factories on every construction.
+    _at: dict[str, Span] | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # Equal content is equal spec, wherever it was written: source spans do not count.
@@ -68,11 +69,16 @@ class SpecModel(BaseModel):
 
     def span(self, field: str = "") -> Span | None:
         """Where `field` (or, for "", the whole item) came from in the user's text."""
-        return self._at.get(field) or self._at.get("")
+        at = self._at
+        return (at.get(field) or at.get("")) if at else None
 
     def located(self, spans: dict[str, Span]) -> "SpecModel":
-        self._at.update(spans)
+        self._at = {**(self._at or {}), **spans}
         return self
+
+    @property
+    def spans(self) -> dict[str, Span]:
+        return dict(self._at or {})
 
 
 class Layer(SpecModel):
