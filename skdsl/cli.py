@@ -497,13 +497,19 @@ def _add_tables(commands) -> None:
     tables.register(commands)
 
 
+def _add_export(commands) -> None:
+    from . import export  # torch is imported when an export runs
+
+    export.register(commands)
+
+
 def _add_train(commands) -> None:
     from .train import commands as train_commands  # torch is imported when a run starts
 
     train_commands.register(commands)
 
 
-COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_train, _add_weights, _add_compare,
+COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_train, _add_export, _add_weights, _add_compare,
             _add_tables]
 
 

@@ -3,6 +3,11 @@
 Each module takes resolved numbers, never a config object, and keeps to elementwise and data
 movement ops: no matmul, bmm or einsum, so a FLOP counter sees only convolutions and linear layers.
 Shapes in comments are per batch: N images, C channels, H×W pixels, M kernel branches.
+
+Two convolution helpers sit here too: `DilatedConv2d`, an `nn.Conv2d` that may run a dilated
+convolution as an ordinary one on the polyphase sub-grids of its input (same weights, same
+multiply-adds), and `FoldedBatchNorm`, what a BN becomes once `compiler.fuse_bn` has folded it
+into the convolution before it.
 """
 
 from __future__ import annotations
@@ -25,20 +30,39 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def make_activation(name: str) -> nn.Module:
-    """The activation module called `name` (one of ACTIVATIONS), never in place."""
+    """The activation module called `name` (one of ACTIVATIONS), not in place: the compiler
+    switches `inplace` on where its input is read by nothing else (see compiler.py)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation '{name}'; known: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
 
 class Add(nn.Module):
-    """Elementwise sum of one or more tensors of one shape."""
+    """Elementwise sum of one or more tensors of one shape.
+
+    With `inplace` (set by the compiler only where the first input is read by nothing else and
+    autograd saved it nowhere) the sum accumulates into the first input, as torchvision's
+    `out += identity`: one full-size allocation fewer per residual unit.
+    """
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        self.inplace = inplace
 
     def forward(self, *inputs: Tensor) -> Tensor:
         out = inputs[0]
-        for other in inputs[1:]:
+        rest = inputs[1:]
+        # The compiler checked the shapes; under autocast a sum may still promote the dtype.
+        if self.inplace and rest and all(other.dtype == out.dtype for other in rest):
+            for other in rest:
+                out = out.add_(other)
+            return out
+        for other in rest:
             out = out + other
         return out
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class Multiply(nn.Module):
@@ -149,16 +173,111 @@ class Select(nn.Module):
         logits = logits.reshape(-1, self.branches, self.channels, 1, 1)  # N×M×C×1×1
         weights = logits.softmax(dim=1)  # N×M×C×1×1: a_c + b_c + ... = 1
         # Weighted sum branch by branch: no stack, so the branches' memory format carries over.
+        # The sum accumulates into the fresh product (autograd saved the product's operands,
+        # never the product), so the unit allocates one full-size tensor, not M.
         out = branches[0] * weights[:, 0]  # N×C×H×W
         for index in range(1, self.branches):
-            out = torch.addcmul(out, branches[index], weights[:, index])  # N×C×H×W
+            out = out.addcmul_(branches[index], weights[:, index])  # N×C×H×W
         return out
 
     def extra_repr(self) -> str:
         return f"branches={self.branches}, channels={self.channels}"
 
 
+# Which dilated convolutions run as ordinary ones on polyphase sub-grids, by device type:
+# "stride1" (d² sub-grids batched) and "strided" (stride a multiple of d: one sub-grid). The rule
+# is what `benchmarks/run.py` measured (docs/performance.md). On this project's CPU (oneDNN,
+# one thread, SKNet-50's shapes) the strided lowering took 0.4-0.55× the direct convolution's
+# forward+backward time and the stride-1 lowering 1.2-2×, so the CPU lowers strided ones only.
+# A device type not listed runs every convolution as written until it has been measured.
+POLYPHASE: dict[str, frozenset[str]] = {"cpu": frozenset({"strided"})}
+
+
+class DilatedConv2d(nn.Conv2d):
+    """A dilated convolution that can run as an undilated one on its input's polyphase sub-grids.
+
+    With dilation d, padding p = d·q and stride 1, output pixel (d·i + s, d·j + t) reads only
+    input pixels congruent to (s, t) modulo d, so that sub-grid of the output is the undilated
+    kernel applied, with padding q, to the input's sub-grid x[:, :, s::d, t::d]. The d² sub-grids
+    travel as one batch of d²·N images through one ordinary convolution. With stride d·k only
+    sub-grid (0, 0) is read, and the ordinary convolution takes stride k. The parameters, their
+    names and the multiply-adds a FLOP counter sees are the dilated convolution's.
+
+    `lowering`: "auto" (by device type and stride, from POLYPHASE), "direct" or "polyphase".
+    Shapes the lowering cannot take (unequal sub-grids, a padding that is not a multiple of d)
+    run directly.
+    """
+
+    def __init__(self, *args, lowering: str = "auto", **kwargs):
+        super().__init__(*args, **kwargs)
+        if lowering not in ("auto", "direct", "polyphase"):
+            raise ValueError(f"unknown lowering '{lowering}'; known: auto, direct, polyphase")
+        self.lowering = lowering
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.lowering == "auto":
+            kind = "stride1" if self.stride[0] == 1 else "strided"
+            wanted = kind in POLYPHASE.get(x.device.type, ())
+        else:
+            wanted = self.lowering == "polyphase"
+        if wanted and self.polyphase_applies(tuple(x.shape)):
+            return self._polyphase(x)
+        return super().forward(x)
+
+    def polyphase_applies(self, shape: tuple[int, ...]) -> bool:
+        """Whether the lowering gives this input's output exactly (sizes, not values, decide)."""
+        (d, d_w), (s, s_w) = self.dilation, self.stride
+        if len(shape) != 4 or d != d_w or s != s_w or d < 2 or self.padding_mode != "zeros":
+            return False
+        if isinstance(self.padding, str) or any(p % d for p in self.padding):
+            return False
+        if s == 1:
+            return shape[2] % d == 0 and shape[3] % d == 0
+        return s % d == 0
+
+    def _polyphase(self, x: Tensor) -> Tensor:
+        d, stride = self.dilation[0], self.stride[0]
+        padding = (self.padding[0] // d, self.padding[1] // d)
+        layout = (torch.channels_last if not x.is_contiguous()
+                  and x.is_contiguous(memory_format=torch.channels_last)
+                  else torch.contiguous_format)
+        if stride > 1:  # stride d·k reads sub-grid (0, 0) only: one strided copy, in x's layout
+            grid = x[:, :, ::d, ::d].contiguous(memory_format=layout)
+            return F.conv2d(grid, self.weight, self.bias, stride // d, padding, 1, self.groups)
+        n, channels, height, width = x.shape
+        # N×C×H×W -> d²N×C×(H/d)×(W/d): image n's sub-grid (s, t) is image (s·d + t)·N + n.
+        grids = torch.empty((d * d * n, channels, height // d, width // d), dtype=x.dtype,
+                            device=x.device, memory_format=layout)
+        grids.unflatten(0, (d, d, n)).copy_(
+            x.unflatten(2, (height // d, d)).unflatten(4, (width // d, d))
+            .permute(3, 5, 0, 1, 2, 4))  # d×d×N×C×(H/d)×(W/d)
+        y = F.conv2d(grids, self.weight, self.bias, 1, padding, 1, self.groups)
+        out_channels, out_height, out_width = y.shape[1], y.shape[2] * d, y.shape[3] * d
+        out = torch.empty((n, out_channels, out_height, out_width), dtype=y.dtype,
+                          device=y.device, memory_format=layout)
+        out.unflatten(2, (out_height // d, d)).unflatten(4, (out_width // d, d)).copy_(
+            y.unflatten(0, (d, d, n)).permute(2, 3, 4, 0, 5, 1))  # N×C×(H/d)×d×(W/d)×d
+        return out
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text if self.lowering == "auto" else f"{text}, lowering={self.lowering}"
+
+
+class FoldedBatchNorm(nn.Identity):
+    """A batch norm that `compiler.fuse_bn` folded into the convolution `into`: it passes its
+    input on, and keeps the node's name so module names still equal graph node names."""
+
+    def __init__(self, into: str):
+        super().__init__()
+        self.into = into
+
+    def extra_repr(self) -> str:
+        return f"folded into {self.into}"
+
+
 __all__ = [
     "ACTIVATIONS", "make_activation", "Add", "Multiply", "Concat", "ChannelSplit",
-    "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select",
+    "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select", "POLYPHASE",
+    "DilatedConv2d", "FoldedBatchNorm",
 ]

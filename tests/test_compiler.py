@@ -365,3 +365,137 @@ def test_clashing_node_paths_are_refused():
 def test_stage_named_like_a_root_attribute_is_refused(stage):
     with pytest.raises(ValueError, match=f"'{stage}' is reserved"):
         network({stage: [conv("c1", 8)]})
+
+
+# -- in place, BN folding, polyphase, torch.compile ---------------------------------------------
+
+def _twins(name: str):
+    """The same network and weights compiled with and without in-place steps."""
+    torch.manual_seed(0)
+    graph = G.lower(NETWORKS[name]())
+    plain = compiler.compile(graph, inplace=False)
+    inplace = compiler.CompiledNetwork(graph)
+    inplace.load_state_dict(plain.state_dict())
+    return plain, inplace, graph
+
+
+def test_inplace_covers_activations_and_residual_sums_after_fresh_outputs():
+    _, model, _ = _twins("resnet")
+    modules = dict(model.named_modules())
+    assert modules["stem.c1.act"].inplace  # after BN
+    assert modules["conv2.block1.sk.branch1.act"].inplace  # its output feeds fuse and select
+    assert modules["conv2.block1.add"].inplace and modules["conv2.block1.act"].inplace
+    # The SE unit's gate input comes from a sigmoid, which reads its own output in backward.
+    assert not getattr(modules["conv2.block2.se.gate"], "inplace", False)
+    assert all(not getattr(m, "inplace", False) for m in compiler.compile(
+        G.lower(NETWORKS["resnet"]()), inplace=False).modules())
+
+
+@pytest.mark.parametrize("name", ["resnet", "shufflenet", "sk3", "conv_zoo"])
+def test_inplace_changes_no_output_and_no_gradient(name):
+    plain, inplace, graph = _twins(name)
+    x = torch.randn(2, *graph.graph["input"])
+    for train in (True, False):
+        plain.train(train), inplace.train(train)
+        for model in (plain, inplace):
+            model.zero_grad()
+            model(x).square().sum().backward()
+        torch.testing.assert_close(inplace(x), plain(x), rtol=0, atol=0)
+        for (key, a), b in zip(plain.named_parameters(), inplace.parameters()):
+            torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=0, msg=key)
+
+
+def test_features_are_not_overwritten_by_later_inplace_steps():
+    plain, inplace, graph = _twins("resnet")
+    names = ["stem.c1.bn", "conv2.block1.conv2.bn", "conv2.block1.add", "head.fc"]
+    x = torch.randn(2, *graph.graph["input"])
+    with torch.no_grad():
+        expected, found = plain.eval().features(x, names), inplace.eval().features(x, names)
+    for name in names:
+        torch.testing.assert_close(found[name], expected[name], rtol=0, atol=0)
+
+
+def _trained_statistics(model, graph):
+    model.train()
+    with torch.no_grad():  # BN statistics far from the identity, so folding has work to do
+        for _ in range(2):
+            model(torch.randn(4, *graph.graph["input"]) * 3 + 1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet", "sk3", "conv_zoo", "pooling"])
+def test_fuse_bn_keeps_outputs_names_and_flops(name):
+    model, graph = compiled(name)
+    model = _trained_statistics(model, graph)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fused = compiler.fuse_bn(model)
+    x = torch.randn(3, *graph.graph["input"])
+    with torch.no_grad():
+        expected, out = model(x), fused(x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert leaf_names(fused) == set(graph) - {"input"}
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fused(torch.randn(1, *graph.graph["input"]))
+    assert counter.get_total_flops() / 2 == graph_multiply_adds(graph)
+    folded = [m for m in fused.modules() if isinstance(m, L.FoldedBatchNorm)]
+    assert folded and not fused.training
+    removed = sum(graph.nodes[m.into]["out_channels"] for m in folded)
+    assert sum(p.numel() for p in fused.parameters()) == graph_parameters(graph) - removed
+    assert all(torch.equal(before[key], value) for key, value in model.state_dict().items())
+
+
+def test_fuse_bn_leaves_a_batch_norm_after_anything_but_a_lone_conv():
+    model, graph = compiled("conv_zoo")  # stem.bn follows the pointwise conv's own BN-free output
+    fused = compiler.fuse_bn(_trained_statistics(model, graph))
+    modules = dict(fused.named_modules())
+    assert isinstance(modules["stem.c1.bn"], L.FoldedBatchNorm)
+    assert modules["stem.c1.bn"].into == "stem.c1.conv"
+    assert modules["stem.c1.conv"].bias is not None
+    # `tall` has norm=False; the standalone `bn` layer reads an act's output, not a conv's.
+    assert isinstance(modules["stem.bn"], torch.nn.BatchNorm2d)
+
+
+def test_polyphase_lowering_keeps_outputs_and_flops(monkeypatch):
+    model, graph = compiled("sk3")
+    x = torch.randn(2, *graph.graph["input"])
+    dilated = [m for m in model.modules() if isinstance(m, L.DilatedConv2d)]
+    assert dilated and all(m.dilation[0] > 1 for m in dilated)
+    with torch.no_grad():
+        expected = model(x)
+        for module in dilated:
+            module.lowering = "polyphase"
+        out = model(x)
+        with FlopCounterMode(display=False) as counter:
+            model(x[:1])
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert counter.get_total_flops() / 2 == graph_multiply_adds(graph)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_sk_network_compiles_without_graph_breaks(train):
+    # A small SKNet with a strided SK unit (the polyphase path on CPU) and in-place steps.
+    torch.manual_seed(0)
+    model = compiler.compile(network({
+        "stem": [conv("c1", 16)],
+        "conv2": [sk_unit("block1", 16, 32, stride=2, kernels=2),
+                  sk_unit("block2", 16, 32, kernels=3)],
+        "head": head(),
+    }, input_shape=(3, 16, 16)))
+    model.train(train)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.set_grad_enabled(train):
+        explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+def test_features_of_a_fused_model_are_not_overwritten():
+    model, graph = compiled("resnet")
+    fused = compiler.fuse_bn(_trained_statistics(model, graph))
+    names = ["stem.c1.conv", "stem.c1.bn", "stem.c1.act"]
+    x = torch.randn(2, *graph.graph["input"])
+    with torch.no_grad():
+        found = fused.features(x, names)
+        expected = model.features(x, names)
+    assert torch.any(found["stem.c1.conv"] < 0)  # before the ReLU that ran in place after it
+    torch.testing.assert_close(found["stem.c1.act"], expected["stem.c1.act"], rtol=1e-5,
+                               atol=1e-5)

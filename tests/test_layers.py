@@ -137,3 +137,85 @@ def test_make_activation_matches_torch():
 def test_make_activation_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         L.make_activation("swish")
+
+
+# -- the polyphase lowering of dilated convolutions --------------------------------------------
+
+@pytest.mark.parametrize("stride, size", [(1, 8), (2, 8), (2, 7), (4, 12)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_polyphase_dilated_conv_matches_the_direct_one(stride, size, memory_format):
+    torch.manual_seed(stride)
+    direct = L.DilatedConv2d(8, 16, 3, stride, padding=2, dilation=2, groups=4, bias=True,
+                             lowering="direct")
+    lowered = L.DilatedConv2d(8, 16, 3, stride, padding=2, dilation=2, groups=4, bias=True,
+                              lowering="polyphase")
+    lowered.load_state_dict(direct.state_dict())
+    x = torch.randn(2, 8, size, size).to(memory_format=memory_format)
+    assert lowered.polyphase_applies(tuple(x.shape))
+    inputs = [x.clone().requires_grad_() for _ in range(2)]
+    outputs = [conv(x_) for conv, x_ in zip((direct, lowered), inputs)]
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    assert outputs[1].is_contiguous(memory_format=memory_format)
+    for out in outputs:
+        out.square().sum().backward()
+    torch.testing.assert_close(inputs[1].grad, inputs[0].grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lowered.weight.grad, direct.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_polyphase_counts_the_dilated_convolutions_flops():
+    counts = []
+    for lowering in ("direct", "polyphase"):
+        conv = L.DilatedConv2d(8, 8, 3, 1, padding=2, dilation=2, groups=2, lowering=lowering)
+        with FlopCounterMode(display=False) as counter:
+            conv(torch.randn(1, 8, 6, 6))
+        counts.append(counter.get_total_flops())
+    assert counts[0] == counts[1] == 2 * 8 * 4 * 9 * 36
+
+
+@pytest.mark.parametrize("shape, options", [
+    ((1, 4, 7, 8), dict(stride=1, padding=2, dilation=2)),  # odd height: unequal sub-grids
+    ((1, 4, 8, 8), dict(stride=1, padding=1, dilation=2)),  # padding not a multiple of d
+    ((1, 4, 8, 8), dict(stride=3, padding=2, dilation=2)),  # stride not a multiple of d
+])
+def test_polyphase_falls_back_where_it_does_not_apply(shape, options):
+    conv = L.DilatedConv2d(4, 4, 3, lowering="polyphase", **options)
+    reference = torch.nn.Conv2d(4, 4, 3, **options)
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(shape)
+    assert not conv.polyphase_applies(shape)
+    torch.testing.assert_close(conv(x), reference(x))
+
+
+def test_polyphase_auto_follows_the_device_rule(monkeypatch):
+    conv = L.DilatedConv2d(4, 4, 3, 2, padding=2, dilation=2)
+    calls = []
+    monkeypatch.setattr(L.DilatedConv2d, "_polyphase", lambda self, x: calls.append(x) or x)
+    monkeypatch.setitem(L.POLYPHASE, "cpu", frozenset())
+    conv(torch.randn(1, 4, 8, 8))
+    assert not calls
+    monkeypatch.setitem(L.POLYPHASE, "cpu", frozenset({"strided"}))
+    conv(torch.randn(1, 4, 8, 8))
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="unknown lowering"):
+        L.DilatedConv2d(4, 4, 3, lowering="fast")
+
+
+# -- in place -----------------------------------------------------------------------------------
+
+def test_add_in_place_accumulates_into_its_first_input():
+    a, b = torch.ones(1, 2, 2, 2), torch.full((1, 2, 2, 2), 2.0)
+    out = L.Add(inplace=True)(a, b)
+    assert out is a and out.unique().tolist() == [3.0]
+    assert L.Add()(torch.ones(1), torch.ones(1)).item() == 2.0
+
+
+def test_add_in_place_keeps_a_promoted_dtype():
+    a, b = torch.ones(2, dtype=torch.bfloat16), torch.ones(2)
+    out = L.Add(inplace=True)(a, b)
+    assert out.dtype == torch.float32 and a.tolist() == [1.0, 1.0]
+
+
+def test_folded_batch_norm_passes_its_input_on():
+    x = torch.randn(2, 3)
+    folded = L.FoldedBatchNorm("stem.conv")
+    assert folded(x) is x and "folded into stem.conv" in repr(folded)

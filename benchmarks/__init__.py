@@ -1,0 +1,1 @@
+"""skdsl's benchmarks: `python benchmarks/run.py [--quick]` (see benchmarks/RESULTS.md)."""

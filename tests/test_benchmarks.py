@@ -1,0 +1,101 @@
+"""benchmarks/run.py --quick runs every section's code on tiny networks, so it cannot rot.
+
+No timing is asserted here (the machine is shared and timings are noise at this size); what is
+checked is that each section runs, finds what it must find (equal parameters and outputs, FLOP
+counts that agree, no graph breaks) and that RESULTS.md is written with every section.
+"""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import gpu, reference, run, suite  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    output = tmp_path_factory.mktemp("bench") / "RESULTS.md"
+    settings = suite.Settings.quick_settings()
+    threads = torch.get_num_threads()
+    try:
+        sections = run.run(settings, list("abcdefg"))  # sets torch's thread count
+    finally:
+        torch.set_num_threads(threads)
+    output.write_text(run.markdown(sections, settings, "python benchmarks/run.py --quick"))
+    return {section.key: section for section in sections}, output.read_text()
+
+
+def test_every_section_is_written(quick_results):
+    sections, text = quick_results
+    assert list(sections) == list("abcdefg")
+    for key in "abcdef":
+        assert f"## {key}. " in text and sections[key].ratios, key
+    assert "No GPU was available" in text or torch.cuda.is_available()
+    assert "torch " + torch.__version__ in text
+
+
+def test_analysis_agrees_with_flop_counter(quick_results):
+    data = quick_results[0]["a"].data
+    assert data["agree"] and data["variants"] == 4
+    assert data["from_spec"] > 0 and data["peer"] > 0
+
+
+def test_reference_matches_the_compiled_network(quick_results):
+    data = quick_results[0]["c"].data
+    compiled, ref = data["params"]
+    assert compiled == ref
+    assert data["max_abs_error"] < 1e-5
+
+
+def test_torch_compile_finds_no_graph_breaks(quick_results):
+    explained = quick_results[0]["f"].data["explain"]
+    assert all(breaks == 0 for _, breaks, _ in explained.values())
+
+
+def test_memory_and_selection_sections_measure_something(quick_results):
+    sections = quick_results[0]
+    assert all(value > 0 for value in sections["e"].data["contiguous"].values())
+    assert sections["d"].data["polyphase"]["rows"]
+
+
+def test_gpu_section_logic_runs_on_a_cpu():
+    settings = suite.Settings.quick_settings()
+    section = gpu.gpu_section(settings, device="cpu", compile=False)
+    assert len(section.rows) == 2 and section.ratios
+    assert all(float(row[2].replace(",", "")) > 0 for row in section.rows)
+
+
+def test_reference_sknet50_has_the_papers_parameter_count():
+    model = reference.sknet50()
+    assert sum(p.numel() for p in model.parameters()) == 27_479_784
+
+
+def test_reference_weights_map_onto_a_compiled_network_one_to_one():
+    compiled = suite.build_compiled(suite.Network("tiny", text=suite.TINY_SKNET))
+    model = reference.SKNet(**suite.TINY_REFERENCE)
+    names = {reference.compiled_name(name) for name in model.state_dict()} - {None}
+    logits = {name for name in compiled.state_dict() if name.endswith("logits.weight")}
+    assert names | logits == set(compiled.state_dict())
+    reference.load_compiled_weights(model, compiled.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), compiled.eval()(x))
+
+
+def test_main_writes_results_and_merges_later_sections(tmp_path):
+    output = tmp_path / "RESULTS.md"
+    threads = torch.get_num_threads()
+    try:
+        assert run.main(["--quick", "--only", "b", "--output", str(output)]) == 0
+        assert run.main(["--quick", "--only", "g", "--output", str(output)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    text = output.read_text()
+    assert "## b. CLI latency" in text and "## g. GPU" in text
+    assert output.with_suffix(".json").is_file()

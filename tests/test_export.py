@@ -1,0 +1,157 @@
+"""skdsl export: artifacts that load back and match eager; checkpoints of every kind; errors."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+import torch
+
+from skdsl import cli, compiler, export
+from skdsl.errors import SkdslError
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = str(ROOT / "examples" / "tiny_sk.sk")
+
+
+def main(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`skdsl export ...` as the CLI runs it: exit status, stdout, stderr."""
+    commands = {action.dest: action for action in cli.build_parser()._actions
+                if isinstance(action, argparse._SubParsersAction)}
+    wired = "export" in next(iter(commands.values())).choices
+    if wired:
+        status = cli.main(["export", *argv])
+    else:  # cli.py registers export.register; until then, the same steps here
+        parser = argparse.ArgumentParser(prog="skdsl")
+        export.register(parser.add_subparsers(dest="command"))
+        try:
+            args = parser.parse_args(["export", *argv])
+            status = args.run(args)
+        except SkdslError as error:
+            print(error.render(), file=__import__("sys").stderr)
+            status = error.exit_status
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def tiny_model(seed: int = 3):
+    import skdsl
+
+    torch.manual_seed(seed)
+    model = compiler.compile(skdsl.load(SPEC))
+    model.train()
+    with torch.no_grad():  # BN statistics that are not the identity
+        model(torch.randn(8, 3, 32, 32) * 2 + 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("fmt, suffix", [("torchscript", "ts"), ("exported", "pt2")])
+@pytest.mark.parametrize("fuse", [False, True])
+def test_export_writes_an_artifact_that_matches_eager(fmt, suffix, fuse, tmp_path, capsys):
+    output = tmp_path / f"tiny.{suffix}"
+    argv = [SPEC, "--random-init", "--format", fmt, "--output", str(output)]
+    status, out, err = main(argv + (["--fuse-bn"] if fuse else []), capsys)
+    assert status == 0, err
+    assert output.is_file() and "max abs error" in out
+    assert ("BN folded" in out) == fuse
+    assert ("deprecates TorchScript" in out) == (fmt == "torchscript")
+    assert "Traceback" not in err and "Warning" not in err
+
+
+@pytest.mark.parametrize("kind", ["skdsl", "model_key", "state_dict", "ddp"])
+def test_export_loads_every_kind_of_checkpoint(kind, tmp_path, capsys):
+    import skdsl
+    from skdsl.train import checkpoint
+
+    model = tiny_model()
+    state = model.state_dict()
+    path = tmp_path / "weights.pt"
+    if kind == "skdsl":
+        _, sha = checkpoint.spec_fingerprint(skdsl.load(SPEC))
+        checkpoint.save({"spec_sha256": sha, "spec_name": "tiny_sk", "model": state,
+                         "optimizer": {}, "epoch": 1, "step": 10}, path)
+    elif kind == "model_key":
+        torch.save({"model": state, "epoch": 3}, path)
+    elif kind == "ddp":
+        torch.save({f"module.{key}": value for key, value in state.items()}, path)
+    else:
+        torch.save(state, path)
+    output = tmp_path / "tiny.pt2"  # --format exported, the default
+    status, out, err = main([SPEC, "--checkpoint", str(path), "--fuse-bn", "--output",
+                             str(output)], capsys)
+    assert status == 0, err
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(str(output)).module()(x), model(x),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_export_result_reports_the_error(tmp_path):
+    import skdsl
+
+    result = export.export(skdsl.load(SPEC), tmp_path / "tiny.pt2", "exported", fuse=True)
+    assert result.folded == result.batch_norms > 0
+    assert result.max_abs_error <= export.TOLERANCE * max(result.max_abs_output, 1.0)
+    assert torch.export.load(str(tmp_path / "tiny.pt2")).module()(
+        torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
+def _error(argv, capsys) -> str:
+    status, _, err = main(argv, capsys)
+    assert status == 2 and "Traceback" not in err
+    return err
+
+
+def test_weights_are_required_unless_random_init_is_asked_for(tmp_path, capsys):
+    output = str(tmp_path / "x.ts")
+    assert "error SK530" in _error([SPEC, "--output", output], capsys)
+    assert "error SK530" in _error([SPEC, "--random-init", "--checkpoint", "x.pt", "--output",
+                                    output], capsys)
+
+
+def test_missing_and_unreadable_checkpoints_are_sk531(tmp_path, capsys):
+    output = str(tmp_path / "x.ts")
+    assert "error SK531: no checkpoint" in _error(
+        [SPEC, "--checkpoint", str(tmp_path / "none.pt"), "--output", output], capsys)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip file at all")
+    assert "error SK531" in _error([SPEC, "--checkpoint", str(garbage), "--output", output],
+                                   capsys)
+    objects = tmp_path / "objects.pt"
+    torch.save({"model": tiny_model().state_dict(), "recipe": argparse.Namespace(lr=0.1)},
+               objects)
+    assert "error SK531" in _error([SPEC, "--checkpoint", str(objects), "--output", output],
+                                   capsys)
+    empty = tmp_path / "empty.pt"
+    torch.save({"epoch": 3}, empty)
+    assert "holds no model weights" in _error(
+        [SPEC, "--checkpoint", str(empty), "--output", output], capsys)
+
+
+def test_weights_of_another_network_are_sk532(tmp_path, capsys):
+    path = tmp_path / "other.pt"
+    torch.save(tiny_model().state_dict(), path)
+    err = _error([SPEC, "--set", "G=4", "--checkpoint", str(path), "--output",
+                  str(tmp_path / "x.ts")], capsys)
+    assert "error SK532" in err and "other shapes for" in err
+
+
+def test_an_skdsl_checkpoint_of_another_spec_is_refused(tmp_path, capsys):
+    from skdsl.train import checkpoint
+
+    path = tmp_path / "last.pt"
+    checkpoint.save({"spec_sha256": "0" * 64, "spec_name": "other", "model": {},
+                     "optimizer": {}, "epoch": 0, "step": 0}, path)
+    assert "error SK604" in _error([SPEC, "--checkpoint", str(path), "--output",
+                                    str(tmp_path / "x.ts")], capsys)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("onnxscript") is not None,
+                    reason="onnx and onnxscript are installed here")
+def test_onnx_without_its_packages_says_what_to_install(tmp_path, capsys):
+    err = _error([SPEC, "--random-init", "--format", "onnx", "--output",
+                  str(tmp_path / "x.onnx")], capsys)
+    assert "error SK533" in err and "pip install onnx onnxscript" in err
+
+
+def test_an_output_directory_is_sk535(tmp_path, capsys):
+    assert "error SK535" in _error([SPEC, "--random-init", "--output", str(tmp_path)], capsys)
