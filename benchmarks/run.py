@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                                             f" {' '.join(sys.argv[1:])}".rstrip())
     sections = run(settings, wanted)
     for section in sections:
-        section.notes.append(f"measured {_now()} by `{command}`")
+        repeats = f", {settings.repeats} timed repeats" if section.key in "cdfg" else ""
+        section.notes.append(f"measured {_now()} by `{command}` ({settings.threads} thread"
+                             f"{'s' if settings.threads > 1 else ''}{repeats})")
     sections = merge(args.output.with_suffix(".json"), sections, settings)
     args.output.write_text(markdown(sections, settings, command), encoding="utf-8")
     print(f"\nwrote {args.output} and {args.output.with_suffix('.json')}")
@@ -124,19 +127,26 @@ def console(section: Section) -> str:
 def markdown(sections: list[Section], settings: Settings, command: str) -> str:
     import torch
 
+    runs: dict[str, list[str]] = {}
+    for section in sections:
+        for note in section.notes:
+            found = re.match(r"measured .* by `(.*)`", note)
+            if found:
+                runs.setdefault(found.group(1), []).append(section.key)
+    commands = "; ".join(f"`{run}` ({', '.join(keys)})" for run, keys in runs.items())
     lines = [
         "# skdsl benchmark results",
         "",
-        f"- command: `{command}` (each section names the run that measured it)",
-        f"- date: {_now()}",
+        f"- commands: {commands or f'`{command}`'}",
+        f"- written: {_now()}",
         f"- machine: {machine()}",
         f"- torch {torch.__version__}, Python {platform.python_version()}, "
         f"{settings.threads} intra-op thread{'s' if settings.threads > 1 else ''} "
         f"(see benchmarks/run.py for why one by default)",
         f"- GPU: {gpu_name()}",
         f"- networks: {settings.sknet.name}, {settings.resnext.name}, analysis on "
-        f"{settings.analysis.name}; batch {settings.batch}; {settings.repeats} timed repeats "
-        f"after a warm-up, interleaved; medians",
+        f"{settings.analysis.name}; batch {settings.batch}; timed repeats after a warm-up, "
+        f"interleaved, medians (each section says how many)",
         "",
         "## Headline ratios",
         "",
