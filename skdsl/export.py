@@ -223,21 +223,10 @@ def read_state_dict(path: str | Path, spec) -> dict:
 
 
 def _torch_load(path: Path):
-    import pickle
+    # The training runner's reader: zip or pickle sniffed first, foreign pickles refused.
+    from .train.checkpoint import read_file
 
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"'{path}' holds Python objects besides tensors, which skdsl never "
-                              f"unpickles since that can run code", code="SK531",
-                              hint="save the weights alone: torch.save(model.state_dict(), path)"
-                              ) from None
-    except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors all mean unreadable
-        raise CheckpointError(f"'{path}' is not a readable torch checkpoint "
-                              f"({type(error).__name__}: {_first_line(error)})",
-                              code="SK531") from None
+    return read_file(path)
 
 
 def _strip_wrappers(state: dict) -> dict:

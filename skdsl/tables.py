@@ -537,23 +537,27 @@ rounding window (± half a unit of its last digit): a convention "fits" a row wh
 """
 
 
+def _distinct_rows(manifest: Manifest, results: dict[str, Result], figure: str):
+    """(row, result) of the rows with a spec and that paper figure, each network and figure once."""
+    seen = set()
+    for table in manifest.tables:
+        for row in table.rows:
+            paper_figure = getattr(row.paper, figure)
+            if row.spec is None or paper_figure is None:
+                continue
+            key = (row.spec, tuple(sorted(row.overrides.items())), paper_figure.text)
+            if key not in seen:
+                seen.add(key)
+                yield row, results[row.id]
+
+
 def _render_conventions(manifest: Manifest, results: dict[str, Result]) -> str:
     from .analysis import EXTRA_COUNTS
 
     names = list(EXTRA_COUNTS)
     subsets = [combo for size in range(1, len(names) + 1)
                for combo in itertools.combinations(names, size)]
-    seen, rows = set(), []
-    for table in manifest.tables:
-        for row in table.rows:
-            result = results[row.id]
-            if row.spec is None or row.paper.compute is None:
-                continue
-            key = (row.spec, tuple(sorted(row.overrides.items())), row.paper.compute.text)
-            if key in seen:
-                continue
-            seen.add(key)
-            rows.append(result)
+    rows = [result for _, result in _distinct_rows(manifest, results, "compute")]
     lines = [CONVENTIONS_INTRO]
     lines.append("| network | paper | window | conv + fc | closest single class | "
                  "closest combination | `--count all` |")
@@ -621,21 +625,12 @@ def _render_param_conventions(manifest: Manifest, results: dict[str, Result]) ->
              "adds 2 per BN channel. For every paper #P figure:", "",
              "| network | paper #P | ours (γ, β) | fits | + running statistics | fits |",
              "|:---|---:|---:|:---:|---:|:---:|"]
-    seen = set()
-    for table in manifest.tables:
-        for row in table.rows:
-            result = results[row.id]
-            if row.spec is None or row.paper.params is None:
-                continue
-            key = (row.spec, tuple(sorted(row.overrides.items())), row.paper.params.text)
-            if key in seen:
-                continue
-            seen.add(key)
-            with_stats = result.params + 2 * result.bn_channels
-            lines.append(
-                f"| {row.label} | {row.paper.params.text} | {result.params / 1e6:.2f}M | "
-                f"{'✓' if row.paper.params.rounds(result.params) else ''} | "
-                f"{with_stats / 1e6:.2f}M | {'✓' if row.paper.params.rounds(with_stats) else ''} |")
+    for row, result in _distinct_rows(manifest, results, "params"):
+        with_stats = result.params + 2 * result.bn_channels
+        lines.append(
+            f"| {row.label} | {row.paper.params.text} | {result.params / 1e6:.2f}M | "
+            f"{'✓' if row.paper.params.rounds(result.params) else ''} | "
+            f"{with_stats / 1e6:.2f}M | {'✓' if row.paper.params.rounds(with_stats) else ''} |")
     lines.append("")
     lines.append("The paper's own networks (SKNet-50 27.5M, ResNeXt-50 25.0M) fit only without "
                  "running statistics; some quoted literature values (ResNeXt-101's 44.3M) fit "

@@ -108,18 +108,20 @@ def test_weights_are_required_unless_random_init_is_asked_for(tmp_path, capsys):
                                     output], capsys)
 
 
-def test_missing_and_unreadable_checkpoints_are_sk531(tmp_path, capsys):
+def test_missing_and_unreadable_checkpoints(tmp_path, capsys):
+    """Unreadable files are reported by the training runner's reader (SK602 corrupt, SK603 a
+    pickle of objects); a missing file or one without weights is SK531."""
     output = str(tmp_path / "x.ts")
     assert "error SK531: no checkpoint" in _error(
         [SPEC, "--checkpoint", str(tmp_path / "none.pt"), "--output", output], capsys)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a zip file at all")
-    assert "error SK531" in _error([SPEC, "--checkpoint", str(garbage), "--output", output],
+    assert "error SK602" in _error([SPEC, "--checkpoint", str(garbage), "--output", output],
                                    capsys)
     objects = tmp_path / "objects.pt"
     torch.save({"model": tiny_model().state_dict(), "recipe": argparse.Namespace(lr=0.1)},
                objects)
-    assert "error SK531" in _error([SPEC, "--checkpoint", str(objects), "--output", output],
+    assert "error SK603" in _error([SPEC, "--checkpoint", str(objects), "--output", output],
                                    capsys)
     empty = tmp_path / "empty.pt"
     torch.save({"epoch": 3}, empty)

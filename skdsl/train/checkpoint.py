@@ -123,7 +123,7 @@ def load(path: str | Path, spec_sha256: str | None = None) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint '{path}'", code="SK601",
                               hint="train first, or name the file with --checkpoint")
-    payload = _read(path)
+    payload = read_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"'{path}' is not an skdsl checkpoint: it holds "
                               f"{type(payload).__name__} data without skdsl's header", code="SK603",
@@ -154,7 +154,8 @@ def check_spec(payload: dict, path: str | Path, spec_sha256: str) -> None:
                                "under 'spec_source'), with the same --set values")
 
 
-def _read(path: Path):
+def read_file(path: Path):
+    """The contents of a torch.save file, tensors and plain values only, or a CheckpointError."""
     if not (zipfile.is_zipfile(path) or _starts_like_a_pickle(path)):
         raise CheckpointError(f"'{path}' is truncated or corrupt: it is neither the zip archive "
                               f"torch.save writes nor a pickle", code="SK602",
