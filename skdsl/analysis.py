@@ -28,9 +28,11 @@ No torch here: analysis runs in well under a millisecond per layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from . import spec as S
-from .graph import LoweredGraph, Shape, lower_table, output_shape
+from .graph import LoweredGraph, Shape, _Instance, _Unit, lower_table, output_shape
 
 
 @dataclass(frozen=True)
@@ -94,15 +96,37 @@ EXTRA_COUNTS = {
 
 @dataclass(frozen=True)
 class Analysis:
+    """What `analyze` counts: the totals when it is made; the tables by stage, block, layer and
+    node when first read (the stages from one block per distinct body, the finer ones from the
+    node table spelled out in full)."""
+
     network: str
     input: Shape
     output: Shape
     total: Cost
-    stages: tuple[Part, ...]
-    blocks: tuple[Part, ...]
-    layers: tuple[Part, ...]
-    nodes: dict[str, Cost] = field(repr=False)
     counted: tuple[str, ...] = ()  # op classes counted beyond conv and fc (EXTRA_COUNTS)
+    graph: Any = field(default=None, repr=False, compare=False)  # what it was computed from
+
+    @cached_property
+    def stages(self) -> tuple[Part, ...]:
+        return _stages(self.graph, self.counted)
+
+    @cached_property
+    def nodes(self) -> dict[str, Cost]:
+        return {name: node_cost(data, self.counted) for name, data in self.graph.nodes.items()}
+
+    @cached_property
+    def fields(self) -> dict[str, tuple[int, int] | None]:
+        """Each node's receptive field (see `receptive_fields`)."""
+        return receptive_fields(self.graph)
+
+    @cached_property
+    def blocks(self) -> tuple[Part, ...]:
+        return _roll_up(self.graph, self.nodes, self.fields, "block")
+
+    @cached_property
+    def layers(self) -> tuple[Part, ...]:
+        return _roll_up(self.graph, self.nodes, self.fields, "layer")
 
     @property
     def params(self) -> int:
@@ -138,28 +162,32 @@ def node_cost(node: dict, count: tuple[str, ...] = ()) -> Cost:
     A node tied to another (`branch b from x shares a`) runs its own multiply-adds on the
     other's weights: its parameters are the other's, counted there.
     """
-    cost = _own_cost(node)
-    extra = sum(EXTRA_COUNTS[name][node["op"]](node) for name in count
-                if node["op"] in EXTRA_COUNTS[name])
-    params = 0 if node.get("tied_to") else cost.params
-    return Cost(params, cost.mult_adds + extra, cost.activations)
+    return Cost(*_numbers(node, count))
 
 
-def _own_cost(node: dict) -> Cost:
+def _numbers(node: dict, count: tuple[str, ...]) -> tuple[int, int, int]:
+    """`node_cost` as plain (params, mult_adds, activations): the sums run over every node."""
     op = node["op"]
+    params = mult_adds = activations = 0
     if op == "conv2d":
         weights = node["out_channels"] * (node["in_channels"] // node["groups"])
         weights *= node["kernel"][0] * node["kernel"][1]
         out_channels, height, width = node["out_shapes"][0]
         params = weights + (node["out_channels"] if node["bias"] else 0)
-        return Cost(params, weights * height * width, out_channels * height * width)
-    if op == "linear":
-        weights = node["in_features"] * node["out_features"]
-        params = weights + (node["out_features"] if node["bias"] else 0)
-        return Cost(params, weights, node["out_features"])
-    if op == "batchnorm":
-        return Cost(2 * node["channels"])
-    return Cost()
+        mult_adds, activations = weights * height * width, out_channels * height * width
+    elif op == "linear":
+        mult_adds = node["in_features"] * node["out_features"]
+        params = mult_adds + (node["out_features"] if node["bias"] else 0)
+        activations = node["out_features"]
+    elif op == "batchnorm":
+        params = 2 * node["channels"]
+    for name in count:
+        extra = EXTRA_COUNTS[name].get(op)
+        if extra is not None:
+            mult_adds += extra(node)
+    if params and node.get("tied_to"):
+        params = 0
+    return params, mult_adds, activations
 
 
 def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analysis:
@@ -175,20 +203,110 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
     graph = spec_or_graph
     if isinstance(spec_or_graph, S.Network):
         graph = lower_table(spec_or_graph, input_shape)
-    costs = {name: node_cost(data, count) for name, data in graph.nodes.items()}
-    fields = receptive_fields(graph)
     return Analysis(
         network=graph.graph["network"],
         input=graph.graph["input"],
         output=output_shape(graph),
-        total=Cost(sum(c.params for c in costs.values()), sum(c.mult_adds for c in costs.values()),
-                   sum(c.activations for c in costs.values())),
-        stages=_roll_up(graph, costs, fields, "stage"),
-        blocks=_roll_up(graph, costs, fields, "block"),
-        layers=_roll_up(graph, costs, fields, "layer"),
-        nodes=costs,
+        total=_total(graph, count),
         counted=count,
+        graph=graph,
     )
+
+
+def _segments(graph) -> list:
+    """A LoweredGraph's segments (see there); a networkx graph's nodes as one segment."""
+    return getattr(graph, "segments", None) or [dict(graph.nodes.items())]
+
+
+def _total(graph, count: tuple[str, ...]) -> Cost:
+    params = mult_adds = activations = 0
+    for segment in _segments(graph):
+        if isinstance(segment, _Instance):
+            cost = _unit_cost(segment.unit, count)
+            params, mult_adds, activations = (params + cost[0], mult_adds + cost[1],
+                                              activations + cost[2])
+            continue
+        for node in segment.values():
+            cost = _numbers(node, count)
+            params, mult_adds, activations = (params + cost[0], mult_adds + cost[1],
+                                              activations + cost[2])
+    return Cost(params, mult_adds, activations)
+
+
+def _stages(graph, count: tuple[str, ...]) -> tuple[Part, ...]:
+    """Each stage's cost, output and receptive field, walking the graph's segments: a block
+    lowered once for all its repeats is counted once (`_unit_cost`, `_unit_steps`) and added
+    per repeat."""
+    state: dict = {"input": (1, 1, 1, 1)}  # receptive field and jump of each output so far
+    totals: dict[str, list] = {}  # stage -> [params, mult_adds, activations, output, state]
+    for segment in _segments(graph):
+        if isinstance(segment, _Instance):
+            output, last, out = _unit_steps(segment.unit)
+            start = state[segment.source[0]]
+            after = state[segment.output[0]] = _moved(start, out)
+            if output is not None:
+                _add(totals, segment.stage, _unit_cost(segment.unit, count), output,
+                     after if last is out else _moved(start, last))
+            continue
+        nodes = [(name, node) for name, node in segment.items() if node["op"] != "input"]
+        walk_fields(nodes, state)
+        for name, node in nodes:
+            _add(totals, node["stage"], _numbers(node, count), node["out_shapes"][0],
+                 state[name])
+    templates = graph.graph["blocks"]
+    return tuple(Part(stage, output, Cost(params, mult_adds, activations), _field(last),
+                      templates.get(stage))
+                 for stage, (params, mult_adds, activations, output, last) in totals.items())
+
+
+def _add(totals: dict, stage: str, cost: tuple[int, int, int], output: Shape, last) -> None:
+    total = totals.get(stage)
+    if total is None:
+        totals[stage] = [*cost, output, last]
+        return
+    total[0] += cost[0]
+    total[1] += cost[1]
+    total[2] += cost[2]
+    total[3], total[4] = output, last
+
+
+def _unit_cost(unit: _Unit, count: tuple[str, ...]) -> tuple[int, int, int]:
+    """A block body's (params, mult_adds, activations), once per distinct body."""
+    cost = unit.summaries.get(count)
+    if cost is None:
+        params = mult_adds = activations = 0
+        for node in unit.nodes.values():
+            own = _numbers(node, count)
+            params, mult_adds, activations = (params + own[0], mult_adds + own[1],
+                                              activations + own[2])
+        cost = unit.summaries[count] = (params, mult_adds, activations)
+    return cost
+
+
+def _unit_steps(unit: _Unit):
+    """A block body's last output, and the receptive-field steps to its last node and to its
+    output, as seen from a field of 0 and a jump of 1 at its input (see `_moved`)."""
+    steps = unit.summaries.get("steps")
+    if steps is None:
+        state: dict = {unit.source[0]: (0, 0, 1, 1)}
+        walk_fields(unit.nodes.items(), state)
+        last = next(reversed(unit.nodes), unit.source[0])
+        output = unit.nodes[last]["out_shapes"][0] if unit.nodes else None
+        steps = unit.summaries["steps"] = (output, state[last], state[unit.output[0]])
+    return steps
+
+
+def _moved(start, step):
+    """The field after a block, from the field at its input and the block's own step: every
+    rule of `field_step` is linear in the incoming jump, so a block's effect is one step."""
+    if start is None or step is None:
+        return None
+    return (start[0] + start[2] * step[0], start[1] + start[3] * step[1], start[2] * step[2],
+            start[3] * step[3])
+
+
+def _field(state) -> tuple[int, int] | None:
+    return (state[0], state[1]) if state else None
 
 
 def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str) -> tuple:
@@ -214,25 +332,52 @@ def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str
     )
 
 
-def receptive_fields(graph: LoweredGraph) -> dict[str, tuple[int, int] | None]:
+def receptive_fields(graph) -> dict[str, tuple[int, int] | None]:
     """The theoretical receptive field (height, width) of every node's output; None = global."""
-    state: dict[str, tuple[int, int, int, int] | None] = {"input": (1, 1, 1, 1)}
-    for name, data in graph.nodes.items():
-        if name == "input":
-            continue
-        op = data["op"]
-        local = [state[src] for src, _ in data["inputs"] if state[src] is not None]
-        if op in ("global_pool", "linear") or not local:
-            state[name] = None
-            continue
+    state: dict = {"input": (1, 1, 1, 1)}
+    walk_fields(((name, node) for name, node in graph.nodes.items() if name != "input"), state)
+    return {name: _field(s) for name, s in state.items()}
+
+
+def walk_fields(nodes, state: dict) -> None:
+    """Add each (name, node)'s `field_step` to `state`, in order."""
+    for name, node in nodes:
+        inputs = node["inputs"]
+        if len(inputs) == 1 and node["op"] not in _CHANGES_FIELD:
+            state[name] = state[inputs[0][0]]  # most nodes keep their input's field: no call
+        else:
+            state[name] = field_step(node, state)
+
+
+def field_step(node: dict, state: dict):
+    """(field h, field w, jump h, jump w) of a node's output from those of its inputs in
+    `state`; None once a global pool or an fc has seen the whole image."""
+    op = node["op"]
+    if op in _GLOBAL:
+        return None
+    inputs = node["inputs"]
+    if len(inputs) == 1:  # most nodes: one input, and most of those keep its field
+        incoming = state[inputs[0][0]]
+        if incoming is None or op not in _WINDOWED:
+            return incoming
+        rf_h, rf_w, jump_h, jump_w = incoming
+    else:
+        local = [state[source] for source, _ in inputs if state[source] is not None]
+        if not local:
+            return None
         # Branches meet: take the largest field (and the coarsest grid) among them.
-        rf_h, rf_w = max(s[0] for s in local), max(s[1] for s in local)
-        jump_h, jump_w = max(s[2] for s in local), max(s[3] for s in local)
-        if op in ("conv2d", "max_pool", "avg_pool"):
-            dilation = data.get("dilation", 1)
-            kernel_h, kernel_w = data["kernel"]
-            rf_h += dilation * (kernel_h - 1) * jump_h
-            rf_w += dilation * (kernel_w - 1) * jump_w
-            jump_h, jump_w = jump_h * data["stride"], jump_w * data["stride"]
-        state[name] = (rf_h, rf_w, jump_h, jump_w)
-    return {name: (s[0], s[1]) if s else None for name, s in state.items()}
+        rf_h, rf_w, jump_h, jump_w = incoming = tuple(map(max, zip(*local)))
+        if op not in _WINDOWED:
+            return incoming
+    kernel_h, kernel_w = node["kernel"]
+    stride = node["stride"]
+    if kernel_h == kernel_w == stride == 1:
+        return incoming
+    dilation = node.get("dilation", 1)
+    return (rf_h + dilation * (kernel_h - 1) * jump_h, rf_w + dilation * (kernel_w - 1) * jump_w,
+            jump_h * stride, jump_w * stride)
+
+
+_GLOBAL = frozenset(("global_pool", "linear"))
+_WINDOWED = frozenset(("conv2d", "max_pool", "avg_pool"))
+_CHANGES_FIELD = _GLOBAL | _WINDOWED

@@ -581,26 +581,31 @@ class Expander:
             chain = " -> ".join([*context.calls, st.name])
             raise SpecError(f"block '{st.name}' calls itself: {chain}", st.name_span, code="SK208")
         bound = self.bind(template.definition, st, context.env, template.env)
-        blocks = []
+        blocks, body = [], None
         for index in range(st.repeat or 1):
             if index == 1 and "stride" in bound:
                 # The first block of a repeat takes the stride; the others keep the size.
                 bound = {**bound, "stride": Value(1, bound["stride"].span)}
+                body = None
+            if body is None:
+                # Equal arguments expand to equal items: the repeats share them, which saves
+                # expanding them again and lets the lowering recognise them.
+                body = self.expand_body(template.definition, bound, st, context)
+                arguments = {k: _plain(v.value) for k, v in bound.items()}
             name = context.names[(id(st), index)]
-            blocks.append(self.expand_block(template.definition, bound, st, name, context))
+            blocks.append(_build(S.Block, _first_line(st.span), {}, name=name,
+                                 template=template.definition.name, arguments=arguments,
+                                 body=body))
         return blocks
 
-    def expand_block(self, definition: A.BlockDef, bound: Env, st: A.CallStmt, name: str,
-                     context: _Context) -> S.Block:
+    def expand_body(self, definition: A.BlockDef, bound: Env, st: A.CallStmt,
+                    context: _Context) -> list:
         inner = _Context({**self.program.templates[definition.name].env, **bound},
                          _plan_names(definition.body), context.calls + (definition.name,))
         try:
-            body = self.scope(definition.body, inner)
+            return self.scope(definition.body, inner)
         except SpecError as error:
             raise error.with_note(f"in block {definition.name}, called at {st.span}") from None
-        arguments = {k: _plain(v.value) for k, v in bound.items()}
-        return _build(S.Block, _first_line(st.span), {}, name=name, template=definition.name,
-                      arguments=arguments, body=body)
 
     def bind(self, definition: A.BlockDef, st: A.CallStmt, env: Env, template_env: Env) -> Env:
         formals = {f.name: f for f in definition.formals}

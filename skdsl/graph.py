@@ -18,6 +18,7 @@ Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from . import spec as S
 from .errors import Span, SpecError, did_you_mean
@@ -32,7 +33,7 @@ Shape = tuple[int, ...]
 Ref = tuple[str, int]  # (node name, output port)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Scope:
     path: str  # full name of the scope ("conv3.block2")
     stage: str
@@ -49,12 +50,36 @@ class LoweredGraph:
     It is what `lower` turns into a networkx DiGraph; analysis reads it directly, which keeps
     `skdsl build` from importing networkx at all. `nodes[name]` and `graph[...]` read as on
     a DiGraph.
+
+    Underneath, the table is a list of `segments` in execution order: dicts of nodes, and
+    `_Instance`s, stage-level blocks whose body was lowered once for all the blocks that repeat
+    it (SKNet-101's 33 units are 8 distinct ones). Analysis sums those once per distinct block;
+    `nodes` spells every instance out, the first time it is read.
     """
 
     def __init__(self, **attributes):
         self.graph: dict = attributes
-        self.nodes: dict[str, dict] = {}
-        self.edges: list[tuple[str, str, dict]] = []
+        self.output_shape: Shape | None = None
+        self.segments: list[dict[str, dict] | _Instance] = []
+        self._nodes: dict[str, dict] | None = None
+
+    @property
+    def nodes(self) -> dict[str, dict]:
+        if self._nodes is None:
+            nodes: dict[str, dict] = {}
+            for segment in self.segments:
+                if isinstance(segment, _Instance):
+                    segment.stamp(nodes)
+                else:
+                    nodes.update(segment)
+            self._nodes = nodes
+        return self._nodes
+
+    @property
+    def edges(self) -> list[tuple[str, str, dict]]:
+        return [(source, name, {"shape": shape, "port": port})
+                for name, node in self.nodes.items()
+                for (source, port), shape in zip(node["inputs"], node["in_shapes"])]
 
     def __contains__(self, name: str) -> bool:
         return name in self.nodes
@@ -74,9 +99,71 @@ class LoweredGraph:
         return graph
 
 
-def lower_table(network: S.Network, input_shape: Shape | None = None) -> LoweredGraph:
-    """Lower a network to its node table, inferring every shape; SpecError on a shape mistake."""
-    return _Lowering(network, tuple(input_shape or network.input)).graph
+@dataclass(eq=False)
+class _Unit:
+    """A stage-level block body lowered once: the nodes of its first instance, at `path`,
+    reading `source`. Other instances are the same nodes under their own path."""
+
+    nodes: dict[str, dict]
+    path: str
+    source: Ref
+    output: Ref
+    summaries: dict = field(default_factory=dict)  # analysis's caches
+
+    @cached_property
+    def suffixes(self) -> frozenset[str]:
+        cut = len(self.path)
+        return frozenset(name[cut:] for name in self.nodes)
+
+    def clashes(self, suffix: str) -> bool:
+        """Whether a name `suffix` (".x.y", relative to the block) is taken inside it: by a
+        node, by a node around it, or by one inside it."""
+        if any(suffix[:i] in self.suffixes for i, char in enumerate(suffix) if char == "."):
+            return True
+        return suffix in self.suffixes or any(name.startswith(suffix + ".")
+                                              for name in self.suffixes)
+
+
+@dataclass(eq=False)
+class _Instance:
+    """One stage-level block: a `_Unit` placed at `path`, reading `source`."""
+
+    unit: _Unit
+    path: str
+    stage: str
+    source: Ref
+    output: Ref = ("", 0)
+
+    def __post_init__(self):
+        self.output = self.moved(self.unit.output)
+
+    def moved(self, ref: Ref) -> Ref:
+        """Where a node the unit reads or writes is, in this instance."""
+        unit = self.unit
+        if ref == unit.source:
+            return self.source
+        return (self.path + ref[0][len(unit.path):], ref[1])
+
+    def stamp(self, nodes: dict[str, dict]) -> None:
+        unit, path, cut = self.unit, self.path, len(self.unit.path)
+        if path == unit.path and self.source == unit.source:
+            nodes.update(unit.nodes)
+            return
+        for name, node in unit.nodes.items():
+            node = dict(node, layer=path + node["layer"][cut:], block=path, stage=self.stage,
+                        inputs=tuple(map(self.moved, node["inputs"])))
+            if "tied_to" in node:
+                node["tied_to"] = path + node["tied_to"][cut:]
+            nodes[path + name[cut:]] = node
+
+
+def lower_table(network: S.Network, input_shape: Shape | None = None, *,
+                reuse: bool = True) -> LoweredGraph:
+    """Lower a network to its node table, inferring every shape; SpecError on a shape mistake.
+
+    `reuse=False` lowers every repeated block anew instead of once (the tests compare the two).
+    """
+    return _Lowering(network, tuple(input_shape or network.input), reuse).graph
 
 
 def lower(network: S.Network, input_shape: Shape | None = None):
@@ -85,6 +172,9 @@ def lower(network: S.Network, input_shape: Shape | None = None):
 
 
 def output_shape(graph) -> Shape:
+    known = getattr(graph, "output_shape", None)  # a LoweredGraph's, without spelling it out
+    if known is not None:
+        return known
     node, port = graph.graph["output"]
     return graph.nodes[node]["out_shapes"][port]
 
@@ -112,40 +202,51 @@ def _fmt(shape: Shape) -> str:
 
 
 class _Lowering:
-    def __init__(self, network: S.Network, input_shape: Shape):
+    def __init__(self, network: S.Network, input_shape: Shape, reuse: bool = True):
         self.graph = LoweredGraph(network=network.name, input=input_shape, blocks={})
+        self.nodes: dict[str, dict] = {}  # every node lowered here, for lookups
+        self.table: dict[str, dict] = {}  # the segment being written
+        self.graph.segments.append(self.table)
         self.containers: set[str] = set()
-        self.graph.nodes["input"] = dict(op="input", inputs=(), in_shapes=(),
-                                         out_shapes=(input_shape,), layer="input", stage="input",
-                                         block=None, span=network.span("input"))
+        self.units: dict[tuple, _Unit] | None = {} if reuse else None
+        self.instances: dict[str, _Instance] = {}  # stage-level blocks, by path
+        self.table["input"] = self.nodes["input"] = dict(
+            op="input", inputs=(), in_shapes=(), out_shapes=(input_shape,), layer="input",
+            stage="input", block=None, span=network.span("input"))
         x: Ref = ("input", 0)
         for stage in network.stages:
             scope = _Scope(stage.name, stage.name)
             x = self.sequence(stage.body, x, scope, {"input": x})
         self.graph.graph["output"] = x
+        self.graph.output_shape = self.shape(x)
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def claim(self, name: str, item: S.SpecModel) -> None:
+    def claim(self, name: str, span: Span | None) -> None:
         """A node name must be new and must not sit inside, or around, another node's name."""
-        clash = name if (name in self.graph.nodes or name in self.containers) else None
+        clash = name if (name in self.nodes or name in self.containers) else None
         prefix = name
         while clash is None and "." in prefix:
             prefix = prefix.rpartition(".")[0]
             if prefix in self.containers:
-                break  # checked when it first became a container, with all its own prefixes
-            if prefix in self.graph.nodes:
+                # Checked when it first became a container, with all its own prefixes; a block
+                # placed again (see `block`) holds names that were never claimed one by one.
+                instance = self.instances.get(prefix)
+                if instance is not None and instance.unit.clashes(name[len(prefix):]):
+                    clash = name
+                break
+            if prefix in self.nodes:
                 clash = prefix
             self.containers.add(prefix)
         if clash is not None:
-            raise SpecError(f"two parts of the network are both named '{clash}'", item.span(),
+            raise SpecError(f"two parts of the network are both named '{clash}'", span,
                             code="SK205", hint="give one of them another name")
 
-    def tied_node(self, name: str, op: str, attrs: dict, item, tie: tuple) -> str:
+    def tied_node(self, name: str, op: str, attrs: dict, tie: tuple) -> str:
         """The node of the shared branch whose module (and weights) this node reuses."""
         own, shared, where = tie
         twin = shared + name[len(own):]
-        twin_node = self.graph.nodes.get(twin)
+        twin_node = self.nodes.get(twin)
         differs = twin_node is None or twin_node["op"] != op or any(
             twin_node.get(key) != value for key, value in attrs.items() if key != "tied_to")
         if differs:
@@ -155,27 +256,30 @@ class _Lowering:
         return twin_node.get("tied_to", twin)
 
     def shape(self, ref: Ref) -> Shape:
-        return self.graph.nodes[ref[0]]["out_shapes"][ref[1]]
+        return self.nodes[ref[0]]["out_shapes"][ref[1]]
 
-    def emit(self, name: str, op: str, inputs: list[Ref], out_shapes: list[Shape], item: S.SpecModel,
-             layer: str, scope: _Scope, **attrs) -> Ref:
-        self.claim(name, item)
+    def emit(self, name: str, op: str, inputs: list[Ref], out_shapes: list[Shape],
+             span: Span | None, layer: str, scope: _Scope, attrs: dict | None = None) -> Ref:
+        """Add a node written at `span`; `attrs` are the op's numbers (a dict, not keywords,
+        and the span given, not looked up: this runs for every node)."""
+        self.claim(name, span)
+        attrs = attrs or {}
         if scope.tie is not None:
-            attrs["tied_to"] = self.tied_node(name, op, attrs, item, scope.tie)
-        in_shapes = tuple(self.shape(ref) for ref in inputs)
-        self.graph.nodes[name] = dict(op=op, inputs=tuple(inputs), in_shapes=in_shapes,
-                                      out_shapes=tuple(out_shapes), layer=layer, stage=scope.stage,
-                                      block=scope.block, span=item.span(), **attrs)
-        for ref, shape in zip(inputs, in_shapes):
-            self.graph.edges.append((ref[0], name, {"shape": shape, "port": ref[1]}))
+            attrs = {**attrs, "tied_to": self.tied_node(name, op, attrs, scope.tie)}
+        nodes = self.nodes
+        self.table[name] = nodes[name] = {
+            "op": op, "inputs": tuple(inputs),
+            "in_shapes": tuple([nodes[source]["out_shapes"][port] for source, port in inputs]),
+            "out_shapes": tuple(out_shapes), "layer": layer, "stage": scope.stage,
+            "block": scope.block, "span": span, **attrs}
         return (name, 0)
 
-    def feature_map(self, ref: Ref, item: S.SpecModel, what: str) -> Shape:
+    def feature_map(self, ref: Ref, item: S.SpecModel, kind: str, path: str) -> Shape:
         shape = self.shape(ref)
         if len(shape) != 3:
             raise SpecError(
-                f"{what} needs a C×H×W feature map, but its input is a vector of {shape[0]} features",
-                item.span(), code="SK304",
+                f"{kind} {path} needs a C×H×W feature map, but its input is a vector of "
+                f"{shape[0]} features", item.span(), code="SK304",
                 hint="spatial layers cannot follow a fully connected layer; move the fc to the end",
             )
         return shape
@@ -193,35 +297,35 @@ class _Lowering:
     # -- layers -----------------------------------------------------------------------------
 
     def conv(self, item: S.Conv, x: Ref, scope: _Scope, env, path: str | None = None) -> Ref:
+        span = item.span()
         path = path or f"{scope.path}.{item.name}"
-        channels, height, width = self.feature_map(x, item, f"conv {path}")
+        channels, height, width = self.feature_map(x, item, "conv", path)
         groups = channels if item.groups == "depthwise" else item.groups
         out = item.out_channels if item.out_channels is not None else channels
-        for count, role in ((channels, "input"), (out, "output")):
-            if count % groups:
-                raise SpecError(
-                    f"G={groups} does not divide the {count} {role} channels of {path}",
-                    item.span("groups") if role == "input" else item.span("out_channels"),
-                    code="SK301", hint=_divisor_hint(count, groups),
-                )
+        if channels % groups or out % groups:
+            count, role = (channels, "input") if channels % groups else (out, "output")
+            raise SpecError(f"G={groups} does not divide the {count} {role} channels of {path}",
+                            item.span("groups" if role == "input" else "out_channels"),
+                            code="SK301", hint=_divisor_hint(count, groups))
         padding = item.padding or same_padding(item.kernel, item.dilation)
-        size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
-                                   item.dilation)
-        y = self.emit(f"{path}.conv", "conv2d", [x], [(out, *size)], item, path, scope,
-                      in_channels=channels, out_channels=out, kernel=item.kernel, stride=item.stride,
-                      padding=padding, dilation=item.dilation, groups=groups, bias=item.bias)
+        shape = (out, *self.spatial_output(item, path, (height, width), item.kernel, item.stride,
+                                           padding, item.dilation))
+        y = self.emit(f"{path}.conv", "conv2d", [x], [shape], span, path, scope, {
+            "in_channels": channels, "out_channels": out, "kernel": item.kernel,
+            "stride": item.stride, "padding": padding, "dilation": item.dilation, "groups": groups,
+            "bias": item.bias})
         if item.norm:
-            y = self.emit(f"{path}.bn", "batchnorm", [y], [(out, *size)], item, path, scope,
-                          channels=out)
+            y = self.emit(f"{path}.bn", "batchnorm", [y], [shape], span, path, scope,
+                          {"channels": out})
         if item.act != "none":
-            y = self.emit(f"{path}.act", "act", [y], [(out, *size)], item, path, scope,
-                          function=item.act)
+            y = self.emit(f"{path}.act", "act", [y], [shape], span, path, scope,
+                          {"function": item.act})
         return y
 
     def spatial_output(self, item, path, size, kernel, stride, padding, dilation=1,
                        ceil_mode=False) -> tuple[int, int]:
-        out = tuple(conv_output_size(s, k, stride, p, dilation, ceil_mode)
-                    for s, k, p in zip(size, kernel, padding))
+        out = (conv_output_size(size[0], kernel[0], stride, padding[0], dilation, ceil_mode),
+               conv_output_size(size[1], kernel[1], stride, padding[1], dilation, ceil_mode))
         if max(out) > S.LARGEST:
             raise SpecError(f"the feature map grows past {S.LARGEST} pixels a side at {path}",
                             item.span("padding"), code="SK302", hint="use a smaller padding")
@@ -237,35 +341,35 @@ class _Lowering:
         return out
 
     def selective_kernel(self, item: S.SelectiveKernel, x: Ref, scope: _Scope, env) -> Ref:
+        span = item.span()
         path = f"{scope.path}.{item.name}"
         branch_outputs = []
         for index, branch in enumerate(item.branches, start=1):
             branch_conv = _Conv(f"branch{index}", branch.kernel, item.out_channels,
                                 stride=item.stride, groups=branch.groups,
-                                dilation=branch.dilation, spans={**item.spans, **branch.spans})
+                                dilation=branch.dilation, written=(branch, item))
             branch_outputs.append(self.conv(branch_conv, x, scope, env, f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
         # Fuse: U = sum of the branches (Eq. 1); without attention U is the output (Table 7).
-        fused = self.emit(f"{path}.fuse", "add", branch_outputs, [shape], item, path, scope)
+        fused = self.emit(f"{path}.fuse", "add", branch_outputs, [shape], span, path, scope)
         if not item.attention:
             return fused
         channels, d = item.out_channels, item.attention_width
-        summary = self.emit(f"{path}.pool", "global_pool", [fused], [(channels, 1, 1)], item, path,
-                            scope, mode="avg")  # s = F_gp(U), Eq. 2
-        reduce = _Conv("reduce", (1, 1), d, spans=item.spans)  # z = ReLU(BN(W s)), Eq. 3
+        summary = self.emit(f"{path}.pool", "global_pool", [fused], [(channels, 1, 1)], span, path,
+                            scope, {"mode": "avg"})  # s = F_gp(U), Eq. 2
+        reduce = _Conv("reduce", (1, 1), d, written=(item,))  # z = ReLU(BN(W s)), Eq. 3
         compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
         branches = len(item.branches)
         # One bias-free 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
         logits = self.emit(f"{path}.logits", "conv2d", [compact], [(branches * channels, 1, 1)],
-                           item, path, scope, in_channels=d, out_channels=branches * channels,
-                           kernel=(1, 1), stride=1, padding=(0, 0), dilation=1, groups=1,
-                           bias=False)
-        return self.emit(f"{path}.select", "select", [logits, *branch_outputs], [shape], item, path,
-                         scope, branches=branches, channels=channels)
+                           span, path, scope, _pointwise(d, branches * channels, bias=False))
+        return self.emit(f"{path}.select", "select", [logits, *branch_outputs], [shape], span, path,
+                         scope, {"branches": branches, "channels": channels})
 
     def squeeze_excite(self, item: S.SqueezeExcite, x: Ref, scope: _Scope, env) -> Ref:
+        span = item.span()
         path = f"{scope.path}.{item.name}"
-        channels, height, width = self.feature_map(x, item, f"SE {path}")
+        channels, height, width = self.feature_map(x, item, "SE", path)
         squeeze = max(channels // item.reduction_ratio, item.min_width)
         steps = [("pool", "global_pool", (channels, 1, 1), {"mode": "avg"}),
                  ("reduce", "conv2d", (squeeze, 1, 1), _pointwise(channels, squeeze, item.bias)),
@@ -274,13 +378,13 @@ class _Lowering:
                  ("gate", "act", (channels, 1, 1), {"function": item.gate})]
         y = x
         for name, op, shape, attrs in steps:
-            y = self.emit(f"{path}.{name}", op, [y], [shape], item, path, scope, **attrs)
-        return self.emit(f"{path}.scale", "mul", [x, y], [(channels, height, width)], item, path,
+            y = self.emit(f"{path}.{name}", op, [y], [shape], span, path, scope, attrs)
+        return self.emit(f"{path}.scale", "mul", [x, y], [(channels, height, width)], span, path,
                          scope)
 
     def pool(self, item: S.Pool, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        channels, height, width = self.feature_map(x, item, f"pool {path}")
+        channels, height, width = self.feature_map(x, item, "pool", path)
         padding = item.padding or same_padding(item.kernel, 1)
         if any(2 * p > k for p, k in zip(padding, item.kernel)):
             raise SpecError(f"padding {_fmt(padding)} is more than half the {_fmt(item.kernel)} "
@@ -288,58 +392,59 @@ class _Lowering:
                             hint="PyTorch pools accept padding up to half the kernel")
         size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
                                    1, item.ceil_mode)
-        return self.emit(path, f"{item.mode}_pool", [x], [(channels, *size)], item, path, scope,
-                         kernel=item.kernel, stride=item.stride, padding=padding,
-                         ceil_mode=item.ceil_mode)
+        return self.emit(path, f"{item.mode}_pool", [x], [(channels, *size)], item.span(), path, scope,
+                         {"kernel": item.kernel, "stride": item.stride, "padding": padding,
+                          "ceil_mode": item.ceil_mode})
 
     def global_pool(self, item: S.GlobalPool, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        channels = self.feature_map(x, item, f"global pool {path}")[0]
-        return self.emit(path, "global_pool", [x], [(channels, 1, 1)], item, path, scope,
-                         mode=item.mode)
+        channels = self.feature_map(x, item, "global pool", path)[0]
+        return self.emit(path, "global_pool", [x], [(channels, 1, 1)], item.span(), path, scope,
+                         {"mode": item.mode})
 
     def channel_pool(self, item: S.ChannelPool, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        _, height, width = self.feature_map(x, item, f"channel pool {path}")
-        return self.emit(path, "channel_pool", [x], [(1, height, width)], item, path, scope,
-                         mode=item.mode)
+        _, height, width = self.feature_map(x, item, "channel pool", path)
+        return self.emit(path, "channel_pool", [x], [(1, height, width)], item.span(), path, scope,
+                         {"mode": item.mode})
 
     def linear(self, item: S.Linear, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
         features = 1
         for size in self.shape(x):
             features *= size
-        return self.emit(path, "linear", [x], [(item.out_features,)], item, path, scope,
-                         in_features=features, out_features=item.out_features, bias=item.bias)
+        return self.emit(path, "linear", [x], [(item.out_features,)], item.span(), path, scope,
+                         {"in_features": features, "out_features": item.out_features,
+                          "bias": item.bias})
 
     def dropout(self, item: S.Dropout, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        return self.emit(path, "dropout", [x], [self.shape(x)], item, path, scope, p=item.p)
+        return self.emit(path, "dropout", [x], [self.shape(x)], item.span(), path, scope, {"p": item.p})
 
     def batchnorm(self, item: S.BatchNorm, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        shape = self.feature_map(x, item, f"bn {path}")
-        return self.emit(path, "batchnorm", [x], [shape], item, path, scope, channels=shape[0])
+        shape = self.feature_map(x, item, "bn", path)
+        return self.emit(path, "batchnorm", [x], [shape], item.span(), path, scope, {"channels": shape[0]})
 
     def activation(self, item: S.Activation, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
         if item.function == "none":
             return x
-        return self.emit(path, "act", [x], [self.shape(x)], item, path, scope,
-                         function=item.function)
+        return self.emit(path, "act", [x], [self.shape(x)], item.span(), path, scope,
+                         {"function": item.function})
 
     def shuffle(self, item: S.ChannelShuffle, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        shape = self.feature_map(x, item, f"shuffle {path}")
+        shape = self.feature_map(x, item, "shuffle", path)
         if shape[0] % item.groups:
             raise SpecError(f"shuffle {item.groups} does not divide the {shape[0]} channels of "
                             f"{path}", item.span("groups"), code="SK301",
                             hint=_divisor_hint(shape[0], item.groups))
-        return self.emit(path, "shuffle", [x], [shape], item, path, scope, groups=item.groups)
+        return self.emit(path, "shuffle", [x], [shape], item.span(), path, scope, {"groups": item.groups})
 
     def split(self, item: S.ChannelSplit, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        channels, *size = self.feature_map(x, item, f"split {path}")
+        channels, *size = self.feature_map(x, item, "split", path)
         parts = len(item.outputs)
         if item.sizes is None:
             if channels % parts:
@@ -353,8 +458,8 @@ class _Lowering:
                 raise SpecError(f"split sizes {' + '.join(map(str, sizes))} = {sum(sizes)} but the "
                                 f"input has {channels} channels at {path}", item.span("sizes"),
                                 code="SK307", hint=f"make the sizes add up to {channels}")
-        node, _ = self.emit(path, "split", [x], [(s, *size) for s in sizes], item, path, scope,
-                            sizes=tuple(sizes))
+        node, _ = self.emit(path, "split", [x], [(s, *size) for s in sizes], item.span(), path, scope,
+                            {"sizes": tuple(sizes)})
         for port, output in enumerate(item.outputs):
             env[output] = (node, port)
         return x
@@ -376,7 +481,7 @@ class _Lowering:
                                 f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
                                 code="SK303",
                                 hint="a projection (conv 1x1 with a stride) can match the shapes")
-        return self.emit(path, item.kind, refs, [out], item, path, scope)
+        return self.emit(path, item.kind, refs, [out], item.span(), path, scope)
 
     def tensor(self, env: dict[str, Ref], name: str, item: S.SpecModel, field="inputs") -> Ref:
         if name not in env:
@@ -396,6 +501,7 @@ class _Lowering:
         return x
 
     def residual(self, item: S.Residual, x: Ref, scope: _Scope, env) -> Ref:
+        span = item.span()
         body = self.sequence(item.body, x, scope, env)
         if item.shortcut is not None:
             inner = scope.inner(f"{scope.path}.{item.shortcut_name}")
@@ -409,10 +515,10 @@ class _Lowering:
         if shapes[0] != shapes[1]:
             raise SpecError(f"the residual body gives {_fmt(shapes[0])} but its shortcut gives "
                             f"{_fmt(shapes[1])} at {path}", item.span(), code="SK305")
-        y = self.emit(path, "add", [body, shortcut], [shapes[0]], item, path, scope)
+        y = self.emit(path, "add", [body, shortcut], [shapes[0]], span, path, scope)
         if item.act != "none":
             path = f"{scope.path}.{item.act_name}"
-            y = self.emit(path, "act", [y], [shapes[0]], item, path, scope, function=item.act)
+            y = self.emit(path, "act", [y], [shapes[0]], span, path, scope, {"function": item.act})
         return y
 
     def projection(self, item: S.Residual, x: Ref, body: Ref, scope: _Scope, env) -> Ref:
@@ -430,15 +536,38 @@ class _Lowering:
                 f"{_fmt(target)} at {scope.path}", item.span(), code="SK305",
                 hint="write the shortcut yourself with a `shortcut:` block inside the residual")
         projection = _Conv(item.shortcut_name, (1, 1), target[0], stride=stride, act="none",
-                           spans=item.spans)
+                           written=(item,))
         return self.conv(projection, x, scope, env)
 
     def block(self, item: S.Block, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
-        inner = scope.inner(path, scope.block or path)
         if scope.block is None:
             self.graph.graph["blocks"][path] = item.template
-        return self.sequence(item.body, x, inner, {"input": x})
+        if self.units is None or scope.path != scope.stage:
+            return self.sequence(item.body, x, scope.inner(path, scope.block or path), {"input": x})
+        # A stage-level block: the same body on the same input shape lowers to the same nodes
+        # (repeats share their body items), so it is lowered once and placed again.
+        key = (tuple(map(id, item.body)), self.shape(x))
+        unit = self.units.get(key)
+        if unit is None:
+            outer, self.table = self.table, {}
+            y = self.sequence(item.body, x, scope.inner(path, path), {"input": x})
+            unit = self.units[key] = _Unit(self.table, path, x, y)
+            self.table = outer
+        else:
+            self.claim(path, item.span())
+            self.containers.add(path)
+        instance = self.instances[path] = _Instance(unit, path, scope.stage, x)
+        output = instance.output
+        if output[0] not in self.nodes:  # for the layers after it to read its shape
+            self.nodes[output[0]] = unit.nodes[unit.output[0]]
+        segments = self.graph.segments
+        if not segments[-1]:
+            segments.pop()  # no node between this block and the one before
+        segments.append(instance)
+        self.table = {}
+        segments.append(self.table)
+        return output
 
     BINDS_ITSELF = ("branch", "split", "residual")
     LOWER = {
@@ -449,7 +578,7 @@ class _Lowering:
     }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Conv:
     """A conv the lowering makes itself (SK branches and reduce, projections), read as an
     `S.Conv` is: its numbers are valid already, and a pydantic model would cost time."""
@@ -464,10 +593,15 @@ class _Conv:
     bias: bool = False
     norm: bool = True
     act: str = "relu"
-    spans: dict = field(default_factory=dict)
+    written: tuple = ()  # the spec items it comes from, the most specific first
 
     def span(self, field_name: str = "") -> Span | None:
-        return self.spans.get(field_name) or self.spans.get("")
+        for name in (field_name, ""):
+            for item in self.written:
+                span = item.own_span(name)
+                if span is not None:
+                    return span
+        return None
 
 
 def _in_context(error: SpecError, item: S.SpecModel, scope: _Scope) -> SpecError:

@@ -69,8 +69,14 @@ class SpecModel(BaseModel):
 
     def span(self, field: str = "") -> Span | None:
         """Where `field` (or, for "", the whole item) came from in the user's text."""
-        at = self._at
+        # Read the private dict directly: `self._at` goes through BaseModel.__getattr__ (~2 µs).
+        at = (self.__pydantic_private__ or {}).get("_at")
         return (at.get(field) or at.get("")) if at else None
+
+    def own_span(self, field: str) -> Span | None:
+        """Where `field` itself was written, if it was."""
+        at = (self.__pydantic_private__ or {}).get("_at")
+        return at.get(field) if at else None
 
     def located(self, spans: dict[str, Span]) -> "SpecModel":
         self._at = {**(self._at or {}), **spans}
@@ -78,7 +84,7 @@ class SpecModel(BaseModel):
 
     @property
     def spans(self) -> dict[str, Span]:
-        return dict(self._at or {})
+        return dict((self.__pydantic_private__ or {}).get("_at") or {})
 
 
 class Layer(SpecModel):

@@ -1,10 +1,13 @@
 """Lowering: one node per primitive op, shapes on every edge, names, projections and tensors."""
 
+from pathlib import Path
+
 import pytest
 
 import skdsl
+from skdsl import spec as S
 from skdsl.errors import SpecError
-from skdsl.graph import conv_output_size, output_shape
+from skdsl.graph import _Instance, conv_output_size, lower_table, output_shape
 
 HEADER = "network n:\n    input 3x32x32\n    classes 10\n"
 
@@ -127,3 +130,55 @@ def test_shape_mistakes_are_located(body, code):
     assert caught.value.code == code
     assert caught.value.span is not None and caught.value.span.file == "<string>"
     assert any(note.startswith("in: s") for note in caught.value.notes)
+
+
+# -- repeated blocks are lowered once and placed again ------------------------------------------
+
+
+def test_repeated_blocks_are_lowered_once_and_spelled_out_the_same():
+    spec = skdsl.load(Path(__file__).parent.parent / "specs" / "sknet101.sk")
+    table, plain = lower_table(spec), lower_table(spec, reuse=False)
+    instances = [s for s in table.segments if isinstance(s, _Instance)]
+    assert len(instances) == 33  # 3 + 4 + 23 + 3 units
+    assert len({id(instance.unit) for instance in instances}) == 8  # first and rest, per stage
+    assert list(table.nodes.items()) == list(plain.nodes.items())
+    assert table.edges == plain.edges and table.graph == plain.graph
+    assert output_shape(table) == output_shape(plain) == (1000,)
+
+
+REPEATED = HEADER.replace("3x32x32", "4x8x8") + """\
+    stage s:
+        unit(4) x3
+"""
+UNIT = "block unit(c):\n    conv 1x1, c\n\n"
+
+
+def _with_extra_item(extra):
+    """A spec the language would refuse (its names clash), built from models as an API user
+    could: the lowering has to catch it whether or not it reuses the repeated block."""
+    spec = skdsl.parse(UNIT + REPEATED)
+    stage = spec.stages[0]
+    body = [*stage.body, extra]
+    return spec.model_copy(update={"stages": [stage.model_copy(update={"body": body})]})
+
+
+def _conv(name):
+    return S.Conv(name=name, kernel=(1, 1), out_channels=4)
+
+
+@pytest.mark.parametrize("extra, clash", [
+    (S.Branch(name="block2", body=[_conv("conv")]), "s.block2.conv.conv"),  # a placed block
+    (S.Branch(name="block1", body=[_conv("conv")]), "s.block1.conv.conv"),  # the lowered one
+    (_conv("block3"), "s.block3.conv"),  # around a node of a placed block
+    (S.Branch(name="block2", body=[_conv("other")]), None),  # beside its nodes: allowed
+    (_conv("block4"), None),
+])
+def test_names_clash_with_placed_blocks_as_with_lowered_ones(extra, clash):
+    spec = _with_extra_item(extra)
+    for reuse in (True, False):
+        if clash is None:
+            assert len(lower_table(spec, reuse=reuse).nodes) == 13
+            continue
+        with pytest.raises(SpecError) as caught:
+            lower_table(spec, reuse=reuse)
+        assert caught.value.code == "SK205" and f"'{clash}'" in caught.value.message

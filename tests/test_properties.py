@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 
 import skdsl
 from skdsl import testing as T
+from skdsl.analysis import EXTRA_COUNTS, Cost
+from skdsl.graph import lower_table
 from skdsl.spec import Network
 
 SCALE = float(os.environ.get("SKDSL_PROPERTY_SCALE", "1"))
@@ -53,6 +55,26 @@ def test_random_specs_compile_exactly(text):
 @given(T.networks(max_stages=2, input_sizes=(16,)), st.sampled_from([(3, 24, 24), (3, 17, 9)]))
 def test_random_specs_compile_exactly_on_another_input(network, shape):
     T.assert_compiles_exactly(network, input_shape=shape)
+
+
+@settings(max_examples=EXAMPLES["json"], **SETTINGS)
+@given(T.networks(max_blocks=4))
+def test_blocks_lowered_once_count_as_when_spelled_out(network):
+    """Repeated blocks are lowered once and placed again (graph.py): the node table spelled
+    out, and every count and receptive field taken from the placed blocks, are the same as
+    lowering every block anew."""
+    table, plain = lower_table(network), lower_table(network, reuse=False)
+    assert list(table.nodes.items()) == list(plain.nodes.items())
+    assert table.edges == plain.edges and table.graph == plain.graph
+    for count in ((), tuple(EXTRA_COUNTS)):
+        fast, full = skdsl.analyze(network, count=count), skdsl.analyze(plain.to_networkx(),
+                                                                       count=count)
+        assert fast.total == full.total == sum(full.nodes.values(), Cost())
+        assert fast.stages == full.stages and fast.output == full.output
+        for stage in fast.stages:  # a stage's output is its last node's
+            last = [name for name, node in plain.nodes.items() if node["stage"] == stage.name][-1]
+            assert stage.receptive_field == full.fields[last]
+            assert stage.output == plain.nodes[last]["out_shapes"][0]
 
 
 # -- (b) the JSON form of a spec means the same network ----------------------------------------
