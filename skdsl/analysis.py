@@ -22,7 +22,8 @@ in multiply-add equivalents per image, one per output element unless said otherw
 * pool: a k×k window per output element; a global or channel pool reads every input element;
 * softmax: SK's select, M·C for the softmax and M·C·H·W for the weighted sum.
 
-No torch here: analysis runs in well under a millisecond per layer.
+No torch here, and no node visited twice: a block that repeats with the same body on the
+same input shape is counted once (`_unit_cost`, `_unit_steps`) and added per repeat.
 """
 
 from __future__ import annotations

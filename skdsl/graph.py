@@ -267,9 +267,13 @@ class _Lowering:
         if scope.tie is not None:
             attrs = {**attrs, "tied_to": self.tied_node(name, op, attrs, scope.tie)}
         nodes = self.nodes
+        if len(inputs) == 1:  # most nodes; a comprehension would cost a frame
+            source, port = inputs[0]
+            in_shapes = (nodes[source]["out_shapes"][port],)
+        else:
+            in_shapes = tuple([nodes[source]["out_shapes"][port] for source, port in inputs])
         self.table[name] = nodes[name] = {
-            "op": op, "inputs": tuple(inputs),
-            "in_shapes": tuple([nodes[source]["out_shapes"][port] for source, port in inputs]),
+            "op": op, "inputs": tuple(inputs), "in_shapes": in_shapes,
             "out_shapes": tuple(out_shapes), "layer": layer, "stage": scope.stage,
             "block": scope.block, "span": span, **attrs}
         return (name, 0)
