@@ -222,6 +222,8 @@ def _run(command: list[str]) -> str:
 
 
 def _ms(seconds: float) -> str:
+    if seconds < 0.01:  # three digits where the ratios are read off
+        return f"{seconds * 1e3:.3g} ms"
     return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.1f} s"
 
 
