@@ -220,18 +220,19 @@ def _segments(graph) -> list:
 
 
 def _total(graph, count: tuple[str, ...]) -> Cost:
+    parts = (_unit_cost(segment.unit, count) if isinstance(segment, _Instance)
+             else _summed(segment.values(), count) for segment in _segments(graph))
+    return Cost(*map(sum, zip(*parts)))
+
+
+def _summed(nodes, count: tuple[str, ...]) -> tuple[int, int, int]:
+    """(params, mult_adds, activations) of some nodes together."""
     params = mult_adds = activations = 0
-    for segment in _segments(graph):
-        if isinstance(segment, _Instance):
-            cost = _unit_cost(segment.unit, count)
-            params, mult_adds, activations = (params + cost[0], mult_adds + cost[1],
-                                              activations + cost[2])
-            continue
-        for node in segment.values():
-            cost = _numbers(node, count)
-            params, mult_adds, activations = (params + cost[0], mult_adds + cost[1],
-                                              activations + cost[2])
-    return Cost(params, mult_adds, activations)
+    for node in nodes:
+        own = _numbers(node, count)
+        params, mult_adds, activations = (params + own[0], mult_adds + own[1],
+                                          activations + own[2])
+    return params, mult_adds, activations
 
 
 def _stages(graph, count: tuple[str, ...]) -> tuple[Part, ...]:
@@ -275,12 +276,7 @@ def _unit_cost(unit: _Unit, count: tuple[str, ...]) -> tuple[int, int, int]:
     """A block body's (params, mult_adds, activations), once per distinct body."""
     cost = unit.summaries.get(count)
     if cost is None:
-        params = mult_adds = activations = 0
-        for node in unit.nodes.values():
-            own = _numbers(node, count)
-            params, mult_adds, activations = (params + own[0], mult_adds + own[1],
-                                              activations + own[2])
-        cost = unit.summaries[count] = (params, mult_adds, activations)
+        cost = unit.summaries[count] = _summed(unit.nodes.values(), count)
     return cost
 
 

@@ -132,7 +132,7 @@ class _Instance:
     path: str
     stage: str
     source: Ref
-    output: Ref = ("", 0)
+    output: Ref = field(init=False)  # where the unit's output lands in this instance
 
     def __post_init__(self):
         self.output = self.moved(self.unit.output)
