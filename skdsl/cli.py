@@ -48,15 +48,24 @@ exit status: 0 ok, 2 error in a spec or on the command line, 70 internal error, 
 # -- arguments shared by several commands -------------------------------------------------------
 
 
-def _add_spec_argument(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+def add_spec_argument(parser: argparse.ArgumentParser, optional: bool = False,
+                      carried: bool = False) -> None:
+    """SPEC and its --set overrides, as every command that reads one spec takes them."""
     parser.add_argument("spec", metavar="SPEC", nargs="?" if optional else None,
                         help="a .sk spec file, or a .json spec written by `skdsl spec --json`")
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                        dest="overrides",
-                        help="override a `param` of the spec (repeatable): --set M=3")
+    add_overrides_argument(parser, "of the spec", carried)
 
 
-def _add_input_argument(parser: argparse.ArgumentParser) -> None:
+def add_overrides_argument(parser: argparse.ArgumentParser, whose: str,
+                           carried: bool = False) -> None:
+    """--set NAME=VALUE into args.overrides; `carried`: None when not given, so that a
+    resumed run keeps the overrides it was started with."""
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append",
+                        default=None if carried else [], dest="overrides",
+                        help=f"override a `param` {whose} (repeatable): --set M=3")
+
+
+def add_input_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", metavar="CxHxW",
                         help="the input shape instead of the spec's, such as 3x320x320")
 
@@ -316,22 +325,22 @@ def _add_build(commands) -> None:
         epilog="examples:\n  skdsl build specs/sknet50.sk --report\n"
                "  skdsl build specs/sknet50.sk --json --input 3x320x320",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_spec_argument(parser)
-    _add_input_argument(parser)
+    add_spec_argument(parser)
+    add_input_argument(parser)
     parser.add_argument("--report", action="store_true",
                         help="the stage table, laid out like the paper's Table 1")
     parser.add_argument("--layers", action="store_true",
                         help="every layer with its output shape, parameters and multiply-adds")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object on stdout (the contract is in docs/cli.md)")
-    _add_count_argument(parser)
+    add_count_argument(parser)
     from .compare import add_sweep_argument  # no torch
 
     add_sweep_argument(parser)
     parser.set_defaults(run=run_build)
 
 
-def _add_count_argument(parser) -> None:
+def add_count_argument(parser) -> None:
     parser.add_argument("--count", metavar="CLASSES", default="",
                         help="also count these op classes in the multiply-adds, comma-separated: "
                              "bn, act, pool, add, mul, softmax, or all (docs/analysis.md)")
@@ -388,8 +397,8 @@ def _add_check(commands) -> None:
     parser = commands.add_parser(
         "check", help="parse, expand and infer every shape; report the first mistake",
         description="Check a spec: parse, expand and lower it, inferring every shape.")
-    _add_spec_argument(parser)
-    _add_input_argument(parser)
+    add_spec_argument(parser)
+    add_input_argument(parser)
     parser.set_defaults(run=run_check)
 
 
@@ -412,7 +421,7 @@ def _add_spec(commands) -> None:
         epilog="examples:\n  skdsl spec specs/sknet50.sk --json > sknet50.json\n"
                "  skdsl spec --schema > skdsl.schema.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_spec_argument(parser, optional=True)
+    add_spec_argument(parser, optional=True)
     parser.add_argument("--json", action="store_true",
                         help="the spec as JSON (the default, and the only format)")
     parser.add_argument("--schema", action="store_true",
@@ -444,8 +453,8 @@ def _add_graph(commands) -> None:
                "  dot -Tsvg sknet50.dot -o sknet50.svg\n"
                "  skdsl graph specs/sknet26.sk --format mermaid --depth 3",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_spec_argument(parser)
-    _add_input_argument(parser)
+    add_spec_argument(parser)
+    add_input_argument(parser)
     parser.add_argument("--format", choices=("dot", "mermaid"), default="dot",
                         help="dot (Graphviz, the default) or mermaid")
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")

@@ -63,9 +63,7 @@ def register(commands) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("specs", metavar="SPEC", nargs="+",
                         help=".sk spec files (or .json specs written by `skdsl spec --json`)")
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                        dest="overrides",
-                        help="override a `param` of the specs that declare it (repeatable)")
+    cli.add_overrides_argument(parser, "of the specs that declare it")
     add_sweep_argument(parser)
     parser.add_argument("--baseline", metavar="SPEC",
                         help="the spec the Δ columns compare with (default: the first row)")
@@ -73,8 +71,8 @@ def register(commands) -> None:
                         help="rich (a table, the default), markdown, csv or json")
     parser.add_argument("--stages", action="store_true",
                         help="also one row per stage of every network")
-    cli._add_input_argument(parser)
-    cli._add_count_argument(parser)
+    cli.add_input_argument(parser)
+    cli.add_count_argument(parser)
     parser.set_defaults(run=run_compare)
 
 

@@ -45,17 +45,16 @@ examples:
 
 def register(subparsers) -> None:
     """Add `skdsl export` to the skdsl parser (skdsl/cli.py)."""
+    from . import cli
+
     parser = subparsers.add_parser(
         "export", help="write a deployable inference artifact (TorchScript, torch.export, ONNX)",
         description="Compile a spec, load its weights, optionally fold BN into the convolutions,\n"
                     "and write an inference artifact whose outputs are checked against the\n"
                     "eager model (the largest absolute difference is printed).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", metavar="SPEC", help="a .sk spec file, or a .json spec")
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                        dest="overrides", help="override a `param` of the spec (repeatable)")
-    parser.add_argument("--input", metavar="CxHxW",
-                        help="the input shape instead of the spec's, such as 3x320x320")
+    cli.add_spec_argument(parser)
+    cli.add_input_argument(parser)
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="the weights: an skdsl checkpoint, a {'model': ...} dict or a "
                              "state dict")

@@ -437,6 +437,8 @@ def register(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  skdsl weights convert --from timm specs/sknet50.sk "
                "skresnext50_32x4d.pth sknet50.pt")
+    from . import cli
+
     actions = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     families = "; ".join(f"{f.name}* -> specs of {f.block}" for f in FAMILIES["timm"])
     parser = actions.add_parser(
@@ -450,12 +452,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                "the output loads with model.load_state_dict(torch.load(OUT, weights_only=True))")
     parser.add_argument("--from", dest="origin", required=True, choices=sorted(FAMILIES),
                         help="the library the weights come from")
-    parser.add_argument("spec", metavar="SPEC", help="the .sk (or .json) spec to convert onto")
+    cli.add_spec_argument(parser)
     parser.add_argument("source", metavar="IN", help="the source state dict (torch.save file)")
     parser.add_argument("output", metavar="OUT", help="where to write the converted state dict")
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=[],
-                        dest="overrides",
-                        help="override a `param` of the spec (repeatable): --set M=3")
     parser.set_defaults(run=run)
     return weights
 

@@ -46,9 +46,9 @@ def register(subparsers) -> None:
 
 
 def _add_shared(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", metavar="SPEC", help="a .sk spec file (or a .json spec)")
-    parser.add_argument("--set", metavar="NAME=VALUE", action="append", default=None,
-                        dest="overrides", help="override a `param` of the spec (repeatable)")
+    from .. import cli
+
+    cli.add_spec_argument(parser, carried=True)
     parser.add_argument("--data", metavar="SOURCE",
                         help="synthetic (default; options: synthetic:train=N,val=N,scale=LO-HI), "
                              "cifar10:DIR, cifar100:DIR or imagefolder:DIR")
