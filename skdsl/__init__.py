@@ -4,6 +4,9 @@
     spec = skdsl.load("specs/sknet50.sk")     # text -> validated spec (no torch)
     report = skdsl.analyze(spec)              # exact params and multiply-adds (no torch)
     model = skdsl.compile(spec)               # torch.nn.Module with exactly those counts
+
+    skdsl.list_models("sk*")                  # the zoo's names (skdsl/specs/zoo.toml)
+    model = skdsl.create_model("sknet50", num_classes=10)   # as timm's create_model
 """
 
 from __future__ import annotations
@@ -19,15 +22,37 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "parse", "analyze", "compile", "lower", "Network", "SkdslError", "SpecError",
-           "CliError", "CheckpointError", "__version__"]
+__all__ = ["load", "parse", "analyze", "compile", "lower", "list_models", "create_model",
+           "Network", "SkdslError", "SpecError", "CliError", "CheckpointError", "__version__"]
 
 
-def load(path: str | Path, overrides: dict | None = None) -> Network:
-    """Read, parse and expand a .sk file (and what it imports) into a validated spec."""
-    from .expand import expand, parse_file
+def load(path: str | Path, overrides: dict | None = None, *,
+         num_classes: int | None = None) -> Network:
+    """Read, parse and expand a .sk file or zoo name (and what it imports) into a validated spec.
 
-    return expand(parse_file(path), overrides)
+    `overrides` set `param`s; `num_classes` replaces the `classes` header (and so the head).
+    """
+    from .zoo import load as _load
+
+    return _load(path, overrides, num_classes)
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """The zoo's network names matching a shell-style pattern, such as "sk*"."""
+    from .zoo import list_models as _list_models
+
+    return _list_models(pattern)
+
+
+def create_model(name_or_path: str | Path, num_classes: int | None = None,
+                 pretrained_cfg: dict | None = None, **overrides):
+    """The compiled network of a zoo name or spec file, with `pretrained_cfg` (imports torch).
+
+    `overrides` set the spec's `param`s, as `--set` does: create_model("sknet101", L3=16).
+    """
+    from .zoo import create_model as _create_model
+
+    return _create_model(name_or_path, num_classes, pretrained_cfg, **overrides)
 
 
 def parse(text: str, file: str = "<string>", overrides: dict | None = None) -> Network:

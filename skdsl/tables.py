@@ -31,9 +31,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from .errors import CliError
+from .zoo import SPECS_DIR, shown
 
 COMPUTE_TOLERANCE = 0.005  # relative: ±0.5%, tables.md's ±0.02 G at 4 G
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = Path("specs") / "paper_tables.toml"
 DEFAULT_OUTPUT = Path("docs") / "paper-tables.md"
 
@@ -69,20 +69,24 @@ def register(commands) -> None:
 
 
 def run_tables(args) -> int:
-    # The defaults: the current directory's manifest when it has one, else skdsl's own; the
-    # page goes to docs/ beside the manifest's specs/.
+    # The manifest: the current directory's when it has one, else skdsl's own (shipped with it).
     manifest_path = Path(args.manifest) if args.manifest else (
-        DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else PACKAGE_ROOT / DEFAULT_MANIFEST)
+        DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else SPECS_DIR / DEFAULT_MANIFEST.name)
     manifest = load_manifest(manifest_path)
-    output = args.output or _shown(manifest.root / DEFAULT_OUTPUT)
+    output = args.output or _default_page(manifest)
     results = evaluate(manifest)
     text = render(manifest, results)
     problems = consistency_problems(results)
     for problem in problems:
         print(f"tables: {problem}", file=sys.stderr)
+    rows = sum(len(t.rows) for t in manifest.tables)
     if args.check:
         if output == "-":
             raise CliError("--check compares with a file: leave out --output -", code="SK505")
+        if output is None:
+            print(f"{rows} rows checked; no {DEFAULT_OUTPUT} beside {manifest_path} to compare "
+                  f"(an installed skdsl ships its specs, not its docs)")
+            return 1 if problems else 0
         try:
             current = Path(output).read_text(encoding="utf-8")
         except OSError:
@@ -91,9 +95,9 @@ def run_tables(args) -> int:
             print(f"tables: {output} is stale; run `skdsl tables` to regenerate it",
                   file=sys.stderr)
             return 1
-        print(f"{output} is up to date ({sum(len(t.rows) for t in manifest.tables)} rows)")
+        print(f"{output} is up to date ({rows} rows)")
         return 1 if problems else 0
-    if output == "-":
+    if output in ("-", None):
         sys.stdout.write(text)
     else:
         try:
@@ -101,16 +105,15 @@ def run_tables(args) -> int:
         except OSError as error:
             raise CliError(f"cannot write '{output}': {error.strerror or error}",
                            code="SK504") from None
-        print(f"wrote {output} ({sum(len(t.rows) for t in manifest.tables)} rows)")
+        print(f"wrote {output} ({rows} rows)")
     return 1 if problems else 0
 
 
-def _shown(path: Path) -> str:
-    """A path as short as it can be said: relative to the current directory when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+def _default_page(manifest: Manifest) -> str | None:
+    """docs/paper-tables.md beside the manifest's specs/; None where there is no docs/ folder
+    (skdsl's own manifest in an installed package: the page is not written into it)."""
+    page = manifest.root / DEFAULT_OUTPUT
+    return str(shown(page)) if page.parent.is_dir() else None
 
 
 # -- the manifest --------------------------------------------------------------------------------
@@ -204,7 +207,7 @@ def load_manifest(path: Path) -> Manifest:
     except tomllib.TOMLDecodeError as error:
         raise CliError(f"the manifest '{path}' is not valid TOML: {error}",
                        code="SK544") from None
-    root = Path(path).resolve().parent.parent
+    root = Path(path).absolute().parent.parent  # not resolved: specs/ may be a link into skdsl/
     tables, ids = [], set()
     for index, table in enumerate(data.get("tables", [])):
         where = f"tables[{index}]"

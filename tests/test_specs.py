@@ -45,6 +45,16 @@ def module_counts(model, shape, device="cpu") -> tuple[int, int, tuple]:
     return params, counter.get_total_flops() // 2, tuple(out.shape[1:])
 
 
+def test_specs_is_the_packaged_zoo():
+    """specs/ is a link to skdsl/specs/ (a copy in an sdist), which the wheel ships."""
+    def files(folder: Path) -> set[str]:
+        return {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+
+    packaged = ROOT / "skdsl" / "specs"
+    assert len(SPECS) >= 37 and {f"specs/{name}" for name in files(packaged)} >= set(SPECS)
+    assert files(ROOT / "specs") == files(packaged)
+
+
 @pytest.mark.parametrize("path", SPECS)
 def test_spec_compiles_and_its_counts_equal_the_module(path):
     spec = skdsl.load(ROOT / path)

@@ -158,6 +158,18 @@ def test_manifest_mistakes_are_errors(tmp_path, edit, message):
         tables.load_manifest(manifest)
 
 
+def test_check_without_a_page_checks_the_rows(tmp_path, monkeypatch, capsys):
+    """Outside a checkout, `tables --check` reads skdsl's own manifest and specs (as an
+    installed wheel does, where there is no docs/ to compare with) and checks every row."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["tables", "--check"]) == 0
+    out = capsys.readouterr().out
+    rows = sum(len(table.rows) for table in tables.load_manifest(MANIFEST_PATH).tables)
+    assert out.startswith(f"{rows} rows checked; no docs/paper-tables.md beside ")
+    assert str(tables.SPECS_DIR / "paper_tables.toml") in out
+    assert not (tmp_path / "docs").exists()
+
+
 def test_invalid_toml_is_sk544(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[[tables]\n")
