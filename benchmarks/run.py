@@ -1,7 +1,8 @@
 """skdsl's benchmarks, one entry point: prints the ratios a–f (g on a GPU), writes RESULTS.md.
 
     python benchmarks/run.py                 # the real run: SKNet-50/101, ~20-30 min on 2 cores
-    python benchmarks/run.py --quick         # tiny networks, every code path, seconds
+    python benchmarks/run.py --quick         # tiny networks, every code path, seconds; written
+                                             # to the temp folder, never over RESULTS.md
     python benchmarks/run.py --only c,d      # some sections
     python benchmarks/run.py --threads 2     # torch's intra-op threads (default 1, see below)
 
@@ -26,6 +27,7 @@ import os
 import platform
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +38,9 @@ if str(ROOT) not in sys.path:  # `python benchmarks/run.py` puts benchmarks/, no
 from benchmarks.suite import Section, Settings  # noqa: E402
 
 SECTIONS = "abcdefg"
+FULL_OUTPUT = ROOT / "benchmarks" / "RESULTS.md"  # tracked: the numbers docs/performance.md quotes
+# --quick times tiny networks: its numbers go elsewhere, never over the tracked ones
+QUICK_OUTPUT = Path(tempfile.gettempdir()) / "skdsl-benchmarks-quick" / "RESULTS.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the sections to run, such as c,d (default: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--repeats", type=int, help="timed repeats per comparison")
-    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "RESULTS.md",
-                        help="where to write the results (default benchmarks/RESULTS.md); the "
-                             "sections also go to the .json beside it, and --only replaces "
-                             "just its sections there")
+    parser.add_argument("--output", type=Path,
+                        help="where to write the results (default benchmarks/RESULTS.md, and "
+                             f"{QUICK_OUTPUT} with --quick); the sections also go to the .json "
+                             "beside it, and --only replaces just its sections there")
     args = parser.parse_args(argv)
+    args.output = args.output or (QUICK_OUTPUT if args.quick else FULL_OUTPUT)
+    if args.quick and _holds_full_results(args.output):
+        parser.error(f"--quick would overwrite the full run's results in {args.output}: "
+                     "give another --output")
     wanted = [letter for letter in SECTIONS if letter in args.only.lower()]
     settings = (Settings.quick_settings if args.quick else Settings.full)(
         threads=args.threads, **({"repeats": args.repeats} if args.repeats else {}))
@@ -61,10 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         repeats = f", {settings.repeats} timed repeats" if section.key in "cdfg" else ""
         section.notes.append(f"measured {_now()} by `{command}` ({settings.threads} thread"
                              f"{'s' if settings.threads > 1 else ''}{repeats})")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     sections = merge(args.output.with_suffix(".json"), sections, settings)
     args.output.write_text(markdown(sections, settings, command), encoding="utf-8")
     print(f"\nwrote {args.output} and {args.output.with_suffix('.json')}")
     return 0
+
+
+def _holds_full_results(output: Path) -> bool:
+    """Whether `output`'s JSON holds a full run's sections (quick ones may be replaced)."""
+    try:
+        return json.loads(output.with_suffix(".json").read_text(encoding="utf-8"))["quick"] is False
+    except (OSError, ValueError, KeyError, TypeError):
+        return output.resolve() == FULL_OUTPUT.resolve()
 
 
 def merge(path: Path, fresh: list[Section], settings: Settings) -> list[Section]:

@@ -15,6 +15,9 @@ commands that train or evaluate (registered in COMMANDS below) import it themsel
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import io
 import json
 import os
 import re
@@ -116,7 +119,7 @@ def parse_overrides(items: list[str]) -> dict[str, int | float | str]:
 
 
 def load_spec(path: str, overrides: dict | None = None):
-    """A .sk file (parsed and expanded) or a .json spec (validated), as a `spec.Network`."""
+    """A .sk file or zoo name (parsed, expanded) or a .json spec (validated): a `spec.Network`."""
     if path.lower().endswith(".json"):
         if overrides:
             raise CliError(f"--set cannot change '{path}': a JSON spec is already expanded",
@@ -279,8 +282,9 @@ def _load(args):
 def _print_rich(*renderables) -> None:
     from rich.console import Console
 
-    # Piped output gets a generous width: a wrapped table is hard to read and to grep.
-    width = None if sys.stdout.isatty() else 160
+    # Piped output gets a generous width (a wrapped table is hard to read and to grep), unless
+    # COLUMNS asks for another; rich reads COLUMNS itself when the width is None.
+    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
     console = Console(file=sys.stdout, width=width, highlight=False, soft_wrap=False)
     for renderable in renderables:
         console.print(renderable)
@@ -373,7 +377,13 @@ def run_build(args) -> int:
 
     input_shape = parse_input_shape(args.input)
     count = parse_count(args.count)
-    spec = _load(args)
+    overrides = parse_overrides(args.overrides)
+    spec = load_spec(args.spec, overrides)
+    if overrides:
+        from .compare import changes_the_spec, declared_parameters
+
+        if changes_the_spec(overrides, declared_parameters(args.spec)[0]):
+            spec = spec.model_copy(update={"paper": None})  # not the network the paper measured
     analysis = skdsl.analyze(spec, input_shape, count)
     if args.json:
         paper = spec.paper.model_dump(mode="json") if spec.paper is not None else None
@@ -518,8 +528,14 @@ def _add_train(commands) -> None:
     train_commands.register(commands)
 
 
+def _add_doctor(commands) -> None:
+    from . import doctor  # torch is imported when the self-check runs
+
+    doctor.register(commands)
+
+
 COMMANDS = [_add_build, _add_check, _add_spec, _add_graph, _add_train, _add_export, _add_weights, _add_compare,
-            _add_tables]
+            _add_tables, _add_doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -540,12 +556,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit status is returned, never raised (except by argparse's own
     --help and usage errors, caught here too)."""
     _tolerate_narrow_encodings()
+    with _usable_standard_streams():
+        return _run(argv)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # a full disk must fail here, where it is reported, not at exit
+        return status
     except SkdslError as error:
-        print(error.render(), file=sys.stderr)
-        return error.exit_status
+        return _report(error)
     except SystemExit as exit_:  # argparse: --help, --version (0) and usage errors (2)
         code = exit_.code
         return code if isinstance(code, int) else (0 if code is None else EXIT_USER_ERROR)
@@ -556,8 +578,81 @@ def main(argv: list[str] | None = None) -> int:
         # complaining again when it flushes stdout at exit.
         _silence_stdout()
         return EXIT_OK
+    except OutputLost as lost:  # `>&-`, `>/dev/full`: the exit status must say the output is lost
+        _silence_stdout()
+        return _report(CliError(f"cannot write the output: {lost}", code="SK507"))
     except Exception as error:  # noqa: BLE001 - the last line of defence: no tracebacks
         return _internal_error(error)
+
+
+def _report(error: SkdslError) -> int:
+    _tell(error.render())
+    return error.exit_status
+
+
+def _tell(text: str) -> None:
+    """A message on stderr; when stderr is closed (`2>&-`) it is lost, and only the exit status
+    speaks."""
+    if sys.stderr is None:  # print(file=None) would write to stdout
+        return
+    try:
+        print(text, file=sys.stderr)
+    except (OSError, ValueError):
+        pass
+
+
+class OutputLost(Exception):
+    """stdout cannot take the command's output: closed by the shell, or on a full disk."""
+
+
+class _GuardedStdout:
+    """stdout for the length of one command: a failed write raises `OutputLost`, so that a lost
+    output is reported as such (SK507), not as a bug in skdsl nor as success. Python sets a
+    stream the shell closed (`>&-`) to None: then every write fails."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._guarded("write", text)
+
+    def flush(self) -> None:
+        self._guarded("flush")
+
+    def isatty(self) -> bool:
+        return self._stream is not None and self._stream.isatty()
+
+    def _guarded(self, method: str, *args):
+        if self._stream is None:
+            raise OutputLost("standard output is closed")
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise OutputLost(_os_reason(error)) from None
+
+    def __getattr__(self, name: str):
+        if self._stream is None:
+            raise AttributeError(name)
+        return getattr(self._stream, name)
+
+
+def _os_reason(error: OSError) -> str:
+    if error.errno == errno.EBADF:
+        return "standard output is closed"
+    return error.strerror or str(error)
+
+
+@contextlib.contextmanager
+def _usable_standard_streams():
+    """stdout guarded (see `_GuardedStdout`) while a command runs; restored afterwards."""
+    saved = sys.stdout
+    sys.stdout = _GuardedStdout(saved)
+    try:
+        yield
+    finally:
+        sys.stdout = saved
 
 
 def _tolerate_narrow_encodings() -> None:
@@ -577,13 +672,15 @@ def _internal_error(error: BaseException) -> int:
         import traceback
 
         traceback.print_exception(error)
-    print(f"internal error: {type(error).__name__}: {error}\n"
+    _tell(f"internal error: {type(error).__name__}: {error}\n"
           f"this is a bug in skdsl {__version__}, not in your spec; please report it with the "
-          f"command you ran (set SKDSL_DEBUG=1 for the traceback)", file=sys.stderr)
+          f"command you ran (set SKDSL_DEBUG=1 for the traceback)")
     return EXIT_INTERNAL_ERROR
 
 
 def _silence_stdout() -> None:
+    """Point stdout's file descriptor at /dev/null, so that what its buffer still holds is
+    dropped quietly when Python flushes it at exit."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

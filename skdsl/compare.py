@@ -146,6 +146,7 @@ class Row:
     spec: object
     analysis: object
     is_baseline: bool = False
+    changed: bool = False  # an override moved a parameter off its default: not the paper's network
 
     @property
     def label(self) -> str:
@@ -155,8 +156,8 @@ class Row:
     @property
     def paper(self):
         paper = self.spec.paper
-        if paper is None or tuple(self.analysis.input) != tuple(self.spec.input):
-            return None  # the paper's figures are for the spec's own input only
+        if paper is None or self.changed or tuple(self.analysis.input) != tuple(self.spec.input):
+            return None  # the paper's figures are for the spec as written, at its own input
         return paper
 
 
@@ -183,10 +184,17 @@ def declared_parameters(path: str) -> tuple[dict, dict]:
     if path.lower().endswith(".json"):
         return {}, {}
     from .expand import parse_file
+    from .zoo import resolve
 
     defaults = dict(skdsl.load(path).parameters)
-    where = {p.name: f"{p.span.file}:{p.span.line}" for p in parse_file(path).params}
+    where = {p.name: f"{p.span.file}:{p.span.line}" for p in parse_file(resolve(path)).params}
     return defaults, where
+
+
+def changes_the_spec(overrides: dict, defaults: dict) -> bool:
+    """Whether an override gives a parameter another value than its default (M=2 on a spec
+    whose M defaults to 2 changes nothing, and the paper's figures still hold)."""
+    return any(value != defaults.get(name) for name, value in overrides.items())
 
 
 def check_value(name: str, value, default, where: str, flag: str) -> None:
@@ -203,8 +211,9 @@ def check_value(name: str, value, default, where: str, flag: str) -> None:
                        code="SK542", hint=f"{name} is declared at {where}")
 
 
-def variants(paths: list[str], overrides: dict, sweeps: dict) -> list[tuple[str, dict]]:
-    """(path, overrides) for every listed spec and every point of the sweeps it declares."""
+def variants(paths: list[str], overrides: dict, sweeps: dict) -> list[tuple[str, dict, bool]]:
+    """(path, overrides, whether they change the spec) for every listed spec and every point of
+    the sweeps it declares."""
     declared = {path: declared_parameters(path) for path in dict.fromkeys(paths)}
     known = {name for defaults, _ in declared.values() for name in defaults}
     for flag, names in (("--set", overrides), ("--sweep", sweeps)):
@@ -215,7 +224,7 @@ def variants(paths: list[str], overrides: dict, sweeps: dict) -> list[tuple[str,
                     else "none of the listed specs declares a `param`")
                 raise CliError(f"{flag} {name}: no listed spec declares a parameter '{name}'",
                                code="SK541", hint=hint)
-    found: list[tuple[str, dict]] = []
+    found: list[tuple[str, dict, bool]] = []
     for path in paths:
         defaults, where = declared[path]
         fixed = {k: v for k, v in overrides.items() if k in defaults}
@@ -226,7 +235,8 @@ def variants(paths: list[str], overrides: dict, sweeps: dict) -> list[tuple[str,
             for value in values:
                 check_value(name, value, defaults[name], where[name], "--sweep")
         for point in itertools.product(*swept.values()):
-            found.append((path, {**fixed, **dict(zip(swept, point))}))
+            settings = {**fixed, **dict(zip(swept, point))}
+            found.append((path, settings, changes_the_spec(settings, defaults)))
     if len(found) > MAX_VARIANTS:
         raise CliError(f"the sweeps make {len(found)} networks to compare; at most "
                        f"{MAX_VARIANTS}", code="SK543", hint="sweep fewer values at once")
@@ -244,7 +254,7 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
 
     overrides, sweeps = dict(overrides or {}), dict(sweeps or {})
     rows = []
-    for path, settings in variants(list(paths), overrides, sweeps):
+    for path, settings, changed in variants(list(paths), overrides, sweeps):
         try:
             spec = load_spec(path, settings)
             analysis = skdsl.analyze(spec, input_shape, count)
@@ -253,7 +263,7 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
                 error.with_note("in the variant " + " ".join(f"{k}={v}" for k, v in
                                                              settings.items()))
             raise
-        rows.append(Row(path, settings, spec, analysis))
+        rows.append(Row(path, settings, spec, analysis, changed=changed))
     base = None
     if baseline is not None:
         defaults, _ = declared_parameters(baseline)
@@ -263,7 +273,8 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
             base = same[0]
         else:
             spec = load_spec(baseline, settings)
-            base = Row(baseline, settings, spec, skdsl.analyze(spec, input_shape, count))
+            base = Row(baseline, settings, spec, skdsl.analyze(spec, input_shape, count),
+                       changed=changes_the_spec(settings, defaults))
     elif len(rows) > 1:
         base = rows[0]
     if base is not None:
@@ -451,7 +462,7 @@ def caption(comparison: Comparison) -> list[str]:
     base = comparison.baseline
     if base is not None:
         where = "" if base in comparison.rows else f" ({base.path}, not listed)"
-        paper = " the paper's own Δ in brackets beside its figures." if any(
+        paper = " The paper's own Δ in brackets beside its figures." if any(
             row.paper is not None for row in comparison.rows) else ""
         lines.append(f"Δ: ours vs the baseline {base.label}{where}.{paper}")
     counted = ", ".join(["conv", "fc", *comparison.count])
@@ -460,6 +471,9 @@ def caption(comparison: Comparison) -> list[str]:
     if any(row.paper is not None for row in comparison.rows):
         lines.append("paper: the spec's `paper` line; ours − paper in millions of params and "
                      "G multiply-adds.")
+    if any(row.changed and row.spec.paper is not None for row in comparison.rows):
+        lines.append("No paper figures for a variant whose --set or --sweep changes the spec: "
+                     "the paper's network is the spec as written.")
     shapes = {tuple(row.analysis.input) for row in comparison.rows}
     if len(shapes) > 1:
         lines.append("inputs differ: " + ", ".join(
@@ -468,23 +482,45 @@ def caption(comparison: Comparison) -> list[str]:
     return lines
 
 
-def rich_table(comparison: Comparison):
-    from rich.table import Table
-    from rich.text import Text
+# Each column: its header, its compact cell (None: as written), whether it may wrap between
+# words, and when it is left out of a narrow table (None: never). FLOPs are 2 × GMACs, and the
+# paper's own figures are the closest to redundant: ours − paper says how far they are.
+RICH_COLUMNS = {
+    "network": (None, True, None), "params": ("params_m", False, None),
+    "d_params": (None, True, 6), "macs": (None, False, None), "flops": (None, False, 1),
+    "d_macs": (None, True, 5), "paper_params": (None, True, 3), "paper_gflops": (None, True, 2),
+    "ours_paper": (None, True, 4),
+}
 
-    columns = _columns(comparison)
+
+def rich_table(comparison: Comparison):
+    """The comparison as a table that fits the console (report.FittedTable): at 80 columns the
+    numbers shorten (27.48M), cells wrap between words, then FLOPs and the paper's own figures
+    are left out; a number is never cut."""
+    from . import report
+
+    rows = _all_cells(comparison)
+    columns = []
+    for key, header in _columns(comparison):
+        compact, wrap, drop_order = RICH_COLUMNS[key]
+        cells = [cells[key] for cells, _ in rows]
+        columns.append(report.Column(
+            header, cells, compact=[c[compact] for c, _ in rows] if compact else
+            [_unspaced_units(cell) for cell in cells], justify="left" if key == "network"
+            else "right", wrap=wrap, drop_order=drop_order))
+    styles = ["dim" if is_stage else ("bold" if cells["network"].endswith("(baseline)") else "")
+              for cells, is_stage in rows]
     shapes = {tuple(row.analysis.input) for row in comparison.rows}
     title = "comparison"
     if len(shapes) == 1:
         title += f" at {'×'.join(map(str, next(iter(shapes))))}"
-    table = Table(title=title, title_justify="left", caption="\n".join(caption(comparison)),
-                  caption_justify="left")
-    for key, header in columns:
-        table.add_column(header, justify="left" if key == "network" else "right", no_wrap=True)
-    for cells, is_stage in _all_cells(comparison):
-        style = "dim" if is_stage else ("bold" if cells["network"].endswith("(baseline)") else "")
-        table.add_row(*(Text(cells[key], style=style) for key, _ in columns))
-    return table
+    return report.FittedTable(columns, title=title, caption=caption(comparison),
+                              row_styles=styles)
+
+
+def _unspaced_units(cell: str) -> str:
+    """'+0.232 G (+5.5%)' -> '+0.232G (+5.5%)': a unit that wrapping cannot part from its number."""
+    return cell.replace(" G", "G")
 
 
 def markdown_table(comparison: Comparison) -> str:
@@ -563,8 +599,10 @@ def run_build_sweep(args) -> int:
 
     input_shape, count, overrides, sweeps = _variant_flags(args)
     found, tables = [], []
-    for path, settings in variants([args.spec], overrides, sweeps):
+    for path, settings, changed in variants([args.spec], overrides, sweeps):
         spec = cli.load_spec(path, settings)
+        if changed:  # the paper's figures are for the network as written
+            spec = spec.model_copy(update={"paper": None})
         analysis = skdsl.analyze(spec, input_shape, count)
         label = " ".join(f"{k}={v}" for k, v in settings.items())
         if args.json:

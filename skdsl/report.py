@@ -27,12 +27,13 @@ helpers are free to import; it never imports torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import spec as S
 
 if TYPE_CHECKING:
-    from .analysis import Analysis, Part
+    from .analysis import Analysis
 
 MULTIPLY_ADDS_NOTE = "GFLOPs: multiply-adds × 10⁻⁹ (conv and fc), the paper's convention"
 
@@ -52,6 +53,15 @@ def millions(count: float, digits: int = 1) -> str:
 def giga(count: float, digits: int = 2) -> str:
     """4462710784 -> '4.46' (a count in billions, without a unit)."""
     return f"{count / 1e9:.{digits}f}"
+
+
+def short_count(count: int) -> str:
+    """A count in three significant digits for narrow tables: 27479784 -> '27.5M', 9536 -> '9.54k',
+    4462710784 -> '4.46G'."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(count) >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return str(count)
 
 
 def shape_text(shape) -> str:
@@ -268,36 +278,29 @@ def stage_cell(stage: S.Stage) -> str:
     return "\n".join(lines)
 
 
-def stage_table(spec: S.Network, analysis: "Analysis"):
+def stage_table(spec: S.Network, analysis: "Analysis") -> "FittedTable":
     """The rich table of a network in the layout of the paper's Table 1, totals in its caption."""
-    from rich.table import Table
-    from rich.text import Text
-
     parts = {part.name: part for part in analysis.stages}
-    caption = caption_lines(spec, analysis)
-    # The caption wraps at the table's width: keep the table at least as wide as its lines.
-    table = Table(title=f"{analysis.network} — {shape_text(analysis.input)} → "
-                        f"{shape_text(analysis.output)}",
-                  caption="\n".join(caption), caption_justify="left", title_justify="left",
-                  show_lines=True, min_width=max(map(len, caption)) + 2)
-    table.add_column("stage", no_wrap=True)
-    table.add_column("output", no_wrap=True)
-    table.add_column("layers", no_wrap=True)
-    table.add_column("params (M)", justify="right", no_wrap=True)
-    table.add_column("GFLOPs\n(mult-adds)", justify="right", no_wrap=True)
-    for stage in spec.stages:
-        part = parts.get(stage.name)
-        table.add_row(
-            Text(stage.name), Text(size_text(part.output) if part else "—"),
-            Text(stage_cell(stage)),
-            Text(f"{part.cost.params / 1e6:.2f}" if part else "0.00"),
-            Text(giga(part.cost.mult_adds) if part else "0.00"),
-        )
+    found = [parts.get(stage.name) for stage in spec.stages]
     total = analysis.total
-    table.add_row(Text("total", style="bold"), Text(size_text(analysis.output)), Text(""),
-                  Text(f"{total.params / 1e6:.2f}", style="bold"),
-                  Text(giga(total.mult_adds), style="bold"))
-    return table
+    columns = [
+        Column("stage", [stage.name for stage in spec.stages] + ["total"]),
+        Column("output", [size_text(part.output) if part else "—" for part in found] +
+               [size_text(analysis.output)], drop_order=1),
+        Column("layers", [stage_cell(stage) for stage in spec.stages] + [""], wrap=True),
+        Column("params (M)", [f"{part.cost.params / 1e6:.2f}" if part else "0.00"
+                              for part in found] + [f"{total.params / 1e6:.2f}"],
+               justify="right"),
+        # the caption says that GFLOPs are multiply-adds: a narrow header may leave it out
+        Column("GFLOPs\n(mult-adds)", [giga(part.cost.mult_adds) if part else "0.00"
+                                       for part in found] + [giga(total.mult_adds)],
+               compact_header="GFLOPs", justify="right"),
+    ]
+    return FittedTable(columns, title=f"{analysis.network} — {shape_text(analysis.input)} → "
+                                      f"{shape_text(analysis.output)}",
+                       caption=caption_lines(spec, analysis), show_lines=True,
+                       row_styles=[""] * len(spec.stages) + ["bold"],
+                       wrap_before_dropping=False)  # a wrapped bracket reads worse than no sizes
 
 
 def caption_lines(spec: S.Network, analysis: "Analysis") -> list[str]:
@@ -305,32 +308,150 @@ def caption_lines(spec: S.Network, analysis: "Analysis") -> list[str]:
     return [totals_line(analysis), *paper_lines(spec, analysis), MULTIPLY_ADDS_NOTE]
 
 
-def layer_table(analysis: "Analysis"):
+def layer_table(analysis: "Analysis") -> "FittedTable":
     """Every layer of the network: full name, output shape, exact parameters and multiply-adds."""
-    from rich.table import Table
-    from rich.text import Text
+    layers, total = analysis.layers, analysis.total
+    params = [part.cost.params for part in layers] + [total.params]
+    mult_adds = [part.cost.mult_adds for part in layers] + [total.mult_adds]
+    columns = [
+        Column("layer", [part.name for part in layers] + ["total"]),
+        Column("output", [shape_text(part.output) for part in layers] +
+               [shape_text(analysis.output)], drop_order=1),
+        Column("params", [grouped(n) for n in params], compact=[short_count(n) for n in params],
+               justify="right"),
+        Column("multiply-adds", [grouped(n) for n in mult_adds],
+               compact=[short_count(n) for n in mult_adds], compact_header="mult-adds",
+               justify="right"),
+    ]
+    return FittedTable(columns, title=f"{analysis.network} — layers", section_before_last=True,
+                       row_styles=[""] * len(layers) + ["bold"])
 
-    table = Table(title=f"{analysis.network} — layers", title_justify="left")
-    table.add_column("layer", no_wrap=True)
-    table.add_column("output", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("multiply-adds", justify="right", no_wrap=True)
-    for part in analysis.layers:
-        table.add_row(*_layer_row(part))
-    table.add_section()
-    total = analysis.total
-    table.add_row(Text("total", style="bold"), Text(shape_text(analysis.output)),
-                  Text(grouped(total.params), style="bold"),
-                  Text(grouped(total.mult_adds), style="bold"))
-    return table
+
+# -- tables that fit the terminal -----------------------------------------------------------------
 
 
-def _layer_row(part: "Part") -> tuple:
-    from rich.text import Text
+@dataclass
+class Column:
+    """A column of a `FittedTable`: its cells as written and, for a narrow console, shorter."""
 
-    return (Text(part.name), Text(shape_text(part.output)), Text(grouped(part.cost.params)),
-            Text(grouped(part.cost.mult_adds)))
+    header: str
+    cells: list[str]
+    compact: list[str] | None = None  # 27.5M for 27,479,784
+    compact_header: str | None = None
+    justify: str = "left"
+    wrap: bool = False  # when narrow, its cells may break between words (a number never does)
+    drop_order: int | None = None  # left out 1st, 2nd, ... when nothing else fits; None: never
 
+    def texts(self, compact: bool) -> tuple[str, list[str]]:
+        if not compact:
+            return self.header, self.cells
+        return self.compact_header or self.header, self.compact or self.cells
+
+
+class FittedTable:
+    """A rich table that fits the console's width without cutting a number: as written if that
+    fits; else with compact numbers (27.5M) and wrapping only between words; else without its
+    least useful columns, which the caption then names. Rich alone would cut cells to `2…`."""
+
+    def __init__(self, columns: list[Column], *, title: str, caption: list[str] = (),
+                 row_styles: list[str] | None = None, show_lines: bool = False,
+                 section_before_last: bool = False, wrap_before_dropping: bool = True):
+        self.columns, self.title, self.caption = columns, title, list(caption)
+        self.row_count = len(columns[0].cells)
+        self.row_styles = row_styles or [""] * self.row_count
+        self.show_lines, self.section_before_last = show_lines, section_before_last
+        self.wrap_before_dropping = wrap_before_dropping
+
+    def layouts(self):
+        """(compact, wrap, columns left out), from the fullest layout to the narrowest."""
+        droppable = sorted((c for c in self.columns if c.drop_order is not None),
+                           key=lambda c: c.drop_order)
+        left_out = [droppable[:count] for count in range(len(droppable) + 1)]
+        yield False, False, []
+        if self.wrap_before_dropping:
+            yield from ((True, wrap, dropped) for dropped in left_out for wrap in (False, True))
+        else:
+            yield from ((True, wrap, dropped) for wrap in (False, True) for dropped in left_out)
+
+    def __rich_console__(self, console, options):
+        for compact, wrap, dropped in self.layouts():
+            columns = [column for column in self.columns if column not in dropped]
+            widths = fit_widths(columns, compact, wrap, options.max_width)
+            if widths is not None:
+                break
+        else:  # narrower than the narrowest layout: rich cuts what it must
+            widths = column_widths(columns, compact, wrap)[1]
+        yield self._table(columns, compact, wrap, widths, dropped, options.max_width)
+
+    def _table(self, columns, compact, wrap, widths, dropped, max_width):
+        from rich.table import Table
+        from rich.text import Text
+
+        caption = list(self.caption)
+        if dropped:
+            names = ", ".join(column.header.replace("\n", " ") for column in dropped)
+            caption.append(f"left out at this width: {names}")
+        longest = max(map(len, caption), default=0)
+        # The caption wraps at the table's width: keep the table as wide as its lines, if it can.
+        table = Table(title=self.title, title_justify="left", caption="\n".join(caption),
+                      caption_justify="left", show_lines=self.show_lines,
+                      min_width=min(longest + 2, max_width) if caption else None)
+        texts = [column.texts(compact) for column in columns]
+        for column, (header, _), width in zip(columns, texts, widths):
+            # compact headers may wrap; cells only in a wrapping column (widths see to that)
+            table.add_column(header, justify=column.justify, width=width, no_wrap=not compact)
+        for index in range(self.row_count):
+            if self.section_before_last and index == self.row_count - 1:
+                table.add_section()
+            table.add_row(*(Text(cells[index], style=self.row_styles[index])
+                            for _, cells in texts))
+        return table
+
+
+TABLE_EDGES = 1  # rich's default box: a border left of every column and one at the right end
+CELL_PADDING = 2  # one space each side of a cell
+
+
+def fit_widths(columns: list[Column], compact: bool, wrap: bool,
+               max_width: int) -> list[int] | None:
+    """Column widths that fit `max_width`, or None. As written, every line whole; compact, every
+    header may break between words, and with `wrap` so may the cells of a wrapping column."""
+    room = max_width - TABLE_EDGES - len(columns) * (CELL_PADDING + 1)
+    natural, least = column_widths(columns, compact, wrap)
+    if sum(natural) <= room:
+        return natural
+    if sum(least) > room:
+        return None
+    widths, spare = list(least), room - sum(least)
+    for index in sorted(range(len(columns)), key=lambda i: least[i] - natural[i]):
+        grant = min(spare, natural[index] - widths[index])  # the most wanting first
+        widths[index] += grant
+        spare -= grant
+    return widths
+
+
+def column_widths(columns: list[Column], compact: bool,
+                  wrap: bool) -> tuple[list[int], list[int]]:
+    """Each column's width unwrapped, and the least it can take without cutting a word."""
+    natural, least = [], []
+    for column in columns:
+        header, cells = column.texts(compact)
+        natural.append(max([_lines_width(header), *map(_lines_width, cells)]))
+        body = map(_words_width if wrap and column.wrap else _lines_width, cells)
+        least.append(max([_words_width(header) if compact else _lines_width(header), *body]))
+    return natural, least
+
+
+def _lines_width(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _words_width(text: str) -> int:
+    from rich.cells import cell_len
+
+    return max((cell_len(word) for word in text.split()), default=0)
 
 
 # -- diagrams of the graph (skdsl graph) ----------------------------------------------------------
@@ -498,7 +619,7 @@ __all__ = [
     "stage_table", "layer_table", "stage_entries", "stage_cell", "item_lines", "bracket",
     "totals_line", "paper_lines", "caption_lines", "summary_line", "check_line", "grouped", "millions", "giga",
     "shape_text", "size_text", "MULTIPLY_ADDS_NOTE", "op_text", "diagram", "to_dot", "to_mermaid",
-    "MERMAID_EDGE_LIMIT",
+    "MERMAID_EDGE_LIMIT", "short_count", "Column", "FittedTable", "fit_widths",
 ]
 
 

@@ -99,3 +99,20 @@ def test_main_writes_results_and_merges_later_sections(tmp_path):
     text = output.read_text()
     assert "## b. CLI latency" in text and "## g. GPU" in text
     assert output.with_suffix(".json").is_file()
+
+
+def test_quick_runs_never_overwrite_the_tracked_results(tmp_path, monkeypatch):
+    tracked = {path: path.read_bytes() for path in (run.FULL_OUTPUT,
+                                                    run.FULL_OUTPUT.with_suffix(".json"))}
+    quick = tmp_path / "quick" / "RESULTS.md"
+    monkeypatch.setattr(run, "QUICK_OUTPUT", quick)
+    threads = torch.get_num_threads()
+    try:
+        assert run.main(["--quick", "--only", "g"]) == 0
+        with pytest.raises(SystemExit) as refused:  # asked for by name, still refused
+            run.main(["--quick", "--only", "g", "--output", str(run.FULL_OUTPUT)])
+    finally:
+        torch.set_num_threads(threads)
+    assert refused.value.code == 2
+    assert "## g. GPU" in quick.read_text() and quick.with_suffix(".json").is_file()
+    assert {path: path.read_bytes() for path in tracked} == tracked

@@ -477,3 +477,51 @@ def test_count_adds_op_classes(capsys):
     assert counted["macs"] > plain["macs"] and counted["params"] == plain["params"]
     assert main(["build", str(SKNET50), "--count", "bnn"]) == 2
     assert "did you mean 'bn'?" in capsys.readouterr().err
+
+
+# -- output that cannot be written ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv", [["check", "specs/sknet50.sk"],
+                                  ["build", "specs/sknet50.sk", "--report"],
+                                  ["graph", "specs/sknet26.sk"]])
+@pytest.mark.parametrize("redirect", ["closed", "full"])
+def test_an_unwritable_stdout_is_a_located_error_not_a_bug(argv, redirect):
+    stdout = subprocess.DEVNULL
+    if redirect == "full":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full here")
+        stdout = open("/dev/full", "w")
+    code = "import sys, skdsl.cli; sys.exit(skdsl.cli.main(sys.argv[1:]))"
+    # close_fds and a closed fd 1: Python starts with sys.stdout None, as under `>&-`
+    prefix = "import os; os.close(1); " if redirect == "closed" else ""
+    result = subprocess.run([sys.executable, "-c", prefix + code, *argv], cwd=ROOT,
+                            stdout=stdout, stderr=subprocess.PIPE, text=True)
+    assert result.returncode == 2, result.stderr
+    reason = "standard output is closed" if redirect == "closed" else "No space left on device"
+    assert result.stderr == f"error SK507: cannot write the output: {reason}\n"
+
+
+def test_a_closed_stderr_keeps_the_exit_status(tmp_path):
+    code = "import sys, skdsl.cli; sys.stderr = None; sys.exit(skdsl.cli.main(sys.argv[1:]))"
+    for argv, status in ((["check", "no_such.sk"], 2), (["check", "specs/sknet26.sk"], 0)):
+        result = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT,
+                                capture_output=True, text=True)
+        assert result.returncode == status and result.stderr == ""
+        assert result.stdout == ("" if status else result.stdout)
+        assert "error" not in result.stdout  # never sent to stdout instead
+
+
+def test_both_streams_closed_still_says_it_through_the_status(tmp_path):
+    spec = ROOT / "specs" / "sknet26.sk"
+    subprocess.run(f"exec >&- 2>&-; '{sys.executable}' -m skdsl check '{spec}'; echo $? > status",
+                   shell=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert (tmp_path / "status").read_text().strip() == "2"  # stdout was None: SK507
+
+
+def test_build_shows_the_paper_only_for_the_spec_as_written(capsys):
+    options = str(ROOT / "examples" / "sknet50_options.sk")
+    assert build_json(capsys, options, "--set", "M=2")["paper"]["params_millions"] == 27.5
+    assert build_json(capsys, options, "--set", "M=3")["paper"] is None
+    status, out, _ = run(capsys, "build", options, "--set", "M=3", "--report")
+    assert status == 0 and "paper:" not in out and "ours − paper" not in out and "#P 29.2M" in out

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -48,7 +50,8 @@ def test_table_1_with_the_papers_figures(capsys):
     assert paper["ours_minus_paper_gflops"] == pytest.approx(-0.0073, abs=1e-4)
 
 
-def test_the_rich_table_shows_deltas_and_the_paper(capsys):
+def test_the_rich_table_shows_deltas_and_the_paper(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # piped: 160 columns, every column
     status, out, _ = run(capsys, "compare", RESNEXT, SENET, SKNET, "--baseline", RESNEXT)
     assert status == 0
     line = next(line for line in out.splitlines() if "sknet50" in line)
@@ -151,3 +154,76 @@ def test_build_sweeps_print_one_line_per_variant(capsys):
     data = json.loads(out)
     assert [(d["overrides"], d["params"]) for d in data] == [({"D2": 1}, 27_479_784),
                                                           ({"D2": 3}, 27_479_784)]
+
+
+# -- honest output: the paper's figures, and 80 columns --------------------------------------------
+
+OPTIONS = str(ROOT / "examples" / "sknet50_options.sk")
+
+
+def test_paper_figures_only_for_the_spec_as_written(capsys):
+    status, out, err = run(capsys, "compare", OPTIONS, "--sweep", "M=1,2,3", "--format", "json")
+    assert status == 0, err
+    rows = {row["overrides"]["M"]: row for row in json.loads(out)["rows"]}
+    assert rows[1]["paper"] is None and rows[3]["paper"] is None
+    assert rows[2]["paper"]["params_millions"] == 27.5  # M=2 is the default: SKNet-50 itself
+    status, out, _ = run(capsys, "compare", SKNET, OPTIONS, "--set", "G=16", "--format", "csv")
+    papers = [row["paper_params_millions"] for row in csv.DictReader(io.StringIO(out))]
+    assert papers == ["27.5", ""]  # sknet50.sk declares no G: --set leaves it as written
+
+
+def test_build_sweeps_show_the_paper_only_for_the_default(capsys):
+    status, out, _ = run(capsys, "build", OPTIONS, "--sweep", "M=2,3", "--json")
+    assert [d["paper"] is not None for d in json.loads(out)] == [True, False]
+
+
+NUMBER = re.compile(r"[-+(]*\d[\d,.]*[%MGk)]*")
+
+
+def rendered(renderable, width: int) -> str:
+    from rich.console import Console
+
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(renderable)
+    return out.getvalue()
+
+
+def whole_numbers(comparison) -> set[str]:
+    """Every number of every cell and caption line, as written and as shortened."""
+    found = set()
+    for cells, _ in compare._all_cells(comparison):
+        for text in cells.values():
+            found |= set(NUMBER.findall(text)) | set(NUMBER.findall(text.replace(" G", "G")))
+    for line in compare.caption(comparison):
+        found |= set(NUMBER.findall(line))
+    return found | {"3×224×224", "80", "60"}
+
+
+@pytest.mark.parametrize("width", [80, 60])
+@pytest.mark.parametrize("case", ["table 1", "sweep"])
+def test_the_table_fits_without_cutting_a_number(width, case):
+    if case == "table 1":
+        comparison = compare.compare([RESNEXT, SENET, SKNET], baseline=RESNEXT)
+    else:
+        comparison = compare.compare([OPTIONS], sweeps={"M": [1, 2, 3]})
+    text = rendered(compare.rich_table(comparison), width)
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= width
+    allowed = whole_numbers(comparison)
+    cut = [token for token in NUMBER.findall(text.replace("×", " ")) if token not in allowed
+           and token not in {t for n in allowed for t in NUMBER.findall(n.replace("×", " "))}]
+    assert cut == []
+    for row in comparison.rows:  # every row's parameters, exact or as 27.48M
+        assert f"{row.analysis.total.params / 1e6:.2f}M" in text
+
+
+def test_columns_env_is_honoured_when_piped():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "skdsl", "compare", RESNEXT, SENET, SKNET,
+                             "--baseline", RESNEXT], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    assert max(map(len, result.stdout.splitlines())) <= 80 and "…" not in result.stdout
+    assert "left out at this width: GFLOPs (2×)" in result.stdout

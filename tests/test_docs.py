@@ -328,3 +328,84 @@ def test_senet50_parameter_arithmetic(graphs, analysis_text):
         assert number(value) in analysis_text, value
     # neither rule rounds SENet-50 to the paper's 27.7M
     assert round(27_559_896 / 1e6, 1) == round(27_628_120 / 1e6, 1) == 27.6
+
+
+# -- docs/cli.md against the argparse tree --------------------------------------------------------
+
+CLI = DOCS / "cli.md"
+CLI_HEADING = re.compile(r"^## `skdsl ([a-z]+(?: [a-z]+)?)\b[^`]*`.*$", re.M)
+FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+
+
+def parser_commands() -> dict[str, tuple[set[str], set[str]]]:
+    """'weights convert' -> ({'--from', '--set', '--skip-head'}, {'SPEC', 'IN', 'OUT'}) for every
+    command that runs (a group such as `weights` is its subcommands)."""
+    import argparse
+
+    from skdsl.cli import build_parser
+
+    found = {}
+
+    def walk(parser, path):
+        flags, positionals, groups = set(), set(), []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                groups.append(action)
+            elif isinstance(action, argparse._HelpAction):
+                continue
+            elif action.option_strings:
+                flags.update(action.option_strings)
+            else:
+                positionals.add(action.metavar or action.dest.upper())
+        for group in groups:
+            for name, sub in group.choices.items():
+                walk(sub, [*path, name])
+        if path and not groups:
+            found[" ".join(path)] = (flags, positionals)
+
+    walk(build_parser(), [])
+    return found
+
+
+def cli_sections() -> dict[str, str]:
+    """Each `## \\`skdsl COMMAND ...\\`` section of docs/cli.md, by command."""
+    text = CLI.read_text(encoding="utf-8")
+    headings = list(CLI_HEADING.finditer(text))
+    sections: dict[str, str] = {}
+    for index, heading in enumerate(headings):
+        end = headings[index + 1].start() if index + 1 < len(headings) else text.find(
+            "\n## ", heading.end())
+        sections[heading.group(1)] = text[heading.start(): end if end != -1 else len(text)]
+    return sections
+
+
+def documented_flags(section: str) -> set[str]:
+    """The flags a section declares: in its heading's usage and its flag tables' first cells."""
+    heading, *lines = section.splitlines()
+    cells = [line.split("|")[1] for line in lines if line.startswith("| `")]
+    return set(FLAG.findall(heading)) | {flag for cell in cells for flag in FLAG.findall(cell)}
+
+
+def test_cli_md_documents_every_command_and_flag():
+    commands, sections = parser_commands(), cli_sections()
+    problems = [f"command `skdsl {name}` has no `## \\`skdsl {name} ...\\`` section in docs/cli.md"
+                for name in commands if name not in sections]
+    problems += [f"docs/cli.md has a section for `skdsl {name}`, which is no command"
+                 for name in sections if name not in commands]
+    for name, (flags, positionals) in commands.items():
+        section = sections.get(name)
+        if section is None:
+            continue
+        mentioned = set(FLAG.findall(section))
+        problems += [f"`skdsl {name} {flag}` is not documented in its docs/cli.md section"
+                     for flag in sorted(flags - mentioned)]
+        problems += [f"`skdsl {name}`'s argument {metavar} is not in its docs/cli.md heading"
+                     for metavar in sorted(positionals)
+                     if metavar not in section.splitlines()[0]]
+        problems += [f"docs/cli.md documents `skdsl {name} {flag}`, which the parser does not have"
+                     for flag in sorted(documented_flags(section) - flags)]
+    assert problems == [], "\n".join(problems)
+
+
+def test_cli_md_calls_no_command_to_come():
+    assert "to come" not in CLI.read_text(encoding="utf-8")

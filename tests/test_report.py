@@ -309,3 +309,38 @@ def test_diagrams_escape_names():
     # 'a.x' and 'a_x.conv' both want the id n_a_x: the second gets a number
     assert 'n_a_x["a.x<br/>' in mermaid and "n_a_x_conv" in mermaid
     assert report._mermaid_text('x"<y>#') == "x#quot;#lt;y#gt;#35;"
+
+
+# -- tables that fit the terminal ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_tables_fit_without_cutting_a_number(sknet50, width):
+    spec, analysis = sknet50
+    text = render(report.stage_table(spec, analysis), width=width)
+    assert "…" not in text and max(map(len, text.splitlines())) <= width
+    for part in analysis.stages:
+        assert f"{part.cost.params / 1e6:.2f}" in text and report.giga(part.cost.mult_adds) in text
+    assert "27,479,784" in text and "4,462,710,784" in text  # the caption wraps between words
+    layers = render(report.layer_table(analysis), width=width)
+    assert "…" not in layers and max(map(len, layers.splitlines())) <= width
+    for part in analysis.layers[:20]:
+        assert part.name in layers
+        assert any(f" {number} " in layers for number in (
+            report.grouped(part.cost.params), report.short_count(part.cost.params)))
+    assert ("4,462,710,784" if width >= 80 else "4.46G") in layers
+
+
+def test_a_wide_console_shows_the_table_as_written(sknet50):
+    text = render(report.stage_table(*sknet50), width=200)
+    assert "(mult-adds)" in text and "left out" not in text
+
+
+def test_a_column_left_out_is_named(sknet50):
+    text = render(report.layer_table(sknet50[1]), width=60)
+    assert "left out at this width: output" in text and "64×112×112" not in text
+
+
+def test_short_count():
+    assert [report.short_count(n) for n in (0, 512, 9_536, 27_479_784, 4_462_710_784)] == [
+        "0", "512", "9.54k", "27.5M", "4.46G"]
