@@ -17,6 +17,7 @@ Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -354,6 +355,9 @@ class _Lowering:
                                 dilation=branch.dilation, written=(branch, item))
             branch_outputs.append(self.conv(branch_conv, x, scope, env, f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
+        for ref in branch_outputs:
+            if self.shape(ref) != shape:
+                self.reject_unequal_branches(item, path, self.shape(x), branch_outputs)
         # Fuse: U = sum of the branches (Eq. 1); without attention U is the output (Table 7).
         fused = self.emit(f"{path}.fuse", "add", branch_outputs, [shape], span, path, scope)
         if not item.attention:
@@ -369,6 +373,24 @@ class _Lowering:
                            span, path, scope, _pointwise(d, branches * channels, bias=False))
         return self.emit(f"{path}.select", "select", [logits, *branch_outputs], [shape], span, path,
                          scope, {"branches": branches, "channels": channels})
+
+    def reject_unequal_branches(self, item: S.SelectiveKernel, path: str, source: Shape,
+                                outputs: list[Ref]) -> None:
+        """Raise SK309: the fuse adds the branches and the select weighs them, so all must give
+        one shape. A branch is padded by D·(k−1)//2, which keeps the size (⌈H/s⌉) only where
+        D·(k−1) is even: a 2×2 branch loses a pixel where a 3×3 keeps it."""
+        shapes = [self.shape(ref) for ref in outputs]
+        kept = (item.out_channels, *(conv_output_size(size, 1, item.stride, 0)
+                                     for size in source[1:]))
+        reference = kept if kept in shapes else max(shapes, key=shapes.count)
+        index = next(i for i, shape in enumerate(shapes) if shape != reference)
+        branch = item.branches[index]
+        listed = ", ".join(f"branch{i} ({_branch_text(b.kernel, b.dilation)}) {_fmt(shape)}"
+                           for i, (b, shape) in enumerate(zip(item.branches, shapes), start=1))
+        raise SpecError(f"the branches of {path} give different shapes: {listed}",
+                        branch.span("kernel") or item.span(), code="SK309",
+                        hint=_branch_fix(branch, index + 1, source[1:], item.stride,
+                                         reference[1:]))
 
     def squeeze_excite(self, item: S.SqueezeExcite, x: Ref, scope: _Scope, env) -> Ref:
         span = item.span()
@@ -476,7 +498,8 @@ class _Lowering:
             if any(len(s) != 3 or s[1:] != shapes[0][1:] for s in shapes):
                 raise SpecError(f"concat needs feature maps of one spatial size, got "
                                 f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
-                                code="SK303")
+                                code="SK303", hint="a conv or a pool with a stride (or a "
+                                "padding) can bring the inputs to one spatial size")
             out = (sum(s[0] for s in shapes), *shapes[0][1:])
         else:
             out = _broadcast(shapes)
@@ -531,9 +554,7 @@ class _Lowering:
         if len(source) != 3 or len(target) != 3:
             raise SpecError("a residual body must keep a C×H×W feature map", item.span(),
                             code="SK305")
-        stride = next((s for s in range(1, source[1] + 1)
-                       if conv_output_size(source[1], 1, s, 0) == target[1]
-                       and conv_output_size(source[2], 1, s, 0) == target[2]), None)
+        stride = _projection_stride(source[1:], target[1:])
         if stride is None:
             raise SpecError(
                 f"no 1×1 projection maps the residual input {_fmt(source)} to its body's output "
@@ -642,13 +663,63 @@ def _broadcast(shapes: list[Shape]) -> Shape | None:
     return tuple(out)
 
 
+def _projection_stride(source: tuple[int, int], target: tuple[int, int]) -> int | None:
+    """The smallest stride s at which a 1×1 conv (no padding) maps `source` to `target`
+    (H, W), or None. Its output is (H−1)//s + 1, so s must satisfy (H−1)//s = T−1 on each
+    axis: (H−1)//T < s ≤ (H−1)//(T−1). Solved, not searched: H may be 2³¹−1."""
+    low, high = 1, None
+    for size, wanted in zip(source, target):
+        if not 1 <= wanted <= size:
+            return None
+        low = max(low, (size - 1) // wanted + 1)
+        if wanted > 1:
+            bound = (size - 1) // (wanted - 1)
+            high = bound if high is None else min(high, bound)
+    if high is not None and low > high:
+        return None
+    return low if low <= S.LARGEST else None
+
+
 def _divisor_hint(count: int, groups: int) -> str:
     lower = count - count % groups
     candidates = [c for c in (lower, lower + groups) if c > 0]
     widths = " or ".join(map(str, candidates))
-    divisors = [g for g in range(min(groups, count), 0, -1) if count % g == 0][:1]
     return (f"pick a width that is a multiple of {groups} ({widths}), or a G that divides "
-            f"{count} (such as {divisors[0]})")
+            f"{count} (such as {_largest_divisor(count, groups)})")
+
+
+def _largest_divisor(count: int, limit: int) -> int:
+    """A large divisor of `count` up to `limit` (the largest, unless `count` is huge): divisors
+    come in pairs (d, count // d) with d ≤ √count, so a few thousand trials find it where a
+    count down from `limit` could take 2³¹ (and more for a concat's channels)."""
+    best = 1
+    for small in range(1, min(math.isqrt(count), 1 << 16) + 1):
+        if count % small == 0:
+            for divisor in (small, count // small):
+                if best < divisor <= limit:
+                    best = divisor
+    return best
+
+
+def _branch_text(kernel: tuple[int, int], dilation: int) -> str:
+    """An SK branch as a branch list writes it: `3x3`, `2x2, D=2`."""
+    text = "x".join(map(str, kernel))
+    return text if dilation == 1 else f"{text}, D={dilation}"
+
+
+def _branch_fix(branch: S.KernelBranch, number: int, size, stride: int, wanted) -> str:
+    """SK309's hint: the rewrites of branch `number` that give the `wanted` size (H, W)."""
+    rule = ("an SK branch is padded by D·(k−1)/2 on each side, which keeps the size only where "
+            "D·(k−1) is even")
+    odd = tuple(k + 1 if branch.dilation * (k - 1) % 2 else k for k in branch.kernel)
+    fixes = [_branch_text(kernel, dilation)
+             for kernel, dilation in ((odd, branch.dilation), (branch.kernel, 2 * branch.dilation))
+             if tuple(conv_output_size(s, k, stride, p, dilation) for s, k, p in
+                      zip(size, kernel, same_padding(kernel, dilation))) == tuple(wanted)]
+    if not fixes:
+        return f"{rule}: give every branch an odd kernel, or an even dilation"
+    also = f" (or {fixes[1]})" if len(fixes) > 1 else ""
+    return f"{rule}: write branch{number} as {fixes[0]}{also}"
 
 
 __all__ = ["lower", "lower_table", "LoweredGraph", "output_shape", "conv_output_size", "same_padding", "OPS", "Span"]

@@ -7,6 +7,9 @@ Strategies (need `hypothesis`, imported when a strategy is built):
     variants(spec, **p)   a spec's declared `param`s drawn from strategies, invalid draws rejected
     mutations(text)       (broken text or bytes, description): a valid spec broken in one place
     broken_specs(...)     specs().flatmap(mutations)
+    meeting_inputs(...)   (text, expected error code or None): a multi-input op (SK branches,
+                          add, mul, concat, a residual, a shared branch) on inputs that may
+                          not agree
 
 Assertions (need `torch`, imported when called):
 
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "specs", "networks", "variants", "mutations", "broken_specs", "assert_compiles_exactly",
     "assert_shapes", "assert_rejected", "run_check", "ExactReport", "WIDTHS", "MUTATION_KINDS",
-    "INSERT_TOKENS", "INVALID_UTF8", "time_limit",
+    "INSERT_TOKENS", "INVALID_UTF8", "time_limit", "meeting_inputs", "MEETING_KINDS",
 ]
 
 WIDTHS = (8, 16, 24, 32, 48, 64)
@@ -838,6 +841,138 @@ def variants(path_or_text: str | Path, **param_strategies) -> "SearchStrategy[S.
 
 
 # ---------------------------------------------------------------------------------------------
+# meeting_inputs(): multi-input ops whose inputs may not agree
+# ---------------------------------------------------------------------------------------------
+
+MEETING_KINDS = ("sk", "sum", "add", "mul", "concat", "residual", "shares")
+
+
+def meeting_inputs(kinds: Iterable[str] = MEETING_KINDS, sizes: Iterable[int] = range(2, 13)
+                   ) -> "SearchStrategy[tuple[str, str | None]]":
+    """(.sk text, expected code): a tiny network in which one multi-input op meets inputs
+    made by convolutions of drawn kernels (odd, even, asymmetric), strides, paddings and
+    dilations, on an 8×H×W input with H and W from `sizes`.
+
+    Kinds (MEETING_KINDS): `sk` and `sum` (a branch list, padded by D·(k−1)//2), `add` and
+    `mul` of two branches (a size-1 axis broadcasts), `concat`, `residual` (a body and an
+    explicit shortcut), `shares` (a branch that reuses another's weights on a tensor of
+    another size, then an `add` or a `concat`). The code is None when the inputs agree: the
+    spec is valid, and its compiled module must count as analysed. Otherwise it is the code of
+    the located error the spec must give: SK309 for SK or SUM branches, SK303 for add, mul
+    and concat, SK305 for a residual. Shapes are worked out here, apart from skdsl.graph.
+    """
+    from hypothesis import strategies as st
+
+    chosen, pool = tuple(kinds), tuple(sizes)
+    unknown = set(chosen) - set(MEETING_KINDS)
+    if unknown:
+        raise ValueError(f"unknown kinds {sorted(unknown)}; known: {MEETING_KINDS}")
+
+    @st.composite
+    def meeting(draw) -> tuple[str, str | None]:
+        kind = draw(st.sampled_from(chosen))
+        size = (draw(st.sampled_from(pool)), draw(st.sampled_from(pool)))
+        lines, code = _MEETINGS[kind](draw, st, size)
+        header = [f"network meet_{kind}:", f"    input 8x{size[0]}x{size[1]}", "    stage s:"]
+        return "\n".join(header + [f"        {line}" for line in lines]) + "\n", code
+
+    return meeting()
+
+
+def _drawn_window(draw, st, padded: bool):
+    """A kernel (mostly square), stride, dilation and, if `padded`, maybe an explicit padding."""
+    height = draw(st.integers(1, 4))
+    width = height if draw(st.booleans()) else draw(st.integers(1, 4))
+    stride, dilation = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    padding = draw(st.none() | st.integers(0, 3)) if padded else None
+    return (height, width), stride, dilation, padding
+
+
+def _window_size(size, kernel, stride, dilation, padding) -> tuple[int, int]:
+    """Output H, W; None padding is skdsl's default, D·(k−1)//2 per axis."""
+    return tuple(_out_size(s, k, stride, dilation * (k - 1) // 2 if padding is None else padding,
+                           dilation) for s, k in zip(size, kernel))
+
+
+def _drawn_conv(draw, st, sizes: list, channels: int) -> tuple[str, list[Shape]]:
+    """A `conv` line and its output shape on each input size (H, W) of `sizes`; a padding that
+    would leave no pixel is dropped (the default always leaves one on a 2×2 or larger input)."""
+    kernel, stride, dilation, padding = _drawn_window(draw, st, padded=True)
+    if any(min(_window_size(size, kernel, stride, dilation, padding)) < 1 for size in sizes):
+        padding = None
+    text = f"conv {kernel[0]}x{kernel[1]}, {channels}, stride {stride}, D={dilation}"
+    if padding is not None:
+        text += f", pad {padding}"
+    return text, [(channels, *_window_size(size, kernel, stride, dilation, padding))
+                  for size in sizes]
+
+
+def _meet_selective(draw, st, size, attention: bool):
+    stride = draw(st.integers(1, 3))
+    options = "G=2, r=2, L=4" if attention else "G=2"
+    lines, shapes = [f"{'SK' if attention else 'SUM'}[{options}, stride={stride}], 8:"], set()
+    for _ in range(draw(st.integers(2, 3))):
+        kernel, _, dilation, _ = _drawn_window(draw, st, padded=False)
+        lines.append(f"    {kernel[0]}x{kernel[1]}, D={dilation}")
+        shapes.add(_window_size(size, kernel, stride, dilation, None))
+    return lines, None if len(shapes) == 1 else "SK309"
+
+
+def _broadcasts(shapes) -> bool:
+    """Whether shapes combine elementwise: on every axis, one size apart from 1s."""
+    return all(len({s for s in sizes if s != 1}) <= 1 for sizes in zip(*shapes))
+
+
+def _meets(merge: str, shapes) -> bool:
+    if merge == "concat":
+        return len({shape[1:] for shape in shapes}) == 1
+    return _broadcasts(shapes)
+
+
+def _meet_merge(draw, st, size, merge: str):
+    widths = (4, 8) if merge == "concat" else draw(st.sampled_from([(8, 8), (8, 1), (1, 8)]))
+    lines, shapes = [], []
+    for name, width in zip("ab", widths):
+        conv, (shape,) = _drawn_conv(draw, st, [size], width)
+        lines.append(f"branch {name}: {conv}")
+        shapes.append(shape)
+    return lines + [f"{merge} a, b"], None if _meets(merge, shapes) else "SK303"
+
+
+def _meet_residual(draw, st, size):
+    body, (body_shape,) = _drawn_conv(draw, st, [size], 8)
+    shortcut, (shortcut_shape,) = _drawn_conv(draw, st, [size], 8)
+    lines = ["residual:", f"    {body}", "    shortcut:", f"        {shortcut}, act none"]
+    return lines, None if body_shape == shortcut_shape else "SK305"
+
+
+def _meet_shared(draw, st, size):
+    """Branch b runs branch a's layers (and weights) on a tensor of another spatial size:
+    strided, or grown by a padding where a stride would leave less than 2×2."""
+    step = draw(st.integers(2, 3))
+    other = tuple(_out_size(s, 1, step, 0) for s in size)
+    other_line = f"y = conv 1x1, 8, stride {step}"
+    if min(other) < 2 or draw(st.booleans()):
+        other, other_line = tuple(s + 2 for s in size), "y = conv 3x3, 8, pad 2"
+    conv, shapes = _drawn_conv(draw, st, [size, other], 8)
+    merge = draw(st.sampled_from(["add", "concat"]))
+    lines = ["x = conv 1x1, 8", other_line, f"branch a from x: {conv}",
+             "branch b from y shares a", f"{merge} a, b"]
+    return lines, None if _meets(merge, shapes) else "SK303"
+
+
+_MEETINGS = {
+    "sk": lambda draw, st, size: _meet_selective(draw, st, size, attention=True),
+    "sum": lambda draw, st, size: _meet_selective(draw, st, size, attention=False),
+    "add": lambda draw, st, size: _meet_merge(draw, st, size, "add"),
+    "mul": lambda draw, st, size: _meet_merge(draw, st, size, "mul"),
+    "concat": lambda draw, st, size: _meet_merge(draw, st, size, "concat"),
+    "residual": _meet_residual,
+    "shares": _meet_shared,
+}
+
+
+# ---------------------------------------------------------------------------------------------
 # mutations(): one-place breakage
 # ---------------------------------------------------------------------------------------------
 
@@ -1025,7 +1160,6 @@ def _torch_threads(count: int | None):
 
 def _compiles_exactly(spec, input_shape) -> ExactReport:
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     network = _as_network(spec)
     shape = tuple(input_shape or network.input)
@@ -1059,26 +1193,13 @@ def _compiles_exactly(spec, input_shape) -> ExactReport:
         if wrong:
             problems.append(f"  nodes that disagree: {_few(wrong)}")
 
-    x = torch.randn(1, *shape)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        y = model(x)
-    flops = counter.get_total_flops()
-    if flops != 2 * analysis.mult_adds:
-        problems.append(f"mult-adds: FlopCounterMode total / 2 is {flops / 2:,g}, the analysis "
-                        f"says {analysis.mult_adds:,} ({flops / 2 - analysis.mult_adds:+,g})")
-        prefix = type(model).__name__ + "."
-        counted = {name.removeprefix(prefix): sum(ops.values())
-                   for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)}
-        expected: dict[str, int] = {}  # by module: a tied node's work is its twin module's
-        for name, cost in analysis.nodes.items():
-            if name != "input":
-                module = tied.get(name, name)
-                expected[module] = expected.get(module, 0) + cost.mult_adds
-        wrong = [f"{name} (torch {counted.get(name, 0) / 2:g}, analysis {mult_adds})"
-                 for name, mult_adds in expected.items() if counted.get(name, 0) != 2 * mult_adds]
-        if wrong:
-            problems.append(f"  nodes that disagree: {_few(wrong)}")
-
+    try:
+        y, more = _mult_add_problems(model, torch.randn(1, *shape), analysis, tied)
+    except Exception as crash:  # noqa: BLE001 - a module that cannot run is a disagreement
+        problems.append(f"the forward pass failed: {type(crash).__name__}: {crash}")
+        raise AssertionError(f"spec '{network.name}' (input {'x'.join(map(str, shape))}) does "
+                             f"not compile exactly:\n  " + "\n  ".join(problems)) from crash
+    problems += more
     output = tuple(y.shape) if isinstance(y, torch.Tensor) else None
     expected = (1, *analysis.output)
     if output != expected:
@@ -1088,6 +1209,34 @@ def _compiles_exactly(spec, input_shape) -> ExactReport:
         raise AssertionError(f"spec '{network.name}' (input {'x'.join(map(str, shape))}) does "
                              f"not compile exactly:\n  " + "\n  ".join(problems))
     return ExactReport(network.name, params, analysis.mult_adds, expected, len(leaves))
+
+
+def _mult_add_problems(model, x, analysis, tied: dict[str, str]):
+    """Run `model` on `x` under FlopCounterMode: its output, and how its multiply-adds
+    disagree with `analysis` (in total, then by node)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        y = model(x)
+    flops = counter.get_total_flops()
+    if flops == 2 * analysis.mult_adds:
+        return y, []
+    problems = [f"mult-adds: FlopCounterMode total / 2 is {flops / 2:,g}, the analysis says "
+                f"{analysis.mult_adds:,} ({flops / 2 - analysis.mult_adds:+,g})"]
+    prefix = type(model).__name__ + "."
+    counted = {name.removeprefix(prefix): sum(ops.values())
+               for name, ops in counter.get_flop_counts().items() if name.startswith(prefix)}
+    expected: dict[str, int] = {}  # by module: a tied node's work is its twin module's
+    for name, cost in analysis.nodes.items():
+        if name != "input":
+            module = tied.get(name, name)
+            expected[module] = expected.get(module, 0) + cost.mult_adds
+    wrong = [f"{name} (torch {counted.get(name, 0) / 2:g}, analysis {mult_adds})"
+             for name, mult_adds in expected.items() if counted.get(name, 0) != 2 * mult_adds]
+    if wrong:
+        problems.append(f"  nodes that disagree: {_few(wrong)}")
+    return y, problems
 
 
 def _few(items: list[str], limit: int = 5) -> str:

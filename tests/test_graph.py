@@ -7,7 +7,9 @@ import pytest
 import skdsl
 from skdsl import spec as S
 from skdsl.errors import SpecError
-from skdsl.graph import _Instance, conv_output_size, lower_table, output_shape
+from skdsl import testing as T
+from skdsl.graph import (_Instance, _largest_divisor, _projection_stride, conv_output_size,
+                         lower_table, output_shape)
 
 HEADER = "network n:\n    input 3x32x32\n    classes 10\n"
 
@@ -182,3 +184,122 @@ def test_names_clash_with_placed_blocks_as_with_lowered_ones(extra, clash):
         with pytest.raises(SpecError) as caught:
             lower_table(spec, reuse=reuse)
         assert caught.value.code == "SK205" and f"'{clash}'" in caught.value.message
+
+
+# -- every multi-input op checks its inputs' shapes -------------------------------------------------
+
+UNEQUAL_SK = """\
+network t:
+    input 32x16x16
+    stage s:
+        SK[G=1, r=4, L=8], 32:
+            3x3
+            2x2
+"""
+
+
+@pytest.mark.parametrize("word", ["SK", "SUM"])
+def test_sk_branches_of_different_sizes_are_located_not_miscounted(word):
+    """Issue 14: a 2×2 branch, padded by (2−1)//2 = 0, gave 15×15 beside the 3×3's 16×16; the
+    analysis counted it and the compiled module crashed in forward."""
+    text = UNEQUAL_SK.replace("SK[G=1, r=4, L=8]", "SUM[G=1]" if word == "SUM" else "SK[G=1, r=4, L=8]")
+    with pytest.raises(SpecError) as caught:
+        skdsl.analyze(skdsl.parse(text))
+    error = caught.value
+    assert error.code == "SK309" and (error.span.line, error.span.column) == (6, 13)
+    assert error.message == ("the branches of s.sk give different shapes: branch1 (3x3) "
+                             "32×16×16, branch2 (2x2) 32×15×15")
+    assert error.hint.endswith("write branch2 as 3x3 (or 2x2, D=2)")
+
+
+@pytest.mark.parametrize("branches, culprit, fix", [
+    (["2x2", "3x3", "5x5"], "branch1 (2x2)", "write branch1 as 3x3 (or 2x2, D=2)"),
+    (["3x3", "1x2, D=3"], "branch2 (1x2, D=3)", "write branch2 as 1x3, D=3 (or 1x2, D=6)"),
+    # the size a 3×3 keeps is the one to reach, even against a majority
+    (["2x2", "2x2", "3x3"], "branch1 (2x2)", "write branch1 as 3x3 (or 2x2, D=2)"),
+    (["2x2", "1x2, D=3"], "branch2 (1x2, D=3)", "give every branch an odd kernel, or an even "
+                                                "dilation"),
+])
+def test_the_hint_names_the_branch_that_differs_and_a_fix(branches, culprit, fix):
+    lines = "".join(f"            {branch}\n" for branch in branches)
+    text = UNEQUAL_SK.split("            3x3")[0] + lines
+    with pytest.raises(SpecError) as caught:
+        skdsl.analyze(skdsl.parse(text))
+    assert culprit in caught.value.message and caught.value.hint.endswith(fix)
+
+
+def test_even_branches_that_keep_one_size_are_fine():
+    """At stride 2 on an even size, 2×2 (no padding) and 3×3 (padding 1) both halve it."""
+    text = UNEQUAL_SK.replace("SK[G=1, r=4, L=8]", "SK[G=1, r=4, L=8, stride=2]")
+    assert skdsl.analyze(skdsl.parse(text)).output == (32, 8, 8)
+
+
+REUSED_SK = """\
+block unit(c, stride=1):
+    SK[G=1, r=4, L=8, stride=stride], c:
+        3x3
+        2x2
+
+network t:
+    input 8x12x12
+"""
+
+
+@pytest.mark.parametrize("stages", [
+    "    stage a: unit(8, stride=2)\n    stage b: unit(8, stride=2)\n    stage c: unit(8, stride=2)\n",
+    "    stage s: unit(8, stride=2) x3\n",
+])
+def test_sk_branch_errors_are_the_same_whether_blocks_are_reused(stages):
+    """A block lowered once is placed again only on the input shape it was checked on."""
+    network = skdsl.parse(REUSED_SK + stages, file="t.sk")
+    errors = []
+    for reuse in (True, False):
+        with pytest.raises(SpecError) as caught:
+            lower_table(network, reuse=reuse)
+        errors.append(caught.value)
+    assert errors[0].code == "SK309" and errors[0].render() == errors[1].render()
+
+
+def test_concat_of_two_sizes_has_a_hint():
+    with pytest.raises(SpecError) as caught:
+        lower("    stage s:\n        branch a: conv 1x1, 8\n        branch b: conv 1x1, 8, stride 2\n"
+              "        concat a, b\n")
+    assert caught.value.code == "SK303" and "stride" in caught.value.hint
+
+
+# -- absurd sizes stay quick ----------------------------------------------------------------------
+
+HUGE = "network n:\n    input 3x2147483647x2147483647\n    stage s:\n"
+
+
+def test_projection_stride_on_a_huge_input_is_solved_not_searched():
+    """Issue 14: the projection's stride was searched over range(H): 2³¹ steps here."""
+    body = "        residual:\n            conv 3x3, 16, pad 0\n"
+    with T.time_limit(5), pytest.raises(SpecError) as caught:
+        lower_table(skdsl.parse(HUGE + body))
+    assert caught.value.code == "SK305"
+    graph = lower_table(skdsl.parse(HUGE + "        residual: conv 3x3, 16, stride 3\n"))
+    assert graph.nodes["s.shortcut.conv"]["stride"] == 3
+
+
+def test_projection_stride_is_the_smallest_that_maps_the_sizes():
+    for height in range(1, 20):
+        for width in (1, 2, 7, 12):
+            for target in {(conv_output_size(height, 1, s, 0), conv_output_size(width, 1, s, 0))
+                           for s in range(1, 25)} | {(height + 1, width), (2, 2)}:
+                searched = next((s for s in range(1, 50) if
+                                 (conv_output_size(height, 1, s, 0),
+                                  conv_output_size(width, 1, s, 0)) == target), None)
+                assert _projection_stride((height, width), target) == searched, (height, width,
+                                                                                 target)
+
+
+def test_divisor_hint_for_a_huge_prime_width_is_quick():
+    """2³¹−1 is prime: counting down from G for a divisor took 2³¹ steps."""
+    body = "        conv 1x1, 2147483646\n        conv 1x1, 2147483647, G=2147483646\n"
+    with T.time_limit(5), pytest.raises(SpecError) as caught:
+        lower_table(skdsl.parse(HUGE.replace("2147483647x2147483647", "8x8") + body))
+    assert caught.value.code == "SK301" and caught.value.hint.endswith("(such as 1)")
+    assert _largest_divisor(128, 30) == 16 and _largest_divisor(15, 2) == 1
+    huge = 3 * 2**80  # a concat's channels can pass 2³¹: the search is capped, still a divisor
+    assert huge % _largest_divisor(huge, 10**6) == 0 and _largest_divisor(huge, 10**6) <= 10**6

@@ -28,7 +28,8 @@ from skdsl.spec import Network
 
 SCALE = float(os.environ.get("SKDSL_PROPERTY_SCALE", "1"))
 EXAMPLES = {name: max(1, round(count * SCALE)) for name, count in
-            {"compile": 40, "json": 60, "broken": 300, "mutant": 40, "variants": 20}.items()}
+            {"compile": 40, "json": 60, "broken": 300, "mutant": 40, "variants": 20,
+             "meeting": 60}.items()}
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                      HealthCheck.data_too_large,
                                                      HealthCheck.filter_too_much])
@@ -75,6 +76,20 @@ def test_blocks_lowered_once_count_as_when_spelled_out(network):
             last = [name for name, node in plain.nodes.items() if node["stage"] == stage.name][-1]
             assert stage.receptive_field == full.fields[last]
             assert stage.output == plain.nodes[last]["out_shapes"][0]
+
+
+@settings(max_examples=EXAMPLES["meeting"], **SETTINGS)
+@given(T.meeting_inputs())
+def test_inputs_that_meet_agree_or_are_located_errors(case):
+    """Never a silent miscount: where SK branches, add, mul, concat, a residual or a shared
+    branch meet inputs of drawn kernels, strides, paddings and dilations, either the shapes
+    agree and torch counts what the analysis counts, or the spec is a located error."""
+    text, code = case
+    if code is None:
+        T.assert_compiles_exactly(text)
+    else:
+        error = T.assert_rejected(text, code=code)
+        assert code == "SK305" or error.hint, error.render()  # SK305 is documented without one
 
 
 # -- (b) the JSON form of a spec means the same network ----------------------------------------
@@ -220,7 +235,8 @@ def test_empty_option_brackets_do_not_crash(layer):
         error.render()
 
 
-@pytest.mark.parametrize("layer, code", [("conv 3x3, 8, G=99999999999999999999", "SK203"),
+# An integer past 2⁶³−1 is out of the language's range (SK213) before it is a bad G.
+@pytest.mark.parametrize("layer, code", [("conv 3x3, 8, G=99999999999999999999", "SK213"),
                                          ("shuffle 1000000000000", "SK203"),
                                          ("conv 3x3, 8, G=1000000000", "SK301")])
 def test_huge_groups_are_rejected_quickly(layer, code):

@@ -176,6 +176,42 @@ def test_mutations_refuse_unknown_kinds():
         T.mutations(SMALL, kinds=["explode"])
 
 
+# -- meeting_inputs() ------------------------------------------------------------------------------
+
+
+def test_meeting_inputs_draw_every_kind_agreeing_and_not():
+    seen: set[tuple[str, str | None]] = set()
+
+    @settings(max_examples=400, derandomize=True, database=None, **FAST)
+    @given(T.meeting_inputs())
+    def collect(case):
+        text, code = case
+        seen.add((re.match(r"network meet_(\w+):", text).group(1), code))
+
+    collect()
+    expected = {"sk": "SK309", "sum": "SK309", "add": "SK303", "mul": "SK303",
+                "concat": "SK303", "residual": "SK305", "shares": "SK303"}
+    assert seen == {*expected.items(), *((kind, None) for kind in expected)}
+
+
+@settings(max_examples=40, **FAST)
+@given(T.meeting_inputs(kinds=("sk", "residual"), sizes=(5,)))
+def test_meeting_inputs_keep_to_their_kinds_and_sizes(case):
+    text, code = case
+    assert "input 8x5x5" in text and re.search(r"network meet_(sk|residual):", text)
+    try:
+        skdsl.analyze(skdsl.parse(text))
+    except skdsl.SpecError as error:
+        assert error.code == code
+    else:
+        assert code is None
+
+
+def test_meeting_inputs_refuse_unknown_kinds():
+    with pytest.raises(ValueError, match="unknown kinds"):
+        T.meeting_inputs(kinds=["pool"])
+
+
 # -- assert_compiles_exactly ------------------------------------------------------------------------
 
 
@@ -271,7 +307,9 @@ def test_compiles_exactly_fails_on_the_wrong_output_shape(small, monkeypatch):
 
 
 def test_compiles_exactly_fails_on_modules_that_are_not_nodes(small, monkeypatch):
-    _wrap_compile(monkeypatch, lambda model: model.add_module("stray", torch.nn.ReLU()))
+    # nn.Module's own add_module: the compiled network refuses a child its graph never calls
+    _wrap_compile(monkeypatch, lambda model: torch.nn.Module.add_module(model, "stray",
+                                                                        torch.nn.ReLU()))
     with pytest.raises(AssertionError, match="module leaves that are not graph nodes: stray"):
         T.assert_compiles_exactly(small)
 
@@ -281,7 +319,18 @@ def test_compiles_exactly_fails_on_nodes_without_modules(small, monkeypatch):
         del model.head._modules["fc"]
 
     _wrap_compile(monkeypatch, drop_fc)
-    with pytest.raises(AssertionError, match="graph nodes without a module: head.fc"):
+    with pytest.raises(AssertionError, match="graph nodes without a module: head.fc") as caught:
+        T.assert_compiles_exactly(small)
+    assert "the forward pass failed: KeyError" in str(caught.value)  # reported, not raised
+
+
+def test_compiles_exactly_fails_on_a_module_that_crashes(small, monkeypatch):
+    """The miscount of issue 14 showed as a crash in forward: an assertion, with its cause."""
+    def crash(*inputs):
+        raise RuntimeError("The size of tensor a (16) must match the size of tensor b (15)")
+
+    _wrap_compile(monkeypatch, lambda model: setattr(model.head.fc, "forward", crash))
+    with pytest.raises(AssertionError, match=r"the forward pass failed: RuntimeError: The size"):
         T.assert_compiles_exactly(small)
 
 
