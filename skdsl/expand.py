@@ -7,6 +7,9 @@ that chose the value, not at the template line that used it.
 
 from __future__ import annotations
 
+import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,7 +19,8 @@ from pydantic import ValidationError
 from . import spec as S
 from . import syntax as A
 from .errors import Span, SpecError, did_you_mean
-from .parser import LAYER_KEYWORDS, parse_text, read_source
+from .parser import LAYER_KEYWORDS, check_spec_file, file_error, parse_text, read_source
+from .syntax import MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING, MAX_PATH_LENGTH
 
 STD_PREFIX = "std/"
 STD_DIR = Path(__file__).with_name("std")
@@ -45,23 +49,45 @@ class _Template:
 
 
 class Program:
-    """A root file with everything it imports, ready to expand its network."""
+    """A root file with everything it imports, ready to expand its network.
 
-    def __init__(self, root: A.SourceFile, overrides: dict[str, str | int | float] | None = None):
+    `use` reaches only the root file's folder tree and the standard library, unless
+    `allow_imports_outside` is set: a spec from elsewhere must not read the rest of the disk.
+    """
+
+    def __init__(self, root: A.SourceFile, overrides: dict[str, str | int | float] | None = None,
+                 allow_imports_outside: bool = False):
         self.root = root
         self.templates: dict[str, _Template] = {}
         self.overrides = dict(overrides or {})
-        self._import(root, stack=[])
+        self.folders = None if allow_imports_outside else (
+            Path(root.path).parent.resolve(), STD_DIR.resolve())
+        self._imported: set[Path] = set()
+        root_path = Path(root.path).resolve()
+        self._import(root, stack=[(root_path, root.path)])
 
-    def _import(self, source: A.SourceFile, stack: list[str], own: bool = True) -> None:
+    def _import(self, source: A.SourceFile, stack: list[tuple[Path, str]],
+                own: bool = True) -> None:
         env = _file_params(source, self.overrides if source is self.root else {})
+        if not own and source.networks:
+            raise SpecError(f"'{source.path}' is imported, so it may not hold a network",
+                            source.networks[0].name.span, code="SK209",
+                            hint="move the network into a file of its own; a file that is "
+                            "imported holds blocks and params only")
         for use in source.uses:
-            path = _resolve(use, source.path)
-            if path[1] in stack + [source.path]:
-                chain = " -> ".join([*stack, source.path, path[1]])
+            resolved, shown = _resolve(use, source.path, self.folders)
+            if resolved in (path for path, _ in stack):  # compared resolved: sub/../a.sk is a.sk
+                chain = " -> ".join([*(name for _, name in stack), shown])
                 raise SpecError(f"import cycle: {chain}", use.span, code="SK113",
                                 hint="move the shared blocks into a file that imports neither")
-            self._import(parse_file(*path), stack + [source.path], own=False)
+            if resolved in self._imported:  # a diamond: its blocks are known already
+                continue
+            if len(stack) >= MAX_NESTING:
+                raise SpecError(f"imports nested too deeply: more than {MAX_NESTING} files "
+                                "deep", use.span, code="SK119",
+                                hint="import the files you need from the spec itself")
+            self._import(parse_file(resolved, shown), [*stack, (resolved, shown)], own=False)
+            self._imported.add(resolved)
         for block in source.blocks:
             earlier = self.templates.get(block.name)
             if earlier and not own and earlier.definition.file != source.path:
@@ -78,23 +104,48 @@ class Program:
 
 def parse_file(path: str | Path, shown_as: str | None = None) -> A.SourceFile:
     """Parse a file; errors name it `shown_as` (the standard library's files as std/...)."""
-    return parse_text(read_source(path), shown_as or str(path))
+    return parse_text(read_source(path, shown_as, MAX_FILE_BYTES), shown_as or str(path))
 
 
-def _resolve(use: A.UseDecl, importer: str) -> tuple[str, str]:
-    """The file a `use` names, and the name errors show for it."""
+def _resolve(use: A.UseDecl, importer: str, folders: tuple[Path, ...] | None) -> tuple[Path, str]:
+    """The file a `use` names (resolved: no `..`, no links), and the name errors show for it."""
+    if len(use.path) > MAX_PATH_LENGTH:
+        raise SpecError(f"this path is {len(use.path):,} characters long (at most "
+                        f"{MAX_PATH_LENGTH:,})", use.span, code="SK120",
+                        hint="shorten the path or the names of its folders")
     if use.path.startswith(STD_PREFIX):
-        candidate = STD_DIR / use.path[len(STD_PREFIX):]
-        shown = use.path
+        candidate, shown = STD_DIR / use.path[len(STD_PREFIX):], use.path
     else:
         candidate = Path(importer).parent / use.path
-        shown = str(candidate)
-    if not candidate.is_file():
+        shown = os.path.normpath(candidate)
+    try:
+        resolved = candidate.resolve()
+        _confine(use, resolved, folders)
+        exists = resolved.exists()
+    except OSError as error:
+        raise file_error(error, use.path, use.span) from None
+    if not exists:
         shipped = sorted(f"std/{p.name}" for p in STD_DIR.glob("*.sk"))
         raise SpecError(f"cannot import '{use.path}': no such file", use.span, code="SK110",
                         hint=did_you_mean(use.path, shipped) or
                         f"the standard library has: {', '.join(shipped)}")
-    return str(candidate), shown
+    check_spec_file(resolved, use.span, use.path)
+    return resolved, shown
+
+
+def _confine(use: A.UseDecl, resolved: Path, folders: tuple[Path, ...] | None) -> None:
+    """Refuse a `use` that leaves the spec's folder tree and std/ (the file is not read)."""
+    inside_std = resolved.is_relative_to(STD_DIR.resolve())
+    if use.path.startswith(STD_PREFIX) and not inside_std:
+        raise SpecError(f"cannot import '{use.path}': it leaves the standard library",
+                        use.span, code="SK117", hint="std/ paths name files of skdsl/std, "
+                        "without ..")
+    if folders is None or any(resolved.is_relative_to(folder) for folder in folders):
+        return
+    raise SpecError(f"cannot import '{use.path}': it is outside the spec's folder",
+                    use.span, code="SK117", hint="a spec imports files from its own folder "
+                    "(and those below it) and std/; copy the file there, or load the spec with "
+                    "allow_imports_outside=True")
 
 
 def _file_params(source: A.SourceFile, overrides: dict) -> Env:
@@ -137,19 +188,45 @@ _TYPE_WORDS = {int: "an integer", float: "a number", Symbol: "a word", str: "a w
 # -- expressions -------------------------------------------------------------------------------
 
 
+class _Unbound(Exception):
+    """A formal of a block no network calls was used: its value is unknown (see check_block)."""
+
+
+_UNBOUND = object()
+
+
 def evaluate(expr: A.Expr, env: Env) -> Value:
+    if not isinstance(expr, A.Binary):
+        return _operand(expr, env)
+    # Post-order with a stack of its own: `1+1+…` is a tree as deep as it has terms.
+    results: list[Value] = []
+    pending: list[tuple[A.Expr, bool]] = [(expr, False)]
+    while pending:
+        node, operands_done = pending.pop()
+        if not isinstance(node, A.Binary):
+            results.append(_operand(node, env))
+        elif operands_done:
+            right, left = results.pop(), results.pop()
+            left, right = _number(left), _number(right)
+            results.append(Value(_arithmetic(node, left, right), node.span))
+        else:
+            pending += [(node, True), (node.right, False), (node.left, False)]
+    return results[0]
+
+
+def _operand(expr: A.Expr, env: Env) -> Value:
     if isinstance(expr, (A.Int, A.Float, A.Quantity)):
         return Value(expr.value, expr.span)
     if isinstance(expr, A.String):
         return Value(expr.value, expr.span)
     if isinstance(expr, A.Dims):
         return Value(expr.values, expr.span)
-    if isinstance(expr, A.Name):
-        if expr.id in env:
-            return env[expr.id]
-        return Value(Symbol(expr.id), expr.span, tuple(env))
-    left, right = _number(evaluate(expr.left, env)), _number(evaluate(expr.right, env))
-    return Value(_arithmetic(expr, left, right), expr.span)
+    if expr.id in env:
+        value = env[expr.id]
+        if value.value is _UNBOUND:
+            raise _Unbound(expr.id)
+        return value
+    return Value(Symbol(expr.id), expr.span, tuple(env))
 
 
 def _number(value: Value) -> int | float:
@@ -168,6 +245,18 @@ def _unknown_name(value: Value) -> SpecError:
 
 
 def _arithmetic(expr: A.Binary, left, right):
+    result = _operation(expr, left, right)
+    if isinstance(result, int) and abs(result) > MAX_INTEGER:
+        raise SpecError(f"this value is too large: it passes {MAX_INTEGER:,}", expr.span,
+                        code="SK213", hint="skdsl's integers are sizes and counts; check the "
+                        "expression")
+    if isinstance(result, float) and not math.isfinite(result):
+        raise SpecError("this value is too large to represent", expr.span, code="SK213",
+                        hint="numbers are at most about 1.8e308; check the expression")
+    return result
+
+
+def _operation(expr: A.Binary, left, right):
     op = expr.op
     if op in ("/", "//", "%") and right == 0:
         raise SpecError("division by zero", expr.span, code="SK206")
@@ -273,6 +362,12 @@ def _number_value(value: Value, what: str) -> float:
 
 
 Convert = Callable[[Value, str], object]
+
+
+def _named(convert: Convert, noun: str) -> Convert:
+    """`convert` with the noun its messages use: `take`'s phrase ("a kernel such as 3x3") says
+    what is missing and would garble "unknown … 'x'" or "… must be …"."""
+    return lambda value, what: convert(value, noun)
 
 
 @dataclass(frozen=True)
@@ -400,24 +495,26 @@ def _plan_names(statements: list[A.Statement]) -> dict:
     add and act. Block calls are always numbered (block1, block2 ...), as the paper's conv3_1.
     """
     entries: list[tuple[object, str, A.Label | None]] = []
-
-    def visit(body):
-        for st in body:
-            if isinstance(st, A.LayerStmt):
-                entries.append((id(st), _BASE_NAMES[st.keyword], st.label))
-            elif isinstance(st, A.CallStmt):
-                for index in range(st.repeat or 1):
-                    entries.append(((id(st), index), "block", st.label))
-            elif isinstance(st, A.SplitStmt):
-                entries.append((id(st), "split", st.label))
-            elif isinstance(st, A.BranchStmt):
-                entries.append((id(st), "branch", st.name))
-            elif isinstance(st, A.ResidualStmt):
-                visit([s for s in st.body if not isinstance(s, A.ShortcutStmt)])
-                for part in ("shortcut", "add", "act"):
-                    entries.append(((id(st), part), part, None))
-
-    visit(statements)
+    # In source order, with a stack of its own: `residual: residual: …` may nest deeply on one
+    # line, and the expander's depth limit comes only after this.
+    pending: list = list(reversed(statements))
+    while pending:
+        st = pending.pop()
+        if isinstance(st, A.LayerStmt):
+            entries.append((id(st), _BASE_NAMES[st.keyword], st.label))
+        elif isinstance(st, A.CallStmt):
+            for index in range(st.repeat or 1):
+                entries.append(((id(st), index), "block", st.label))
+        elif isinstance(st, A.SplitStmt):
+            entries.append((id(st), "split", st.label))
+        elif isinstance(st, A.BranchStmt):
+            entries.append((id(st), "branch", st.name))
+        elif isinstance(st, A.ResidualStmt):
+            pending.append(("after", st))
+            pending += reversed([s for s in st.body if not isinstance(s, A.ShortcutStmt)])
+        elif isinstance(st, tuple):  # ("after", residual): its parts follow its body
+            for part in ("shortcut", "add", "act"):
+                entries.append(((id(st[1]), part), part, None))
     counts: dict[str, int] = {}
     for _, base, label in entries:
         if label is None:
@@ -463,11 +560,36 @@ class _Context:
     names: dict
     calls: tuple[str, ...]  # the block templates being expanded, innermost last
     branches: dict = field(default_factory=dict)  # the scope's branches so far, for `shares`
+    branch_layers: dict = field(default_factory=dict)  # their layer counts, for MAX_LAYERS
 
 
 class Expander:
     def __init__(self, program: Program):
         self.program = program
+        self.depth = 0  # items nested in items: residuals, branches, block calls
+        self.layers = 0  # layers of the network so far, repeats unrolled
+        self.called: set[str] = set()  # block templates some call reached
+
+    @contextmanager
+    def nested(self, span: Span):
+        """One level deeper; refused past MAX_NESTING, before Python's stack runs out."""
+        if self.depth >= MAX_NESTING:
+            raise SpecError(f"nested too deeply: more than {MAX_NESTING} levels of residuals, "
+                            "branches and block calls", span, code="SK119",
+                            hint="flatten it: a network is a sequence of stages and blocks")
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def count_layers(self, added: int, span: Span) -> None:
+        self.layers += added
+        if self.layers > MAX_LAYERS:
+            raise SpecError(f"the network has more than {MAX_LAYERS:,} layers once its repeats "
+                            "are unrolled", span, code="SK215",
+                            hint="lower the repeat counts; skdsl's analysis and models are "
+                            "built layer by layer")
 
     # -- network ---------------------------------------------------------------------------
 
@@ -506,9 +628,49 @@ class Expander:
             seen.add(stage.name.name)
         stages = [self.stage(stage, env) for stage in decl.stages]
         parameters = {k: v.value for k, v in self.program.env.items()}
-        return _build(S.Network, decl.span, {"name": decl.name.span, "input": decl.input.span},
-                      name=decl.name.name, input=decl.input.values, classes=classes,
-                      stages=stages, parameters=parameters, paper=self.paper(decl, env))
+        network = _build(S.Network, decl.span, {"name": decl.name.span, "input": decl.input.span},
+                         name=decl.name.name, input=decl.input.values, classes=classes,
+                         stages=stages, parameters=parameters, paper=self.paper(decl, env))
+        for name, template in list(self.program.templates.items()):
+            if name not in self.called:
+                self.check_block(template)
+        return network
+
+    # -- blocks no network calls ---------------------------------------------------------------
+
+    def check_block(self, template: _Template) -> None:
+        """Check what a block's body says on its own: literal values, names, layer options.
+
+        Formals have no value here; a statement that uses one is left for its calls."""
+        definition = template.definition
+        env = {**template.env, **{f.name: Value(_UNBOUND, f.span) for f in definition.formals}}
+        context = _Context(env, _plan_names(definition.body), (definition.name,))
+        try:
+            self.check_scope(definition.body, context)
+        except SpecError as error:
+            raise error.with_note(f"in block {definition.name}, which no network calls") from None
+
+    def check_scope(self, statements: list, context: _Context) -> None:
+        for st in statements:
+            try:
+                self.check_statement(st, context)
+            except _Unbound:
+                continue
+
+    def check_statement(self, st: A.Statement, context: _Context) -> None:
+        if isinstance(st, A.ResidualStmt):  # its body is named in the enclosing scope
+            with self.nested(_first_line(st.span)):
+                shortcuts = [s for s in st.body if isinstance(s, A.ShortcutStmt)]
+                self.check_scope([s for s in st.body if s not in shortcuts], context)
+                for shortcut in shortcuts:
+                    self.check_scope(shortcut.body, _Context(
+                        context.env, _plan_names(shortcut.body), context.calls))
+        elif isinstance(st, A.BranchStmt):
+            with self.nested(_first_line(st.span)):
+                self.check_scope(st.body, _Context(context.env, _plan_names(st.body),
+                                                   context.calls))
+        else:
+            self.statement(st, context)
 
     def paper(self, decl: A.NetworkDecl, env: Env) -> S.PaperFigures | None:
         if decl.paper is None:
@@ -561,6 +723,7 @@ class Expander:
                         hint="indent it under `residual:`")
 
     def layer(self, st: A.LayerStmt, context: _Context):
+        self.count_layers(1, st.span)
         build = LAYERS[st.keyword]
         where = st.keyword.upper() if st.keyword in BRACKET_POSITIONS else st.keyword
         options = _name_bracket_positionals(st, where)
@@ -581,6 +744,7 @@ class Expander:
             chain = " -> ".join([*context.calls, st.name])
             raise SpecError(f"block '{st.name}' calls itself: {chain}", st.name_span, code="SK208")
         bound = self.bind(template.definition, st, context.env, template.env)
+        self.called.add(st.name)
         blocks, body = [], None
         for index in range(st.repeat or 1):
             if index == 1 and "stride" in bound:
@@ -590,8 +754,12 @@ class Expander:
             if body is None:
                 # Equal arguments expand to equal items: the repeats share them, which saves
                 # expanding them again and lets the lowering recognise them.
+                before = self.layers
                 body = self.expand_body(template.definition, bound, st, context)
+                body_layers = self.layers - before
                 arguments = {k: _plain(v.value) for k, v in bound.items()}
+            else:
+                self.count_layers(body_layers, st.repeat_span or st.span)
             name = context.names[(id(st), index)]
             blocks.append(_build(S.Block, _first_line(st.span), {}, name=name,
                                  template=template.definition.name, arguments=arguments,
@@ -603,7 +771,8 @@ class Expander:
         inner = _Context({**self.program.templates[definition.name].env, **bound},
                          _plan_names(definition.body), context.calls + (definition.name,))
         try:
-            return self.scope(definition.body, inner)
+            with self.nested(st.span):
+                return self.scope(definition.body, inner)
         except SpecError as error:
             raise error.with_note(f"in block {definition.name}, called at {st.span}") from None
 
@@ -647,11 +816,12 @@ class Expander:
         shortcuts = [s for s in st.body if isinstance(s, A.ShortcutStmt)]
         if len(shortcuts) > 1:
             raise SpecError("a residual has one shortcut", shortcuts[1].span, code="SK212")
-        body = self.scope([s for s in st.body if not isinstance(s, A.ShortcutStmt)], context)
         shortcut = None
-        if shortcuts:
-            inner = _Context(context.env, _plan_names(shortcuts[0].body), context.calls)
-            shortcut = self.scope(shortcuts[0].body, inner)
+        with self.nested(_first_line(st.span)):
+            body = self.scope([s for s in st.body if not isinstance(s, A.ShortcutStmt)], context)
+            if shortcuts:
+                inner = _Context(context.env, _plan_names(shortcuts[0].body), context.calls)
+                shortcut = self.scope(shortcuts[0].body, inner)
         names = {part: context.names[(id(st), part)] for part in ("shortcut", "add", "act")}
         return _build(S.Residual, args.spans[""], args.spans, body=body, shortcut=shortcut,
                       shortcut_name=names["shortcut"], add_name=names["add"],
@@ -668,11 +838,18 @@ class Expander:
                                 hint=did_you_mean(st.shares.name, context.branches) or
                                 "`shares` names a branch written above it in the same block")
             body, shares, spans["shares"] = earlier.body, earlier.name, st.shares.span
+            layers = context.branch_layers[earlier.name]
+            self.count_layers(layers, st.shares.span)
         else:
-            body = self.scope(st.body, _Context(context.env, _plan_names(st.body), context.calls))
+            before = self.layers
+            with self.nested(_first_line(st.span)):
+                body = self.scope(st.body, _Context(context.env, _plan_names(st.body),
+                                                    context.calls))
+            layers = self.layers - before
         item = _build(S.Branch, _first_line(st.span), spans, name=context.names[id(st)],
                       source=st.source.name if st.source else None, body=body, shares=shares)
         context.branches[item.name] = item
+        context.branch_layers[item.name] = layers
         return item
 
     def split(self, st: A.SplitStmt, context: _Context) -> S.ChannelSplit:
@@ -720,7 +897,7 @@ def _name_bracket_positionals(st: A.LayerStmt, where: str) -> list[A.Arg]:
 
 
 def _conv(expander, st, args: _Args, name, context, depthwise=False):
-    kernel = args.take("a kernel such as 3x3", _kernel, "kernel")
+    kernel = args.take("a kernel such as 3x3", _named(_kernel, "kernel"), "kernel")
     out = args.take("its output channels", _positive, "out_channels", required=not depthwise)
     found = args.options(DWCONV_OPTIONS if depthwise else CONV_OPTIONS)
     args.finish()
@@ -764,7 +941,7 @@ def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
 def _branch_line(line: list[A.Arg], env: Env, groups, parent: _Args) -> S.KernelBranch:
     first = line[0].span
     args = _Args("an SK branch", line, env, _join(first, line[-1].span))
-    kernel = args.take("a kernel such as 3x3", _kernel, "kernel")
+    kernel = args.take("a kernel such as 3x3", _named(_kernel, "kernel"), "kernel")
     found = args.options(BRANCH_OPTIONS)
     args.finish()
     spans = dict(args.spans)
@@ -789,7 +966,7 @@ def _pool(expander, st: A.LayerStmt, args: _Args, name, context):
         args.finish()
         args.options(())
         return _build(S.GlobalPool, args.spans[""], args.spans, name=name, mode=mode)
-    kernel = args.take("a window such as 3x3 (or global)", _kernel, "kernel")
+    kernel = args.take("a window such as 3x3 (or global)", _named(_kernel, "window"), "kernel")
     found = args.options(POOL_OPTIONS)
     args.finish()
     found.setdefault("stride", kernel[0])
@@ -798,8 +975,8 @@ def _pool(expander, st: A.LayerStmt, args: _Args, name, context):
 
 
 def _channel_pool(expander, st, args, name, context):
-    mode = args.take("avg or max", lambda v, w: _word(v, w, ("avg", "max")), "mode",
-                     required=False)
+    mode = args.take("avg or max", _named(lambda v, w: _word(v, w, ("avg", "max")),
+                                          "channelpool mode"), "mode", required=False)
     args.options(())
     args.finish()
     return _build(S.ChannelPool, args.spans[""], args.spans, name=name, mode=mode or "avg")
@@ -813,7 +990,7 @@ def _linear(expander, st, args, name, context):
 
 
 def _dropout(expander, st, args, name, context):
-    p = args.take("a probability such as 0.2", _probability, "p")
+    p = args.take("a probability such as 0.2", _named(_probability, "dropout probability"), "p")
     args.options(())
     args.finish()
     return _build(S.Dropout, args.spans[""], args.spans, name=name, p=p)
@@ -826,8 +1003,8 @@ def _batchnorm(expander, st, args, name, context):
 
 
 def _activation(expander, st, args, name, context):
-    function = args.take("an activation such as relu", lambda v, w: _word(v, w, ACTIVATIONS),
-                         "function")
+    function = args.take("an activation such as relu",
+                         _named(lambda v, w: _word(v, w, ACTIVATIONS), "activation"), "function")
     args.options(())
     args.finish()
     return _build(S.Activation, args.spans[""], args.spans, name=name, function=function)
@@ -902,5 +1079,7 @@ def _known_blocks(program: Program) -> str:
     return f"the blocks defined here are: {', '.join(sorted(program.templates))}"
 
 
-def expand(source: A.SourceFile, overrides: dict | None = None) -> S.Network:
-    return Expander(Program(source, overrides)).network()
+def expand(source: A.SourceFile, overrides: dict | None = None,
+           allow_imports_outside: bool = False) -> S.Network:
+    """The network of a parsed file; `use` stays inside its folder and std/ unless allowed."""
+    return Expander(Program(source, overrides, allow_imports_outside)).network()

@@ -6,15 +6,21 @@ Lark parses with LALR and a Python-style indenter; every Lark exception is turne
 
 from __future__ import annotations
 
+import errno
 import functools
+import math
+import stat
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark import Lark, Token, Transformer_NonRecursive, v_args
+from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
+                             VisitError)
 from lark.indenter import Indenter
 
 from . import syntax as A
 from .errors import Span, SpecError, did_you_mean, register_source
+from .syntax import (MAX_FILE_BYTES, MAX_INTEGER, MAX_LINE_LENGTH, MAX_NESTING, MAX_READ_BYTES,
+                     MAX_REPEAT, MAX_TERMS)
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
@@ -52,19 +58,37 @@ class _Indenter(Indenter):
         indent = indent_text.count(" ") + indent_text.count("\t") * self.tab_len
         if indent > self.indent_level[-1]:
             self.indent_level.append(indent)
+            if len(self.indent_level) > MAX_NESTING:
+                line = token.end_line
+                raise _too_deep(Span(self._file, line, 1, line, len(indent_text) + 1),
+                                "indented blocks")
             yield Token.new_borrow_pos(self.INDENT_type, indent_text, token)
             return
         while indent < self.indent_level[-1]:
             self.indent_level.pop()
             yield Token.new_borrow_pos(self.DEDENT_type, indent_text, token)
         if indent != self.indent_level[-1]:
-            file = getattr(self, "file", "<spec>")
             line = token.end_line
             raise SpecError(
                 "this line's indentation matches no enclosing block",
-                Span(file, line, 1, line, len(indent_text) + 1), code="SK104",
+                Span(self._file, line, 1, line, len(indent_text) + 1), code="SK104",
                 hint=f"indent it by {self.indent_level[-1]} columns, like the lines of its block",
             )
+
+    @property
+    def _file(self) -> str:
+        return getattr(self, "file", "<spec>")
+
+    def _process(self, stream):
+        for token in super()._process(stream):
+            if self.paren_level > MAX_NESTING:  # counts the brackets before this token
+                raise _too_deep(_token_span(token, self._file), "brackets")
+            yield token
+
+
+def _too_deep(span: Span, what: str) -> SpecError:
+    return SpecError(f"nested too deeply: more than {MAX_NESTING} levels of {what}", span,
+                     code="SK119", hint="flatten it: move the inner part into a block of its own")
 
 
 @functools.cache
@@ -73,30 +97,79 @@ def _lark() -> Lark:
                 propagate_positions=True, maybe_placeholders=True)
 
 
-def read_source(path: str | Path) -> str:
-    """The text of a spec file, or a SpecError saying why it cannot be read."""
+def read_source(path: str | Path, shown: str | None = None, limit: int = MAX_READ_BYTES) -> str:
+    """The text of a spec file of at most `limit` bytes, or a SpecError saying why it cannot be
+    read. Errors name the file `shown` (how the user wrote it) when given."""
     path = Path(path)
-    where = Span(str(path), 1, 1, 1, 1)
-    if path.is_dir():
-        raise SpecError(f"'{path}' is a directory, not a spec file", code="SK111",
-                        hint="name a .sk file inside it")
+    shown = shown or str(path)
+    where = Span(shown, 1, 1, 1, 1)
+    check_spec_file(path, shown=shown, limit=limit)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise SpecError(f"no such file: '{path}'", code="SK110", hint=_nearby_files(path)) from None
+        raise SpecError(f"no such file: '{shown}'", code="SK110",
+                        hint=_nearby_files(path)) from None
     except OSError as error:
-        raise SpecError(f"cannot read '{path}': {error.strerror}", code="SK114") from None
+        raise file_error(error, shown, None) from None
+    if len(data) > limit:  # it grew since it was checked
+        raise _too_large(shown, len(data), limit, None)
     if b"\0" in data:
-        raise SpecError(f"'{path}' is a binary file, not a text spec", where, code="SK112")
+        raise SpecError(f"'{shown}' is a binary file, not a text spec", where, code="SK112")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        register_source(str(path), data.decode("utf-8", errors="replace"))
+        register_source(shown, data.decode("utf-8", errors="replace"))
         line = data[: error.start].count(b"\n") + 1
         column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise SpecError(f"'{path}' is not UTF-8 text (byte 0x{data[error.start]:02x})",
-                        Span(str(path), line, column, line, column + 1), code="SK112",
+        raise SpecError(f"'{shown}' is not UTF-8 text (byte 0x{data[error.start]:02x})",
+                        Span(shown, line, column, line, column + 1), code="SK112",
                         hint="save the file as UTF-8") from None
+
+
+def check_spec_file(path: Path, span: Span | None = None, shown: str | None = None,
+                    limit: int = MAX_FILE_BYTES) -> None:
+    """Refuse, without opening it, anything but a regular file of at most `limit` bytes.
+
+    Only `stat` is called: opening a FIFO blocks until a writer comes, and /dev/zero never ends.
+    """
+    shown = shown or str(path)
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise SpecError(f"no such file: '{shown}'", span, code="SK110",
+                        hint=_nearby_files(path)) from None
+    except OSError as error:
+        raise file_error(error, shown, span) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise SpecError(f"'{shown}' is a directory, not a spec file", span, code="SK111",
+                        hint="name a .sk file inside it")
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(f"'{shown}' is {_file_kind(info.st_mode)}, not a spec file", span,
+                        code="SK115", hint="name a regular .sk file; skdsl reads no devices, "
+                        "pipes or sockets")
+    if info.st_size > limit:
+        raise _too_large(shown, info.st_size, limit, span)
+
+
+def file_error(error: OSError, shown: str, span: Span | None) -> SpecError:
+    """The SpecError for an OSError met while looking a file up."""
+    if error.errno == errno.ENAMETOOLONG:
+        shown = shown if len(shown) <= 60 else shown[:60] + "…"
+        return SpecError(f"the path '{shown}' is too long for this system", span,
+                         code="SK120", hint="shorten the path or the names of its folders")
+    return SpecError(f"cannot read '{shown}': {error.strerror}", span, code="SK114")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISFIFO, "a pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
+
+
+def _too_large(shown: str, size: int, limit: int, span: Span | None) -> SpecError:
+    return SpecError(f"'{shown}' is too large for a spec: {size:,} bytes (at most "
+                     f"{limit:,})", span, code="SK116",
+                     hint="a spec is a short text; split a generated one into blocks and repeats")
 
 
 def _nearby_files(path: Path) -> str | None:
@@ -113,6 +186,7 @@ def parse_text(text: str, file: str = "<spec>") -> A.SourceFile:
     if not text.endswith("\n"):
         text += "\n"
     register_source(file, text)
+    _check_size(text, file)
     parser = _lark()
     parser.options.postlex.file = file
     try:
@@ -121,7 +195,27 @@ def parse_text(text: str, file: str = "<spec>") -> A.SourceFile:
         raise
     except UnexpectedInput as error:
         raise _syntax_error(error, text, file) from None
-    return _ToSyntax(file).transform(tree)
+    try:
+        return _ToSyntax(file).transform(tree)
+    except VisitError as error:  # a callback's SpecError (a literal out of range), wrapped by Lark
+        if isinstance(error.orig_exc, SpecError):
+            raise error.orig_exc from None
+        raise
+
+
+def _check_size(text: str, file: str) -> None:
+    """The file and line limits, checked before Lark sees the text (O(n), no parsing)."""
+    if len(text) > MAX_FILE_BYTES:
+        raise _too_large(file, len(text), MAX_FILE_BYTES, Span(file, 1, 1, 1, 2))
+    if len(text) <= MAX_LINE_LENGTH:  # then no line can be longer
+        return
+    for number, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE_LENGTH:
+            raise SpecError(f"line {number} is {len(line):,} characters long (at most "
+                            f"{MAX_LINE_LENGTH:,})", Span(file, number, MAX_LINE_LENGTH + 1,
+                                                          number, len(line) + 1),
+                            code="SK118", hint="break it after a comma inside ( ) or [ ], or "
+                            "with a \\ at the end of the line")
 
 
 # -- errors ---------------------------------------------------------------------------------
@@ -279,7 +373,7 @@ def _span(file: str, meta) -> Span:
     return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
 
 
-class _ToSyntax(Transformer):
+class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-term sum
     def __init__(self, file: str):
         super().__init__()
         self.file = file
@@ -289,14 +383,16 @@ class _ToSyntax(Transformer):
 
     # expressions
     def int(self, children):
-        return A.Int(int(children[0]), self._tok(children[0]))
+        return A.Int(_integer(children[0], self._tok(children[0])), self._tok(children[0]))
 
     def float(self, children):
-        return A.Float(float(children[0]), self._tok(children[0]))
+        return A.Float(_finite(float(children[0]), children[0], self._tok(children[0])),
+                       self._tok(children[0]))
 
     def quantity(self, children):
         token = children[0]
-        return A.Quantity(float(token[:-1]) * _SI[token[-1]], str(token), self._tok(token))
+        value = _finite(float(token[:-1]) * _SI[token[-1]], token, self._tok(token))
+        return A.Quantity(value, str(token), self._tok(token))
 
     def string(self, children):
         return A.String(children[0][1:-1], self._tok(children[0]))
@@ -307,11 +403,17 @@ class _ToSyntax(Transformer):
     @v_args(meta=True)
     def binary(self, meta, children):
         left, op, right = children
-        return A.Binary(str(op), left, right, _span(self.file, meta))
+        terms = getattr(left, "terms", 1) + getattr(right, "terms", 1)
+        span = _span(self.file, meta)
+        if terms > MAX_TERMS:
+            raise SpecError(f"this expression has more than {MAX_TERMS:,} terms", span,
+                            code="SK216", hint="compute the value outside and write the number")
+        return A.Binary(str(op), left, right, span, terms)
 
     def _dims(self, token: Token) -> A.Dims:
-        values = tuple(int(v) for v in token.replace("×", "x").split("x"))
-        return A.Dims(values, self._tok(token))
+        span = self._tok(token)
+        values = tuple(_integer(v, span) for v in token.replace("×", "x").split("x"))
+        return A.Dims(values, span)
 
     def _value(self, value):
         return self._dims(value) if isinstance(value, Token) and value.type == "DIMS" else value
@@ -348,8 +450,9 @@ class _ToSyntax(Transformer):
     @v_args(meta=True)
     def call(self, meta, children):
         label, name, args, repeat = children
-        return A.CallStmt(label, str(name), self._tok(name), args or [], _repeat(repeat),
-                          self._tok(repeat) if repeat else None, _span(self.file, meta))
+        repeat_span = self._tok(repeat) if repeat else None
+        return A.CallStmt(label, str(name), self._tok(name), args or [],
+                          _repeat(repeat, repeat_span), repeat_span, _span(self.file, meta))
 
     @v_args(meta=True)
     def residual(self, meta, children):
@@ -380,8 +483,9 @@ class _ToSyntax(Transformer):
     @v_args(meta=True)
     def stage(self, meta, children):
         name, repeat, *body = children
-        return A.StageDecl(A.Label(str(name), self._tok(name)), _repeat(repeat),
-                           self._tok(repeat) if repeat else None, body, _span(self.file, meta))
+        repeat_span = self._tok(repeat) if repeat else None
+        return A.StageDecl(A.Label(str(name), self._tok(name)), _repeat(repeat, repeat_span),
+                           repeat_span, body, _span(self.file, meta))
 
     @v_args(meta=True)
     def network(self, meta, children):
@@ -391,18 +495,25 @@ class _ToSyntax(Transformer):
         for item in items:
             if isinstance(item, A.StageDecl):
                 decl.stages.append(item)
-            else:
-                setattr(decl, *item)
+                continue
+            header, value, span = item
+            if getattr(decl, header) is not None:
+                raise SpecError(f"`{header}` is given twice", span, code="SK205",
+                                hint=f"a network has one `{header}` line: keep the one you mean")
+            setattr(decl, header, value)
         return decl
 
-    def input_decl(self, children):
-        return ("input", self._dims(children[0]))
+    @v_args(meta=True)
+    def input_decl(self, meta, children):
+        return ("input", self._dims(children[0]), _first_line(self.file, meta))
 
-    def classes_decl(self, children):
-        return ("classes", children[0])
+    @v_args(meta=True)
+    def classes_decl(self, meta, children):
+        return ("classes", children[0], _first_line(self.file, meta))
 
-    def paper_decl(self, children):
-        return ("paper", children[0])
+    @v_args(meta=True)
+    def paper_decl(self, meta, children):
+        return ("paper", children[0], _first_line(self.file, meta))
 
     @v_args(meta=True)
     def formal(self, meta, children):
@@ -436,5 +547,35 @@ class _ToSyntax(Transformer):
         return source
 
 
-def _repeat(token: Token | None) -> int | None:
-    return int(token[1:]) if token else None
+def _repeat(token: Token | None, span: Span | None) -> int | None:
+    if not token:
+        return None
+    count = _integer(token[1:], span)
+    if count > MAX_REPEAT:
+        raise SpecError(f"repeat count {count:,} is over the limit of {MAX_REPEAT:,}", span,
+                        code="SK214", hint="a network of that many blocks would not fit in "
+                        "memory; use fewer, wider blocks")
+    return count
+
+
+def _integer(digits: str, span: Span) -> int:
+    """An integer literal, refused beyond MAX_INTEGER before Python converts a huge one."""
+    significant = digits.lstrip("0")
+    if len(significant) <= len(str(MAX_INTEGER)) and int(significant or "0") <= MAX_INTEGER:
+        return int(significant or "0")
+    shown = digits if len(digits) <= 30 else f"{digits[:20]}… ({len(digits):,} digits)"
+    raise SpecError(f"the integer {shown} is too large (at most {MAX_INTEGER:,})", span,
+                    code="SK213", hint="skdsl's integers are sizes and counts; check the number")
+
+
+def _finite(value: float, text: str, span: Span) -> float:
+    if math.isfinite(value):
+        return value
+    shown = text if len(text) <= 30 else f"{text[:20]}…"
+    raise SpecError(f"the number {shown} is too large to represent", span, code="SK213",
+                    hint="numbers are at most about 1.8e308; check the exponent")
+
+
+def _first_line(file: str, meta) -> Span:
+    """A header line's span, without the newline the rule ends with."""
+    return Span(file, meta.line, meta.column, meta.line, 10_000)

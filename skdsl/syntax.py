@@ -10,6 +10,18 @@ from typing import Union
 
 from .errors import Span
 
+# -- the language's limits (docs/language.md, "Limits") ----------------------------------------
+# Each one turns input that would exhaust memory, time or Python's stack into a located error.
+MAX_FILE_BYTES = 200_000  # a spec file, or a file it imports: 100 times the largest shipped one
+MAX_READ_BYTES = 64_000_000  # any text file skdsl reads, such as a JSON spec (larger than its .sk)
+MAX_LINE_LENGTH = 10_000  # characters on one line
+MAX_PATH_LENGTH = 1_000  # characters of a `use` path
+MAX_NESTING = 64  # open brackets, indented blocks, and items nested in items after expansion
+MAX_INTEGER = 2**63 - 1  # an integer literal, or a result of integer arithmetic, in magnitude
+MAX_TERMS = 50_000  # operands of one expression
+MAX_REPEAT = 10_000  # a repeat count such as x3
+MAX_LAYERS = 20_000  # layers of the expanded network, every repeat unrolled
+
 
 @dataclass(frozen=True)
 class Int:
@@ -58,6 +70,7 @@ class Binary:
     left: "Expr"
     right: "Expr"
     span: Span
+    terms: int = 2  # operands in the whole expression, counted once as it is built
 
 
 Expr = Union[Int, Float, Quantity, String, Name, Dims, Binary]

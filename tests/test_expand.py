@@ -117,7 +117,7 @@ def test_values_point_at_the_text_that_chose_them():
 @pytest.mark.parametrize("body, code, message", [
     ("    stage s: conv 3x3, 0\n", "SK203", "its output channels must be a positive integer, got 0"),
     ("    stage s: conv 3x3, 8, G=dw\n", None, None),
-    ("    stage s: dropout 1.5\n", "SK203", "a probability such as 0.2 must be at least 0 and below 1, got 1.5"),
+    ("    stage s: dropout 1.5\n", "SK203", "dropout probability must be at least 0 and below 1, got 1.5"),
     ("    stage s: conv 3x3, 8, bias maybe\n", "SK203", "unknown bias 'maybe'"),
     ("    stage s: conv 3x3, 8, stride 2, s 2\n", "SK205", "stride is given twice"),
     ("    stage s: foo(1)\n", "SK201", "unknown block 'foo'"),
@@ -164,3 +164,130 @@ def test_json_round_trip_keeps_the_counts():
 def test_schema_is_exportable():
     schema = S.json_schema()
     assert schema["title"] == "Network" and "SelectiveKernel" in schema["$defs"]
+
+
+# -- imports stay inside the spec's folder and std/, and are resolved before the cycle check ----
+
+STAGE = "    stage s: bn\n"
+
+
+def load_error(path, **options) -> SpecError:
+    from skdsl.expand import expand as expand_tree, parse_file
+
+    with pytest.raises(SpecError) as caught:
+        expand_tree(parse_file(path), **options)
+    return caught.value
+
+
+def test_a_cycle_through_a_subfolder_is_reported(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "main.sk").write_text('use "sub/x.sk"\n' + HEADER + STAGE)
+    (tmp_path / "sub" / "x.sk").write_text('use "../main.sk"\n')
+    error = load_error(tmp_path / "main.sk")
+    assert error.code == "SK113" and error.message.endswith(f"sub/x.sk -> {tmp_path}/main.sk")
+
+
+@pytest.mark.parametrize("path, words", [
+    ("/etc/passwd", "it is outside the spec's folder"),
+    ("../outside.sk", "it is outside the spec's folder"),
+    ("std/../../../../../../../etc/passwd", "it leaves the standard library"),
+])
+def test_imports_outside_the_folder_and_std_are_refused_unread(tmp_path, path, words):
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "outside.sk").write_text("root:x:0:0:secret\n")
+    (tmp_path / "spec" / "main.sk").write_text(f'use "{path}"\n' + HEADER + STAGE)
+    error = load_error(tmp_path / "spec" / "main.sk")
+    assert error.code == "SK117" and words in error.message
+    assert "root:" not in error.render() and error.span.line == 1
+
+
+def test_the_caller_may_allow_imports_from_outside(tmp_path):
+    (tmp_path / "spec").mkdir()
+    (tmp_path / "lib.sk").write_text("block b(c):\n    conv 1x1, c\n")
+    (tmp_path / "spec" / "main.sk").write_text('use "../lib.sk"\n' + HEADER + "    stage s: b(8)\n")
+    assert load_error(tmp_path / "spec" / "main.sk").code == "SK117"
+    from skdsl.expand import expand as expand_tree, parse_file
+
+    spec = expand_tree(parse_file(tmp_path / "spec" / "main.sk"), allow_imports_outside=True)
+    assert spec.stages[0].body[0].template == "b"
+
+
+@pytest.mark.parametrize("path, code", [("a" * 1001, "SK120"), ("a" * 300 + ".sk", "SK120"),
+                                        ("sub", "SK111")])
+def test_long_paths_and_folders_in_use_are_located(tmp_path, path, code):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "main.sk").write_text(f'use "{path}"\n' + HEADER + STAGE)
+    error = load_error(tmp_path / "main.sk")
+    assert error.code == code and error.span.line == 1
+
+
+def test_an_imported_file_may_not_hold_a_network(tmp_path):
+    (tmp_path / "lib.sk").write_text(HEADER + STAGE)
+    (tmp_path / "main.sk").write_text('use "lib.sk"\n' + HEADER + STAGE)
+    error = load_error(tmp_path / "main.sk")
+    assert error.code == "SK209" and "is imported, so it may not hold a network" in error.message
+    assert error.span.file.endswith("lib.sk")
+
+
+def test_a_file_imported_twice_is_read_once(tmp_path):
+    (tmp_path / "a.sk").write_text('use "c.sk"\n')
+    (tmp_path / "b.sk").write_text('use "c.sk"\n')
+    (tmp_path / "c.sk").write_text("block c(w):\n    conv 1x1, w\n")
+    (tmp_path / "main.sk").write_text('use "a.sk"\nuse "b.sk"\n' + HEADER + "    stage s: c(8)\n")
+    assert skdsl.load(tmp_path / "main.sk").stages[0].body[0].template == "c"
+
+
+# -- values and sizes past the language's limits ---------------------------------------------
+
+
+@pytest.mark.parametrize("text, code, words", [
+    ("param p = 4294967296 * 4294967296 * 4\n" + HEADER + STAGE, "SK213", "too large"),
+    ("param p = 1e300 * 1e300\n" + HEADER + STAGE, "SK213", "too large to represent"),
+    (HEADER + "    stage s: " + "residual: " * 900 + "bn\n", "SK119",
+     "more than 64 levels of residuals, branches and block calls"),
+    ("block b(c):\n    conv 1x1, c\n    conv 1x1, c\nblock a(c):\n    b(c) x1000\n" + HEADER +
+     "    stage s: a(8) x100\n", "SK215", "more than 20,000 layers"),
+    (HEADER + "    stage s:\n        branch a from input:\n" + "            bn\n" * 100 +
+     "".join(f"        branch b{i} from input shares a\n" for i in range(200)), "SK215",
+     "more than 20,000 layers"),
+], ids=["integer", "float", "residuals", "repeats", "shares"])
+def test_limits_of_expansion_are_located_errors(text, code, words):
+    error = error_of(text)
+    assert error.code == code and words in error.message and error.span is not None
+
+
+def test_a_chain_of_block_calls_meets_the_nesting_limit():
+    blocks = "".join(f"block b{i}(c):\n    b{i + 1}(c)\n" for i in range(100))
+    error = error_of(blocks + "block b100(c):\n    bn\n" + HEADER + "    stage s: b0(8)\n")
+    assert error.code == "SK119"
+
+
+def test_a_20000_term_sum_evaluates():
+    spec = expand("param p = (" + "\n    + ".join(["1"] * 20_000) + ")\n" + HEADER + STAGE)
+    assert spec.parameters["p"] == 20_000
+
+
+# -- a block no network calls is still checked ------------------------------------------------
+
+
+@pytest.mark.parametrize("line, words", [
+    ("conv 3x3, 8, stride 0", "stride must be a positive integer, got 0"),
+    ("conv 0x3, 8", "kernel must be a size such as 3x3"),
+    ("act softmax", "unknown activation 'softmax'"),
+    ("residual:\n        shortcut:\n            conv 1x1, 8, act nope", "unknown act 'nope'"),
+])
+def test_an_uncalled_blocks_literal_values_are_checked(line, words):
+    error = error_of(f"block unused(c):\n    conv 1x1, c\n    {line}\n" + HEADER + STAGE)
+    assert words in error.message and "in block unused, which no network calls" in error.notes
+
+
+def test_an_uncalled_block_may_leave_formals_to_its_calls():
+    spec = expand("block unused(c, s=1):\n    residual:\n        conv 3x3, c, stride s\n"
+                  "        shortcut:\n            conv 1x1, c, stride s\n" + HEADER + STAGE)
+    assert spec.stages[0].body[0].name == "bn"
+
+
+def test_word_errors_read_as_sentences():
+    assert error_of(HEADER + "    stage s: act softmax\n").message == "unknown activation 'softmax'"
+    assert (error_of(HEADER + "    stage s: channelpool mean\n").message
+            == "unknown channelpool mode 'mean'")

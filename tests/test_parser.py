@@ -128,3 +128,77 @@ def test_utf8_bom_is_accepted(tmp_path):
     path = tmp_path / "bom.sk"
     path.write_bytes("\ufeffnetwork n:\n".encode("utf-8"))
     assert read_source(path) == "network n:\n"
+
+
+# -- the language's limits: each exceeded limit is a located error, never a crash -------------
+
+NET = "network n:\n    input 3x32x32\n    stage s: conv 3x3, "
+
+
+@pytest.mark.parametrize("text, code, message", [
+    (NET + "9" * 5000 + "\n", "SK213",
+     "the integer 99999999999999999999… (5,000 digits) is too large"),
+    (NET + "9223372036854775808\n", "SK213", "is too large (at most 9,223,372,036,854,775,807)"),
+    (NET + "8, stride 1e309\n", "SK213", "the number 1e309 is too large to represent"),
+    (NET + "8, stride " + "9" * 400 + "G\n", "SK213", "is too large to represent"),
+    (NET + "8, stride " + "9" * 5000 + "x3\n", "SK213", "is too large"),
+    ("network n:\n    input 3x32x32\n    stage s: u(8) x1000000000000\n", "SK214",
+     "repeat count 1,000,000,000,000 is over the limit of 10,000"),
+    (NET + "(" * 65 + "8" + ")" * 65 + "\n", "SK119", "more than 64 levels of brackets"),
+    (NET + "8" + ", 1" * 4000 + "\n", "SK118", "line 3 is 12,024 characters long"),
+    ("network n:\n    input 3x32x32\n    input 3x8x8\n    stage s: bn\n", "SK205",
+     "`input` is given twice"),
+    ("network n:\n    classes 10\n    input 3x8x8\n    classes 5\n    stage s: bn\n", "SK205",
+     "`classes` is given twice"),
+    ("network n:\n    paper params=1M\n    paper gflops=1\n    stage s: bn\n", "SK205",
+     "`paper` is given twice"),
+])
+def test_limits_and_repeated_headers_are_located_errors(text, code, message):
+    error = error_of(text)
+    assert error.code == code and message in error.message and error.span is not None
+
+
+def test_deep_indentation_meets_the_nesting_limit():
+    lines = "".join(f"{'    ' * (i + 2)}residual:\n" for i in range(300))
+    error = error_of("network n:\n    input 3x8x8\n    stage s:\n" + lines)
+    assert error.code == "SK119" and error.span.line == 66  # the line that opens level 65
+
+
+def test_zeros_before_an_integer_do_not_make_it_large():
+    tree = parse(NET + "0" * 5000 + "8\n")
+    assert tree.networks[0].stages[0].body[0].args[1].value.value == 8
+
+
+def test_a_20000_term_sum_parses_without_recursion():
+    tree = parse("param p = (" + "\n    + ".join(["1"] * 20_000) + ")\n")
+    assert tree.params[0].value.terms == 20_000
+
+
+def test_over_long_file_text_is_refused_before_parsing():
+    error = error_of("# " + "x" * 9_000 + "\n" * 200_000)
+    assert error.code == "SK116" and "at most 200,000" in error.message
+
+
+def test_only_regular_files_are_read(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.sk"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    for path, code, words in [(fifo, "SK115", "is a pipe (FIFO), not a spec file"),
+                              ("/dev/zero", "SK115", "is a character device"),
+                              (tmp_path, "SK111", "is a directory")]:
+        with pytest.raises(SpecError) as caught:
+            read_source(path)
+        assert caught.value.code == code and words in caught.value.message
+
+
+def test_a_file_over_the_size_cap_is_not_read(tmp_path):
+    from skdsl.syntax import MAX_FILE_BYTES
+
+    path = tmp_path / "big.sk"
+    path.write_text("#" * 200_001)
+    with pytest.raises(SpecError) as caught:
+        read_source(path, limit=MAX_FILE_BYTES)
+    error = caught.value
+    assert error.code == "SK116" and "200,001 bytes (at most 200,000)" in error.message
+    assert len(read_source(path)) == 200_001  # a JSON spec may be larger than a .sk file

@@ -1,0 +1,373 @@
+"""Grammar-aware fuzzing of the front end: every input ends in a spec or a located SkdslError.
+
+    python -m skdsl.fuzz [--count N] [--seed S] [--timeout SECONDS] [--save DIR]
+
+Mutants are the shipped specs (specs/, skdsl/std/) edited token by token and line by line,
+token soup from the grammar's keywords and terminals, and small folders of files that import
+each other (cycles through subfolders, paths leaving the folder, networks in imported files).
+Each runs as `skdsl check FILE` and `skdsl build FILE --json` in a worker process with a
+time limit; the run prints how many were tried, ended ok, in a located error, in an internal
+error (exit 70, or a dead worker) or in a hang, and saves the first offenders to reproduce.
+`mutants()` is the same generator as a hypothesis strategy, for tests/test_fuzz.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import random
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .parser import GRAMMAR, LAYER_KEYWORDS, STATEMENT_KEYWORDS
+
+PACKAGE = Path(__file__).parent
+SEED_FOLDERS = (PACKAGE.parent / "specs", PACKAGE / "std")
+MAIN = "main.sk"
+HEADER = "network n:\n    input 3x32x32\n    classes 10\n    stage s: conv 3x3, 8\n"
+
+# Values at and past the language's limits, and the characters that trip lexers.
+EXTREMES = ["0", "-1", "2147483648", "9223372036854775808", "9" * 5000, "0" * 5000 + "7",
+            "1e309", "1e-400", "0.0", "3x0", "0x0", "1x1x1x1", "99999x99999", "x0",
+            "x1000000000000", "x9999", "27.5M", "9" * 400 + "G", "nan", "inf", '"/etc/passwd"',
+            '"' + "a" * 5000 + '"']
+ODD_TEXT = ["\x00", "\ufeff", "×", "é", "\u2028", "\r", "\t", "\f", "\\\n", "\n", "\n    ",
+            "\n        ", "#", "\udcff".encode("utf-8", "surrogatepass").decode("utf-8", "replace")]
+SAMPLES = ["3", "64", "3x3", "3x224x224", "0.2", "4k", "x3", "relu", "none", "global", "dw",
+           "width", "M", "G=32", "stride 2", "r=16", '"std/resnext.sk"', "sk_unit(64, 128)"]
+
+
+@dataclass
+class Mutant:
+    """Files of one test case, by path relative to a fresh folder; MAIN is the one checked."""
+
+    files: dict[str, str]
+    origin: str  # how it was made, for the offender's report
+
+
+@dataclass
+class Outcome:
+    kind: str  # ok, error (located or not), internal, hang
+    located: bool = False
+    detail: str = ""
+
+
+@dataclass
+class Tally:
+    tried: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("ok", "error", "internal", "hang"), 0))
+    located: int = 0
+    offenders: list[tuple[int, Mutant, Outcome]] = field(default_factory=list)
+
+
+# -- generating ------------------------------------------------------------------------------
+
+
+def _grammar_words() -> list[str]:
+    quoted = re.findall(r'"([^"\\]+)"', GRAMMAR.read_text(encoding="utf-8"))
+    return sorted(set(quoted) | set(LAYER_KEYWORDS) | set(STATEMENT_KEYWORDS) | {"SK", "SUM"})
+
+
+VOCABULARY = _grammar_words() + SAMPLES + EXTREMES + ODD_TEXT
+
+
+def seed_texts() -> list[tuple[str, str]]:
+    """(name, text) of every shipped spec: those of a source checkout and the standard library."""
+    found = []
+    for folder in SEED_FOLDERS:
+        for path in sorted(folder.rglob("*.sk")) if folder.is_dir() else []:
+            found.append((path.name, path.read_text(encoding="utf-8")))
+    return found or [("header", HEADER)]
+
+
+_TOKEN = re.compile(r"\s+|\w+|[^\w\s]")
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text)
+
+
+def _edit_tokens(rng: random.Random, text: str) -> str:
+    tokens = _tokens(text) or [""]
+    index = rng.randrange(len(tokens))
+    action = rng.choice(("delete", "duplicate", "swap", "replace", "insert"))
+    if action == "delete":
+        del tokens[index]
+    elif action == "duplicate":
+        tokens.insert(index, tokens[index])
+    elif action == "swap":
+        other = rng.randrange(len(tokens))
+        tokens[index], tokens[other] = tokens[other], tokens[index]
+    elif action == "replace":
+        tokens[index] = rng.choice(VOCABULARY)
+    else:
+        tokens.insert(index, rng.choice((" ", "")) + rng.choice(VOCABULARY) + " ")
+    return "".join(tokens)
+
+
+def _edit_lines(rng: random.Random, text: str) -> str:
+    lines = text.split("\n")
+    index = rng.randrange(len(lines))
+    action = rng.choice(("delete", "duplicate", "swap", "indent", "dedent"))
+    if action == "delete":
+        del lines[index]
+    elif action == "duplicate":
+        lines.insert(index, lines[index])
+    elif action == "swap":
+        other = rng.randrange(len(lines))
+        lines[index], lines[other] = lines[other], lines[index]
+    elif action == "indent":
+        lines[index] = " " * rng.choice((1, 2, 4, 8)) + lines[index]
+    else:
+        lines[index] = lines[index].lstrip()
+    return "\n".join(lines)
+
+
+def _extreme_number(rng: random.Random, text: str) -> str:
+    numbers = list(re.finditer(r"\b\d+\b|\bx\d+\b", text))
+    if not numbers:
+        return text + rng.choice(EXTREMES)
+    match = rng.choice(numbers)
+    return text[:match.start()] + rng.choice(EXTREMES) + text[match.end():]
+
+
+def _truncate(rng: random.Random, text: str) -> str:
+    return text[:rng.randrange(len(text) + 1)]
+
+
+def _odd_character(rng: random.Random, text: str) -> str:
+    at = rng.randrange(len(text) + 1)
+    return text[:at] + rng.choice(ODD_TEXT) * rng.choice((1, 1, 3)) + text[at:]
+
+
+def _deep_nesting(rng: random.Random, text: str) -> str:
+    depth = rng.choice((10, 70, 300, 1000))
+    kind = rng.randrange(3)
+    if kind == 0:
+        return _extreme_number_with(rng, text, "(" * depth + "8" + ")" * depth)
+    if kind == 1:
+        return _extreme_number_with(rng, text, "+".join(["1"] * depth * 20))
+    body = "".join(f"{'    ' * (i + 2)}residual:\n" for i in range(depth))
+    return text + f"network deep:\n    input 3x8x8\n    stage s:\n{body}{'    ' * (depth + 2)}bn\n"
+
+
+def _extreme_number_with(rng: random.Random, text: str, replacement: str) -> str:
+    numbers = list(re.finditer(r"\b\d+\b", text))
+    if not numbers:
+        return text + replacement
+    match = rng.choice(numbers)
+    return text[:match.start()] + replacement + text[match.end():]
+
+
+def _long_line(rng: random.Random, text: str) -> str:
+    lines = text.split("\n")
+    index = rng.randrange(len(lines))
+    lines[index] += rng.choice((", 1", " + 1", " #", "x")) * rng.choice((100, 5000, 100_000))
+    return "\n".join(lines)
+
+
+MUTATIONS = (_edit_tokens, _edit_tokens, _edit_tokens, _edit_lines, _edit_lines,
+             _extreme_number, _truncate, _odd_character, _deep_nesting, _long_line)
+
+
+def _token_soup(rng: random.Random) -> str:
+    return " ".join(rng.choice(VOCABULARY) for _ in range(rng.randrange(1, 60)))
+
+
+def _import_folder(rng: random.Random, text: str) -> dict[str, str]:
+    """A few files that import each other, in a folder with a subfolder."""
+    body = text if "network" in text else text + HEADER
+    cases = [
+        {MAIN: 'use "sub/x.sk"\n' + body, "sub/x.sk": 'use "../main.sk"\n'},
+        {MAIN: 'use "main.sk"\n' + body},
+        {MAIN: 'use "sub/x.sk"\n' + body, "sub/x.sk": HEADER},
+        {MAIN: 'use "sub/x.sk"\n' + body, "sub/x.sk": 'use "y.sk"\n', "sub/y.sk": 'use "x.sk"\n'},
+        {MAIN: 'use "/etc/passwd"\n' + body},
+        {MAIN: 'use "std/../../../../../../etc/passwd"\n' + body},
+        {MAIN: 'use "../outside.sk"\n' + body},
+        {MAIN: f'use "{"d/" * 400}x.sk"\n' + body},
+        {MAIN: f'use "{"a" * 300}.sk"\n' + body},
+        {MAIN: 'use "sub"\n' + body, "sub/x.sk": "\n"},
+        {MAIN: 'use "a.sk"\nuse "b.sk"\n' + body, "a.sk": 'use "c.sk"\n', "b.sk": 'use "c.sk"\n',
+         "c.sk": "block c(w):\n    conv 3x3, w\n"},
+    ]
+    return rng.choice(cases)
+
+
+def generate(rng: random.Random, seeds: list[tuple[str, str]] | None = None) -> Mutant:
+    """One mutant: mostly a shipped spec with one to four edits."""
+    seeds = seeds or _SEEDS
+    roll = rng.random()
+    if roll < 0.08:
+        return Mutant({MAIN: _token_soup(rng)}, "token soup")
+    name, text = rng.choice(seeds)
+    edits = []
+    for _ in range(rng.choice((1, 1, 2, 3, 4))):
+        mutation = rng.choice(MUTATIONS)
+        text = mutation(rng, text)
+        edits.append(mutation.__name__.lstrip("_"))
+    origin = f"{name}: {', '.join(edits)}"
+    if roll < 0.16:
+        files = _import_folder(rng, text)
+        return Mutant(files, origin + ", in an import folder")
+    return Mutant({MAIN: text}, origin)
+
+
+_SEEDS = seed_texts()
+
+
+def mutants():
+    """The generator as a hypothesis strategy (hypothesis is needed only here)."""
+    from hypothesis import strategies as st
+
+    return st.integers(0, 2**64 - 1).map(lambda seed: generate(random.Random(seed)))
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+def write(mutant: Mutant, folder: Path) -> Path:
+    for name, text in mutant.files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    return folder / MAIN
+
+
+COMMANDS = (("check",), ("build", "--json"))
+_LOCATED = re.compile(r"^\S.*:\d+:\d+: error SK\d{3}", re.M)
+
+
+def run_in_process(mutant: Mutant) -> Outcome:
+    """What `skdsl check` and `skdsl build --json` make of the mutant, in this process."""
+    from .cli import main
+
+    with tempfile.TemporaryDirectory(prefix="skdsl-fuzz-") as folder:
+        path = str(write(mutant, Path(folder)))
+        outcomes = []
+        for command in COMMANDS:
+            err = io.StringIO()
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+                status = main([command[0], path, *command[1:]])
+            outcomes.append(_classify(status, err.getvalue(), command))
+    internal = [o for o in outcomes if o.kind == "internal"]
+    return internal[0] if internal else max(outcomes, key=lambda o: o.kind == "error")
+
+
+def _classify(status: int, stderr: str, command: tuple[str, ...]) -> Outcome:
+    if status == 0:
+        return Outcome("ok")
+    if status == 2 and "error SK" in stderr:
+        return Outcome("error", bool(_LOCATED.search(stderr)), stderr)
+    return Outcome("internal", False, f"skdsl {' '.join(command)} exited {status}:\n{stderr}")
+
+
+def _worker(connection, memory_bytes: int) -> None:
+    """A process that runs mutants sent to it until its parent closes the pipe."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    sys.setrecursionlimit(1000)
+    while True:
+        try:
+            mutant = connection.recv()
+        except EOFError:
+            return
+        connection.send(run_in_process(mutant))
+
+
+class _Worker:
+    def __init__(self, memory_bytes: int):
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")  # skdsl is imported already: starts fast
+        self.connection, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, memory_bytes), daemon=True)
+        self.process.start()
+
+    def run(self, mutant: Mutant, timeout: float) -> Outcome:
+        self.connection.send(mutant)
+        if not self.connection.poll(timeout):
+            return Outcome("hang", False, f"no answer within {timeout:g} s")
+        try:
+            return self.connection.recv()
+        except EOFError:
+            return Outcome("internal", False, f"the worker died (exit {self.process.exitcode})")
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def campaign(count: int, seed: int, timeout: float, memory_mb: int = 2048,
+             report=print) -> Tally:
+    """Run `count` mutants of `seed`, restarting the worker after a hang or a crash."""
+    rng, tally = random.Random(seed), Tally()
+    worker = _Worker(memory_mb * 2**20)
+    try:
+        for index in range(count):
+            mutant = generate(rng)
+            outcome = worker.run(mutant, timeout)
+            if outcome.kind in ("hang", "internal"):
+                worker.stop()
+                worker = _Worker(memory_mb * 2**20)
+                tally.offenders.append((index, mutant, outcome))
+            tally.tried += 1
+            tally.counts[outcome.kind] += 1
+            tally.located += outcome.located
+            if (index + 1) % 500 == 0:
+                report(f"  {index + 1:,} tried: {_summary(tally)}")
+    finally:
+        worker.stop()
+    return tally
+
+
+def _summary(tally: Tally) -> str:
+    counts = tally.counts
+    return (f"ok {counts['ok']:,}, errors {counts['error']:,} ({tally.located:,} located), "
+            f"internal errors {counts['internal']:,}, hangs {counts['hang']:,}")
+
+
+def save_offenders(tally: Tally, folder: Path, limit: int = 50) -> list[Path]:
+    saved = []
+    for index, mutant, outcome in tally.offenders[:limit]:
+        case = folder / f"{index:06d}-{outcome.kind}"
+        write(mutant, case)
+        (case / "OUTCOME.txt").write_text(
+            f"made from {mutant.origin}\nreproduce: skdsl check {case / MAIN}\n\n{outcome.detail}",
+            encoding="utf-8", errors="replace")
+        saved.append(case)
+    return saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m skdsl.fuzz",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000, help="mutants to try (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds a mutant may take before it counts as a hang (default 10)")
+    parser.add_argument("--memory-mb", type=int, default=2048,
+                        help="address-space limit of the worker (default 2048)")
+    parser.add_argument("--save", type=Path, default=Path("fuzz-offenders"),
+                        help="folder for the offenders (default ./fuzz-offenders)")
+    args = parser.parse_args(argv)
+    print(f"fuzzing the front end: {args.count:,} mutants, seed {args.seed}, "
+          f"timeout {args.timeout:g} s")
+    tally = campaign(args.count, args.seed, args.timeout, args.memory_mb)
+    print(f"tried {tally.tried:,}: {_summary(tally)}")
+    if not tally.offenders:
+        return 0
+    for case in save_offenders(tally, args.save)[:10]:
+        first = (case / "OUTCOME.txt").read_text(encoding="utf-8").splitlines()
+        print(f"  {case}: {first[0]}; {' '.join(first[3:5])[:160]}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
