@@ -8,6 +8,10 @@ Two convolution helpers sit here too: `DilatedConv2d`, an `nn.Conv2d` that may r
 convolution as an ordinary one on the polyphase sub-grids of its input (same weights, same
 multiply-adds), and `FoldedBatchNorm`, what a BN becomes once `compiler.fuse_bn` has folded it
 into the convolution before it.
+
+torch.fx traces every module here. The two choices that read a tensor's dtype or device (an
+in-place sum under autocast, the polyphase lowering) are plain functions marked `torch.fx.wrap`,
+which a symbolic trace records as one call instead of running on a symbolic tensor.
 """
 
 from __future__ import annotations
@@ -50,19 +54,25 @@ class Add(nn.Module):
         self.inplace = inplace
 
     def forward(self, *inputs: Tensor) -> Tensor:
-        out = inputs[0]
-        rest = inputs[1:]
-        # The compiler checked the shapes; under autocast a sum may still promote the dtype.
-        if self.inplace and rest and all(other.dtype == out.dtype for other in rest):
-            for other in rest:
-                out = out.add_(other)
-            return out
-        for other in rest:
-            out = out + other
-        return out
+        return elementwise_sum(inputs, self.inplace)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
+
+
+@torch.fx.wrap  # one opaque call for torch.fx: its dtype test cannot run on a symbolic tensor
+def elementwise_sum(inputs: tuple[Tensor, ...], inplace: bool) -> Tensor:
+    """The sum of `inputs`, accumulated into the first one when `inplace` (see `Add`)."""
+    out = inputs[0]
+    rest = inputs[1:]
+    # The compiler checked the shapes; under autocast a sum may still promote the dtype.
+    if inplace and rest and all(other.dtype == out.dtype for other in rest):
+        for other in rest:
+            out = out.add_(other)
+        return out
+    for other in rest:
+        out = out + other
+    return out
 
 
 class Multiply(nn.Module):
@@ -193,6 +203,56 @@ class Select(nn.Module):
 POLYPHASE: dict[str, frozenset[str]] = {"cpu": frozenset({"strided"})}
 
 
+@torch.fx.wrap  # one opaque call for torch.fx: the choice reads the input's device and size
+def dilated_conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int],
+                   padding: tuple[int, int], dilation: tuple[int, int], groups: int,
+                   lowering: str) -> Tensor:
+    """`DilatedConv2d`'s convolution (zero padding): direct, or on polyphase sub-grids."""
+    if lowering == "auto":
+        kind = "stride1" if stride[0] == 1 else "strided"
+        wanted = kind in POLYPHASE.get(x.device.type, ())
+    else:
+        wanted = lowering == "polyphase"
+    if wanted and _polyphase_applies(tuple(x.shape), stride, padding, dilation):
+        return _polyphase(x, weight, bias, stride[0], padding, dilation[0], groups)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _polyphase_applies(shape: tuple[int, ...], stride: tuple[int, int],
+                       padding: tuple[int, int], dilation: tuple[int, int]) -> bool:
+    (d, d_w), (s, s_w) = dilation, stride
+    if len(shape) != 4 or d != d_w or s != s_w or d < 2 or any(p % d for p in padding):
+        return False
+    if s == 1:
+        return shape[2] % d == 0 and shape[3] % d == 0
+    return s % d == 0
+
+
+def _polyphase(x: Tensor, weight: Tensor, bias: Tensor | None, stride: int,
+               padding: tuple[int, int], d: int, groups: int) -> Tensor:
+    padding = (padding[0] // d, padding[1] // d)
+    layout = (torch.channels_last if not x.is_contiguous()
+              and x.is_contiguous(memory_format=torch.channels_last)
+              else torch.contiguous_format)
+    if stride > 1:  # stride d·k reads sub-grid (0, 0) only: one strided copy, in x's layout
+        grid = x[:, :, ::d, ::d].contiguous(memory_format=layout)
+        return F.conv2d(grid, weight, bias, stride // d, padding, 1, groups)
+    n, channels, height, width = x.shape
+    # N×C×H×W -> d²N×C×(H/d)×(W/d): image n's sub-grid (s, t) is image (s·d + t)·N + n.
+    grids = torch.empty((d * d * n, channels, height // d, width // d), dtype=x.dtype,
+                        device=x.device, memory_format=layout)
+    grids.unflatten(0, (d, d, n)).copy_(
+        x.unflatten(2, (height // d, d)).unflatten(4, (width // d, d))
+        .permute(3, 5, 0, 1, 2, 4))  # d×d×N×C×(H/d)×(W/d)
+    y = F.conv2d(grids, weight, bias, 1, padding, 1, groups)
+    out_channels, out_height, out_width = y.shape[1], y.shape[2] * d, y.shape[3] * d
+    out = torch.empty((n, out_channels, out_height, out_width), dtype=y.dtype,
+                      device=y.device, memory_format=layout)
+    out.unflatten(2, (out_height // d, d)).unflatten(4, (out_width // d, d)).copy_(
+        y.unflatten(0, (d, d, n)).permute(2, 3, 4, 0, 5, 1))  # N×C×(H/d)×d×(W/d)×d
+    return out
+
+
 class DilatedConv2d(nn.Conv2d):
     """A dilated convolution that can run as an undilated one on its input's polyphase sub-grids.
 
@@ -215,49 +275,16 @@ class DilatedConv2d(nn.Conv2d):
         self.lowering = lowering
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.lowering == "auto":
-            kind = "stride1" if self.stride[0] == 1 else "strided"
-            wanted = kind in POLYPHASE.get(x.device.type, ())
-        else:
-            wanted = self.lowering == "polyphase"
-        if wanted and self.polyphase_applies(tuple(x.shape)):
-            return self._polyphase(x)
-        return super().forward(x)
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return dilated_conv2d(x, self.weight, self.bias, self.stride, self.padding,
+                              self.dilation, self.groups, self.lowering)
 
     def polyphase_applies(self, shape: tuple[int, ...]) -> bool:
         """Whether the lowering gives this input's output exactly (sizes, not values, decide)."""
-        (d, d_w), (s, s_w) = self.dilation, self.stride
-        if len(shape) != 4 or d != d_w or s != s_w or d < 2 or self.padding_mode != "zeros":
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
             return False
-        if isinstance(self.padding, str) or any(p % d for p in self.padding):
-            return False
-        if s == 1:
-            return shape[2] % d == 0 and shape[3] % d == 0
-        return s % d == 0
-
-    def _polyphase(self, x: Tensor) -> Tensor:
-        d, stride = self.dilation[0], self.stride[0]
-        padding = (self.padding[0] // d, self.padding[1] // d)
-        layout = (torch.channels_last if not x.is_contiguous()
-                  and x.is_contiguous(memory_format=torch.channels_last)
-                  else torch.contiguous_format)
-        if stride > 1:  # stride d·k reads sub-grid (0, 0) only: one strided copy, in x's layout
-            grid = x[:, :, ::d, ::d].contiguous(memory_format=layout)
-            return F.conv2d(grid, self.weight, self.bias, stride // d, padding, 1, self.groups)
-        n, channels, height, width = x.shape
-        # N×C×H×W -> d²N×C×(H/d)×(W/d): image n's sub-grid (s, t) is image (s·d + t)·N + n.
-        grids = torch.empty((d * d * n, channels, height // d, width // d), dtype=x.dtype,
-                            device=x.device, memory_format=layout)
-        grids.unflatten(0, (d, d, n)).copy_(
-            x.unflatten(2, (height // d, d)).unflatten(4, (width // d, d))
-            .permute(3, 5, 0, 1, 2, 4))  # d×d×N×C×(H/d)×(W/d)
-        y = F.conv2d(grids, self.weight, self.bias, 1, padding, 1, self.groups)
-        out_channels, out_height, out_width = y.shape[1], y.shape[2] * d, y.shape[3] * d
-        out = torch.empty((n, out_channels, out_height, out_width), dtype=y.dtype,
-                          device=y.device, memory_format=layout)
-        out.unflatten(2, (out_height // d, d)).unflatten(4, (out_width // d, d)).copy_(
-            y.unflatten(0, (d, d, n)).permute(2, 3, 4, 0, 5, 1))  # N×C×(H/d)×d×(W/d)×d
-        return out
+        return _polyphase_applies(shape, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
         text = super().extra_repr()
@@ -277,7 +304,8 @@ class FoldedBatchNorm(nn.Identity):
 
 
 __all__ = [
-    "ACTIVATIONS", "make_activation", "Add", "Multiply", "Concat", "ChannelSplit",
+    "ACTIVATIONS", "make_activation", "elementwise_sum", "dilated_conv2d", "Add", "Multiply",
+    "Concat", "ChannelSplit",
     "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select", "POLYPHASE",
     "DilatedConv2d", "FoldedBatchNorm",
 ]

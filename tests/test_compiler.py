@@ -221,13 +221,17 @@ def test_output_shape_matches_graph(case):
     assert out.shape == (2, *G.output_shape(graph))
 
 
-def test_every_slot_but_the_output_is_freed_once(case):
+def test_every_slot_but_the_outputs_is_freed_once_in_every_container(case):
     model, _ = case
-    freed = [slot for step in model._steps for slot in step.frees]
-    written = {slot for step in model._steps for slot in step.outputs}
-    assert len(freed) == len(set(freed))
-    assert model._output_slot not in freed
-    assert written - {model._output_slot} <= set(freed)
+    containers = [m for m in model.modules() if isinstance(m, compiler._Container)]
+    assert len(containers) > 1
+    for container in containers:
+        plan = container._plan
+        freed = [slot for step in plan.steps for slot in step.frees]
+        used = {slot for step in plan.steps for slot in (*step.reads, *step.writes)}
+        assert len(freed) == len(set(freed))
+        assert not set(plan.outputs) & set(freed)
+        assert used - set(plan.outputs) == set(freed)  # the inputs too, after their last read
 
 
 @pytest.mark.parametrize("name", ["resnet", "shufflenet", "sk3"])
@@ -252,7 +256,10 @@ def test_module_types_follow_the_ops():
     assert isinstance(modules["conv2.block2.se.scale"], L.Multiply)
     assert isinstance(modules["conv3.block1.act"], torch.nn.SiLU)
     assert isinstance(modules["head.fc"], L.FlattenLinear)
-    assert type(modules["conv2.block1"]) is torch.nn.Module
+    assert type(modules["conv2"]) is compiler.Stage
+    assert type(modules["conv2.block1"]) is compiler.Block
+    assert type(modules["conv2.block1.sk"]) is compiler.Layer
+    assert type(modules["conv3.block1.shortcut"]) is compiler.Branch
     conv = modules["stem.c1.conv"]
     assert (conv.kernel_size, conv.padding, conv.bias) == ((3, 3), (1, 1), None)
 
