@@ -15,6 +15,7 @@ import skdsl
 from skdsl import tables
 from skdsl.cli import main
 from skdsl.errors import CliError
+from skdsl.tables.prose import parse_prose
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST_PATH = ROOT / "specs" / "paper_tables.toml"
@@ -95,10 +96,82 @@ def test_exact_figures_from_tables_md(results):
 
 
 def test_figures_round_as_printed():
-    figure = tables.figure("27.5M", "x")
+    figure = tables.figure("27.5M")
     assert figure.rounds(27_479_784) and not figure.rounds(27_559_896)
-    assert tables.figure("4.463G", "x").rounds(4_462_710_784)
-    assert tables.figure("25.0M", "x").decimals == 1
+    assert figure.reading(27_559_896) == "27.6M"
+    assert tables.figure("4.463G").rounds(4_462_710_784)
+    assert tables.figure("25.0M").decimals == 1
+    assert tables.figure("27.1M").truncates(27_161_264)
+    assert not tables.figure("27.2M").truncates(27_161_264)
+    with pytest.raises(ValueError, match="is not a number"):
+        tables.figure("4.4x")
+
+
+# -- prose: our counts are fields, never typed -----------------------------------------------------
+
+
+def _rendered(text: str, values: dict) -> str:
+    return parse_prose(text).render(lambda row, quantity: values[row, quantity])
+
+
+def test_prose_fields_format_our_counts():
+    values = {("a", "params"): 27_559_896, ("b", "params"): 25_028_904}
+    assert _rendered("{a.params} ({a.params:.1M}), {a.params - b.params:+,}; "
+                     "{a.params / b.params - 1:+.1%}, {a.params:.3G}, {{1 … 64}}", values) == (
+        "27,559,896 (27.6M), +2,530,992; +10.1%, 0.028G, {1 … 64}")
+    assert _rendered("{-a.params:+.2M} {b.params / 1000:.1f}", values) == "-27.56M 25028.9"
+
+
+def test_the_prose_types_none_of_our_counts(manifest, results):
+    """A count of ours in the manifest's prose is a `{ROW.QUANTITY}` field, so it cannot go
+    stale: no caption, note or reason spells one out."""
+    counts = {f"{value:,}" for result in results.values() if result.params is not None
+              for value in (result.params, result.macs, result.params_with_stats)}
+    for table in manifest.tables:
+        texts = [table.caption] + [text for row in table.rows for text in row.prose.values()]
+        for text in filter(None, texts):
+            literal = "".join(part for part in text.parts if isinstance(part, str))
+            assert not [count for count in counts if count in literal], text.source
+
+
+def test_how_a_row_compares_with_the_paper_is_computed(results):
+    notes = PAGE.read_text(encoding="utf-8")
+    assert ("#P 27,161,264 reads 27.2M, not the paper's 27.1M (27.1M is ours cut, not rounded)"
+            in notes)
+    assert "with BN's running statistics 44,315,560 → 44.3M, the paper's figure" in notes
+    assert "#P 1,366,792 reads as the paper's 1.4M; 40.48M multiply-adds, -1.28% from the " \
+           "paper's 41: outside ±0.5%" in notes
+    senet50 = results["senet50"]
+    assert senet50.params_with_stats == 27_559_896 + 2 * 34_112
+
+
+def test_a_changed_paper_figure_changes_what_the_page_says(tmp_path):
+    """Nothing the page concludes is typed: give SENet-50's Table 1 row the figure ours reads
+    as, and the row turns ✓ and the conventions section marks it as fitting."""
+    path = _copy(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    old = 'paper = { params = "27.7M", gflops = "4.25", error = "21.12", source'
+    assert old in text
+    path.write_text(text.replace(old, old.replace("27.7M", "27.6M"), 1), encoding="utf-8")
+    manifest = tables.load_manifest(path)
+    page = tables.render(manifest, tables.evaluate(manifest))
+    senet_line = next(line for line in page.splitlines() if line.startswith("| 2 | SENet-50 |"))
+    assert senet_line.endswith("| ✓ |")
+    assert "reads 27.6M, not the paper's 27.7M" in page  # Table 2's SENet-50 keeps 27.7M
+    assert "| SENet-50 | 27.6M | 27.56M | ✓ | 27.63M | ✓ |" in page  # either way, then
+    assert "| SENet-50 | 27.7M | 27.56M |  | 27.63M |  |" in page
+
+
+def test_the_conventions_verdicts_are_computed(manifest, results):
+    page = PAGE.read_text(encoding="utf-8")
+    rows = [r for r in tables.results.distinct(manifest, results, "params")]
+    only_with = [f"{r.row.label} {r.row.paper.params.text}" for r in rows
+                 if not r.params_ok and r.row.paper.params.rounds(r.params_with_stats)]
+    assert only_with and f"Fit only with them: {'; '.join(only_with)}." in page
+    assert tables.page._conventions_verdict({(): 3, ("act",): 5}, 5).startswith(
+        "`--count act` fits every row.")
+    assert tables.page._conventions_verdict({(): 3, ("act",): 4}, 5).startswith(
+        "No convention fits every row")
 
 
 def _copy(tmp_path: Path) -> Path:
@@ -141,21 +214,60 @@ def test_an_unexplained_gap_fails(tmp_path, capsys):
     assert "table1 senet50: differs from the paper's figures" in capsys.readouterr().err
 
 
+SENET50_PAPER = 'paper = { params = "27.7M", gflops = "4.25", error = "21.12", source'
+BN_FIELD = "{senet50.bn_channels}"
+
+
 @pytest.mark.parametrize("edit, message", [
-    (("[[tables.rows]]\nid = \"resnext50\"", "[[tables.rows]]\nid = \"resnext50\"\nlabl = \"x\""),
-     "unknown key 'labl'"),
-    (('spec = "specs/senet50.sk"', 'spec = "specs/senet5.sk"'), "no spec file 'specs/senet5.sk'"),
-    (('gflops = "4.47", error = "20.79", source = "Table 1; official README"',
-      'gflops = "4.4x", error = "20.79", source = "Table 1; official README"'), "is not a number"),
-    (('baseline = "resnext50"', 'baseline = "resnext5"'), "baseline 'resnext5'"),
+    (('id = "resnext50"\nlabel', 'id = "resnext50"\nlabl = "x"\nlabel'),
+     "table1.resnext50 has an unknown key 'labl'\n  = hint: did you mean 'label'?"),
+    (('id = "resnext50"\nlabel', 'label'), "table1.rows[0] needs an id"),
+    (('spec = "specs/senet50.sk"', 'spec = "specs/senet5.sk"'),
+     "table1.senet50.spec: no spec file 'specs/senet5.sk'"),
+    (('gflops = "4.47", error = "20.79"', 'gflops = "4.4x", error = "20.79"'),
+     "table1.sknet50.paper.gflops = '4.4x' is not a number"),
+    ((SENET50_PAPER, SENET50_PAPER.replace('"27.7M"', "27.7")),
+     "table1.senet50.paper.params: write the figure as a string, such as '27.5M': its printed "
+     "precision counts"),
+    ((SENET50_PAPER, SENET50_PAPER.replace('gflops', 'mflops = "4", gflops')),
+     "table1.senet50.paper: give gflops or mflops, not both"),
+    (('confidence = "A" }\ncalc = { params = 25028904',
+      'confidence = "D" }\ncalc = { params = 25028904'),
+     "table1.resnext50.paper.confidence: input should be 'A', 'B' or 'C'"),
+    (('baseline = "resnext50"', 'baseline = "resnext5"'),
+     "table1: baseline 'resnext5' is not one of its rows"),
+    (('id = "senet50"', 'id = "resnext50"'), "the row id 'resnext50' is used twice"),
+    (('set = { L3 = 16 }', 'set = { L3 = [16] }'),
+     "table2.sknet101_official.set.L3: a param value is a number, a string or a boolean"),
+    (('reason = "The soft-mask branches need upsampling, which the language lacks (as '
+      'AttentionNeXt-56)."', "reason = 5"), "table2.attention92.reason: expected a string"),
+    (('label = "Attention-92"', 'label = ["Attention-92"]'),
+     "table2.attention92.label: input should be a valid string"),
+    ((BN_FIELD, "{senet5.bn_channels}"), "table1.senet50.reason: no row 'senet5' (did you mean "
+                                         "'senet50', 'sknet50' or 'senet29'?)"),
+    ((BN_FIELD, "{senet50.bn_channel}"), "table1.senet50.reason: {senet50.bn_channel}: no "
+                                         "quantity 'bn_channel' (did you mean 'bn_channels'?)"),
+    ((BN_FIELD, "{attention92.params}"),
+     "table1.senet50.reason: row 'attention92' has no spec to count"),
+    ((BN_FIELD, "{resnext50_wider.paper_macs}"),
+     "table1.senet50.reason: row 'resnext50_wider' gives no paper figure for paper_macs"),
+    ((BN_FIELD, "{print(1)}"),
+     "table1.senet50.reason: {print(1)}: 'print(1)' is not ROW.QUANTITY arithmetic"),
+    ((BN_FIELD, "{senet50.params:.1X}"), "table1.senet50.reason: {senet50.params:.1X}: bad "
+                                         "format '.1X': Precision not allowed in integer format "
+                                         "specifier"),
+    ((BN_FIELD, "{senet50.params"), "table1.senet50.reason: unexpected '{' in field name "
+                                    "(write '{{' or '}}' for a literal brace)"),
 ])
 def test_manifest_mistakes_are_errors(tmp_path, edit, message):
+    """Every mistake is one SK545 that names the table, the row and the key."""
     manifest = _copy(tmp_path)
     text = manifest.read_text(encoding="utf-8")
     assert edit[0] in text
     manifest.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
-    with pytest.raises(CliError, match=message.replace("(", r"\(")):
+    with pytest.raises(CliError) as raised:
         tables.load_manifest(manifest)
+    assert raised.value.render() == f"error SK545: manifest: {message}"
 
 
 def test_check_without_a_page_checks_the_rows(tmp_path, monkeypatch, capsys):
@@ -168,6 +280,35 @@ def test_check_without_a_page_checks_the_rows(tmp_path, monkeypatch, capsys):
     assert out.startswith(f"{rows} rows checked; no docs/paper-tables.md beside ")
     assert str(tables.SPECS_DIR / "paper_tables.toml") in out
     assert not (tmp_path / "docs").exists()
+
+
+def test_a_manifest_without_tables_is_sk545(tmp_path):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[[table]]\nid = 't'\n")
+    with pytest.raises(CliError, match=r"has no \[\[tables\]\]") as raised:
+        tables.load_manifest(empty)
+    assert raised.value.code == "SK545"
+
+
+def test_the_manifest_models_are_strict_and_described():
+    """Frozen, unknown keys refused, and every field described (the format's documentation)."""
+    from skdsl.tables import manifest as models
+
+    for model in (models.ManifestFile, models.Table, models.Row, models.PaperFigures,
+                  models.Calc):
+        assert model.model_config["frozen"] and model.model_config["extra"] == "forbid"
+        for name, field in model.model_fields.items():
+            assert field.description or name in ("paper", "calc", "rows"), (model, name)
+
+
+def test_tables_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from skdsl import tables as t; m = t.load_manifest(%r); "
+            "t.render(m, t.evaluate(m)); assert 'torch' not in sys.modules, 'torch imported'"
+            % str(MANIFEST_PATH))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_invalid_toml_is_sk544(tmp_path, capsys):
