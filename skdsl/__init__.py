@@ -27,14 +27,15 @@ __all__ = ["load", "parse", "analyze", "compile", "lower", "list_models", "creat
 
 
 def load(path: str | Path, overrides: dict | None = None, *,
-         num_classes: int | None = None) -> Network:
+         num_classes: int | None = None, allow_imports_outside: bool = False) -> Network:
     """Read, parse and expand a .sk file or zoo name (and what it imports) into a validated spec.
 
     `overrides` set `param`s; `num_classes` replaces the `classes` header (and so the head).
+    `use` reads only files under the spec's folder and std/ unless `allow_imports_outside`.
     """
     from .zoo import load as _load
 
-    return _load(path, overrides, num_classes)
+    return _load(path, overrides, num_classes, allow_imports_outside)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -55,12 +56,13 @@ def create_model(name_or_path: str | Path, num_classes: int | None = None,
     return _create_model(name_or_path, num_classes, pretrained_cfg, **overrides)
 
 
-def parse(text: str, file: str = "<string>", overrides: dict | None = None) -> Network:
+def parse(text: str, file: str = "<string>", overrides: dict | None = None, *,
+          allow_imports_outside: bool = False) -> Network:
     """Parse and expand .sk text; `use` paths resolve against the current directory."""
     from .expand import expand
     from .parser import parse_text
 
-    return expand(parse_text(text, file), overrides)
+    return expand(parse_text(text, file), overrides, allow_imports_outside)
 
 
 def lower(spec: Network, input_shape=None):
@@ -81,8 +83,15 @@ def analyze(spec: Network, input_shape=None, count=()) -> "Analysis":
     return _analyze(spec, input_shape, count)
 
 
-def compile(spec: Network, input_shape=None):  # noqa: A001 - the verb users expect
-    """Build the torch.nn.Module of a spec (imports torch)."""
+def compile(spec: Network, input_shape=None, *, features_only: bool = False,  # noqa: A001
+            out_indices=None, memory_budget: int | None = None):
+    """Build the torch.nn.Module of a spec (imports torch); `features_only` gives the stage
+    outputs of `out_indices` instead of the logits (docs/model-api.md).
+
+    A network whose weights would not fit `memory_budget` bytes (default: the memory available
+    now) is refused before anything is allocated (ResourceError, SK620).
+    """
     from .compiler import compile as _compile
 
-    return _compile(spec, input_shape)
+    return _compile(spec, input_shape, features_only=features_only, out_indices=out_indices,
+                    memory_budget=memory_budget)

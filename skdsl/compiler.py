@@ -40,6 +40,7 @@ from . import graph as G
 from . import layers as L
 from . import spec as S
 from .errors import SkdslError, SpecError, did_you_mean
+from .resources import guard_compile
 
 Ref = G.Ref
 
@@ -781,10 +782,13 @@ def _node_modules(model: nn.Module) -> dict[str, nn.Module]:
 
 def compile(network_or_graph: S.Network | nx.DiGraph, input_shape: tuple[int, ...] | None = None,
             *, inplace: bool = True, features_only: bool = False,
-            out_indices: Iterable[int] | None = None) -> CompiledNetwork | FeatureNetwork:
+            out_indices: Iterable[int] | None = None,
+            memory_budget: int | None = None) -> CompiledNetwork | FeatureNetwork:
     """The initialised torch module of a network (lowered here) or of an already lowered graph;
     `inplace=False` keeps every node's output intact (for hooks that keep them);
-    `features_only` gives the stage outputs of `out_indices` instead (see `as_features`)."""
+    `features_only` gives the stage outputs of `out_indices` instead (see `as_features`).
+    Weights that would not fit `memory_budget` bytes (default: available memory) are refused
+    before any is allocated (resources.guard_compile)."""
     if isinstance(network_or_graph, nx.DiGraph):
         graph = network_or_graph
         if input_shape is not None and tuple(input_shape) != tuple(graph.graph["input"]):
@@ -795,6 +799,7 @@ def compile(network_or_graph: S.Network | nx.DiGraph, input_shape: tuple[int, ..
     if out_indices is not None and not features_only:
         raise ModelArgumentError("out_indices picks the outputs of a features_only network",
                                  hint="pass features_only=True with out_indices")
+    guard_compile(graph, budget=memory_budget)
     model = CompiledNetwork(graph, inplace=inplace)
     initialise(model)
     return model.as_features(out_indices) if features_only else model

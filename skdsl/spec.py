@@ -41,8 +41,10 @@ RESERVED_NAMES = frozenset(
     "register_load_state_dict_pre_hook register_module register_parameter "
     "register_state_dict_post_hook register_state_dict_pre_hook requires_grad_ set_extra_state "
     "set_submodule share_memory state_dict to to_empty train training type xpu zero_grad "
-    # attributes of skdsl's compiled root module, and the network input's name
-    "graph features input".split()
+    # attributes of skdsl's compiled root module (timm's model API among them), and the
+    # network input's name
+    "graph features input as_features default_cfg feature_info forward_features forward_head "
+    "get_classifier num_classes num_features pretrained_cfg reset_classifier".split()
 )
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -52,7 +54,7 @@ def check_name(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"'{name}' is not a name: use letters, digits and '_', starting with a letter")
     if name in RESERVED_NAMES:
-        raise ValueError(f"'{name}' is reserved (an attribute of torch.nn.Module or the network input)")
+        raise ValueError(f"'{name}' is reserved (an attribute of the compiled torch module, or the network input)")
     return name
 
 

@@ -149,7 +149,7 @@ def _validated(preprocessing: dict) -> dict:
 
 
 def load(name_or_path: str | Path, overrides: dict | None = None,
-         num_classes: int | None = None):
+         num_classes: int | None = None, allow_imports_outside: bool = False):
     """The spec of a file or zoo name; `num_classes` replaces its `classes` header.
 
     The header is replaced in the spec, before expansion, so that `fc classes` (and every
@@ -162,7 +162,7 @@ def load(name_or_path: str | Path, overrides: dict | None = None,
     overrides = dict(overrides or {})
     if num_classes is not None:
         overrides = _with_classes(source, _class_count(num_classes), overrides)
-    return expand(source, overrides or None)
+    return expand(source, overrides or None, allow_imports_outside)
 
 
 def _class_count(num_classes) -> int:
