@@ -14,8 +14,10 @@ batch size. `--fuse-bn` folds every batch norm into the convolution before it
 (BN not folded) is printed, and a difference beyond tolerance is an error (SK536).
 
 Checkpoints: an skdsl checkpoint (`skdsl train`'s last.pt or best.pt, checked whole and against
-the spec), another runner's dict with a 'model' state dict, or a bare state dict; all read with
-torch.load(weights_only=True), so a file cannot run code. Every failure is a CliError or a
+the spec), converted weights, another runner's dict with a 'model' state dict, or a bare state
+dict; all read by skdsl/state_io.py with torch.load(weights_only=True), so a file cannot run
+code. The output's folder is checked before the network is compiled; torch.export and
+TorchScript artifacts are written atomically. Every failure is a CliError or a
 CheckpointError with a code SK530-SK539 (docs/errors.md), never a traceback.
 
 This module imports no torch at import time: `skdsl --help` must stay fast.
@@ -69,6 +71,8 @@ def register(subparsers) -> None:
                              "takes any batch size")
     parser.add_argument("--output", "-o", metavar="PATH", required=True,
                         help="where to write the artifact")
+    parser.add_argument("--classes", metavar="N", type=int,
+                        help="replace the spec's `classes`, as `skdsl train --classes` did")
     parser.set_defaults(run=run)
 
 
@@ -80,16 +84,20 @@ def run(args) -> int:
                        "--checkpoint and --random-init do not go together", code="SK530")
     if args.batch < 1:
         raise CliError(f"--batch {args.batch}: the batch size must be at least 1", code="SK530")
+    if args.classes is not None and args.classes < 1:
+        raise CliError(f"--classes {args.classes}: must be at least 1", code="SK530")
     output = Path(args.output)
     if output.is_dir():
         raise CliError(f"--output '{output}' is a directory", code="SK535",
                        hint=f"name a file, such as {output / ('model' + SUFFIXES[args.format])}")
+    _check_writable(output)
     if args.format == "onnx":
         _require_onnx()
-    from .cli import load_spec, parse_input_shape, parse_overrides
+    from .cli import parse_input_shape, parse_overrides
+    from .train.specs import load_spec
 
     input_shape = parse_input_shape(args.input)
-    spec = load_spec(args.spec, parse_overrides(args.overrides))
+    spec = load_spec(args.spec, parse_overrides(args.overrides), args.classes)
     result = export(spec, output, args.format, checkpoint=args.checkpoint,
                     fuse=args.fuse_bn, input_shape=input_shape, batch=args.batch)
     print(result.summary())
@@ -129,6 +137,8 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
     if format not in FORMATS:
         raise CliError(f"unknown export format '{format}'; known: {', '.join(FORMATS)}",
                        code="SK530")
+    output = Path(output)
+    _check_writable(output)  # before the expensive work
     state = read_state_dict(checkpoint, spec) if checkpoint is not None else None
     torch.manual_seed(seed)
     model = compiler.compile(spec, input_shape)
@@ -144,7 +154,6 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
     image = tuple(model.graph.graph["input"])
     # An example batch of 2: torch.export specialises a batch of 1 to the constant 1.
     example = torch.randn(2, *image)
-    output = Path(output)
     _write(deployed, example, output, format)
     generator = torch.Generator().manual_seed(seed + 1)
     error, scale, verified_with = 0.0, 0.0, None
@@ -176,83 +185,33 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
 def load_weights(model, state: dict, spec, path: str | Path) -> None:
     """Load a checkpoint's model weights (read from `path`) into `model`; CheckpointError (SK532)
     when they do not fit."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        missing, unexpected, resized = _mismatch(model.state_dict(), state)
-        details = []
-        if missing:
-            details.append(f"missing {_some(missing)}")
-        if unexpected:
-            details.append(f"unexpected {_some(unexpected)}")
-        if resized:
-            details.append(f"other shapes for {_some(resized)}")
-        what = "; ".join(details) or str(error).strip().splitlines()[0]
-        raise CheckpointError(f"the weights in '{path}' do not fit {spec.name}: {what}",
-                              code="SK532",
-                              hint="export with the spec (and --set values) the weights were "
-                                   "trained with") from None
+    from . import state_io
+
+    state_io.load_weights(model, state, path, spec.name)
 
 
 def read_state_dict(path: str | Path, spec) -> dict:
-    """The model state dict in a checkpoint file (see the module docstring for the kinds)."""
-    import torch
+    """The model state dict in a checkpoint file (see the module docstring for the kinds): an
+    skdsl checkpoint is checked whole and against `spec`."""
+    from . import state_io
+    from .train import checkpoint
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint '{path}'" if not path.exists() else
-                              f"'{path}' is not a file", code="SK531",
-                              hint="name a last.pt or best.pt that `skdsl train` wrote, or pass "
-                                   "--random-init")
-    payload = _torch_load(path)
-    from .train import checkpoint as skdsl_checkpoint
-
-    if isinstance(payload, dict) and payload.get("format") == skdsl_checkpoint.FORMAT:
-        # skdsl's own: checked whole (checksum) and against this spec (SK60x on a mismatch).
-        _, spec_sha256 = skdsl_checkpoint.spec_fingerprint(spec)
-        payload = skdsl_checkpoint.load(path, spec_sha256)
-    state = payload.get("model", payload) if isinstance(payload, dict) else payload
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(key, str) and isinstance(value, torch.Tensor)
-            for key, value in state.items()):
-        raise CheckpointError(f"'{path}' holds no model weights (a state dict of tensors, or a "
-                              f"dict with one under 'model')", code="SK531",
-                              hint="save weights with torch.save(model.state_dict(), path)")
-    return _strip_wrappers(state)
-
-
-def _torch_load(path: Path):
-    # The training runner's reader: zip or pickle sniffed first, foreign pickles refused.
-    from .train.checkpoint import read_file
-
-    return read_file(path)
-
-
-def _strip_wrappers(state: dict) -> dict:
-    """Keys as the bare model names them: without DDP's 'module.' or torch.compile's
-    '_orig_mod.' prefix."""
-    for prefix in ("module.", "_orig_mod."):
-        if all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
-    return state
-
-
-def _mismatch(own: dict, given: dict) -> tuple[list[str], list[str], list[str]]:
-    missing = [key for key in own if key not in given]
-    unexpected = [key for key in given if key not in own]
-    resized = [key for key in own if key in given and tuple(own[key].shape)
-               != tuple(given[key].shape)]
-    return missing, unexpected, resized
-
-
-def _some(keys: list[str], shown: int = 3) -> str:
-    text = ", ".join(keys[:shown])
-    return f"{text} and {len(keys) - shown} more" if len(keys) > shown else text
+    _, spec_sha256 = state_io.spec_fingerprint(spec)
+    return checkpoint.read_weights(path, state_io.EXPORT, spec_sha256)[0]
 
 
 def _first_line(error: Exception, limit: int = 120) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else "no detail"
+    from .state_io import first_line
+
+    return first_line(error, limit)
+
+
+def _check_writable(output: Path) -> None:
+    from . import state_io
+
+    unwritable = state_io.check_writable(output)
+    if unwritable:
+        raise CliError(f"cannot write '{output}': {unwritable}", code="SK535")
 
 
 # -- writing and reading back -------------------------------------------------------------------
@@ -289,15 +248,19 @@ def _write(model, example, output: Path, format: str) -> None:
         raise CliError(f"torch could not {format} the model: {type(error).__name__}: "
                        f"{_first_line(error, 300)}", code="SK534",
                        hint="try another --format") from None
+    from . import state_io
+
     try:
-        if format == "torchscript":
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.jit.save(artifact, str(output))
-        elif format == "exported":
-            torch.export.save(artifact, str(output))
-        else:
+        if format == "onnx":  # the exporter may write external data beside it: no renaming
             _write_onnx(model, example, output)
+            return
+        with state_io.atomic_path(output) as temporary, open(temporary, "wb") as file:
+            if format == "torchscript":
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    torch.jit.save(artifact, file)
+            else:
+                torch.export.save(artifact, file)
     except OSError as error:
         raise CliError(f"cannot write '{output}': {error.strerror or error}",
                        code="SK535") from None

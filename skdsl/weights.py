@@ -21,8 +21,6 @@ shapes that differ, SK526 the output cannot be written.
 from __future__ import annotations
 
 import argparse
-import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,74 +324,26 @@ def _shape(shape: tuple) -> str:
 
 def read_state_dict(path: str | Path) -> dict[str, "Tensor"]:
     """The state dict in a torch file: a raw one, or one under 'state_dict' or 'model'
-    (training checkpoints), with a DataParallel 'module.' prefix removed. Never unpickles
-    Python objects (weights_only)."""
-    import torch
+    (training checkpoints), without wrapper prefixes ('module.', '_orig_mod.', 'model.').
+    Never unpickles Python objects (state_io.read: weights only)."""
+    from . import state_io
 
-    path = Path(path)
-    if not path.is_file():
-        raise CliError(f"no weights file '{path}'", code="SK520",
-                       hint="name a .pth file saved with torch.save(model.state_dict(), ...)")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CliError(f"'{path}' holds Python objects besides tensors, which skdsl does not "
-                       f"unpickle since that can run code", code="SK521",
-                       hint=f"save the state dict alone: torch.save(model.state_dict(), ...) "
-                            f"(torch says: {_first_line(error)})") from None
-    except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors all mean unreadable
-        raise CliError(f"cannot read '{path}' as a torch file ({type(error).__name__}: "
-                       f"{_first_line(error)})", code="SK521",
-                       hint="it may be truncated, or of another format (safetensors, numpy)"
-                       ) from None
-    return _state_dict_in(payload, path)
-
-
-def _state_dict_in(payload, path: Path) -> dict[str, "Tensor"]:
-    import torch
-
-    if isinstance(payload, Mapping):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(payload.get(wrapper), Mapping):
-                payload = payload[wrapper]
-                break
-    if not isinstance(payload, Mapping) or not payload:
-        what = type(payload).__name__ if not isinstance(payload, Mapping) else "an empty dict"
-        raise CliError(f"'{path}' holds {what}, not a state dict", code="SK522",
-                       hint="expected a dict of tensors, or one under 'state_dict' or 'model'")
-    strays = [str(key) for key, value in payload.items()
-              if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
-    if strays:
-        raise CliError(f"'{path}' is not a state dict: {len(strays)} entries are not tensors "
-                       f"(such as '{strays[0]}')", code="SK522",
-                       hint="expected a dict of tensors, or one under 'state_dict' or 'model'")
-    if all(key.startswith("module.") for key in payload):
-        payload = {key[len("module."):]: value for key, value in payload.items()}
-    return dict(payload)
+    return state_io.state_dict_in(state_io.read(path, state_io.WEIGHTS), path, state_io.WEIGHTS)
 
 
 def write_state_dict(state: Mapping[str, "Tensor"], path: str | Path) -> None:
     """torch.save to a temporary file beside `path`, then an atomic rename: `path` is never
     left half written, and on an error nothing is left behind."""
-    import torch
+    from . import state_io
 
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, "wb") as file:
-            torch.save(dict(state), file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
+        state_io.write(dict(state), path)
     except OSError as error:
-        raise CliError(f"cannot write '{path}': {error.strerror or error}", code="SK526") from None
-    finally:
-        temporary.unlink(missing_ok=True)
+        raise _unwritable(path, error.strerror or str(error)) from None
 
 
-def _first_line(error: Exception, limit: int = 120) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else "no detail"
+def _unwritable(path: str | Path, why: str) -> CliError:
+    return CliError(f"cannot write '{path}': {why}", code="SK526")
 
 
 @dataclass
@@ -410,20 +360,41 @@ class Conversion:
 
 
 def convert(spec, source_path: str | Path, output_path: str | Path, origin: str = "timm",
-            spec_name: str | None = None) -> Conversion:
+            spec_name: str | None = None, skip_head: bool = False) -> Conversion:
     """Read `source_path`, map it onto the compiled `spec` (a `Network`) and write
-    `output_path` atomically. Nothing is written on an error."""
+    `output_path` atomically. Nothing is written on an error. `skip_head`: the classifier (the
+    last linear layer) is neither read nor written, for fine-tuning to other classes."""
     import skdsl
+
+    from . import state_io
 
     if origin not in FAMILIES:
         raise CliError(f"--from {origin!r}: skdsl converts weights from {', '.join(FAMILIES)}",
                        code="SK523")
-    source = read_state_dict(source_path)
+    unwritable = state_io.check_writable(output_path)  # before reading and compiling
+    if unwritable:
+        raise _unwritable(output_path, unwritable)
     model = skdsl.compile(spec)
-    mapping, converted = _convert(source, model.state_dict(), origin,
-                                  spec_name or f"spec '{spec.name}'")
+    target = model.state_dict()
+    spec_name = spec_name or f"spec '{spec.name}'"
+    head = state_io.head_keys(model)
+    if skip_head and not head:
+        raise CliError(f"--skip-head: {spec_name} has no classifier head (a final fc layer) "
+                       f"to skip", code="SK527", hint="convert without --skip-head")
+    source = read_state_dict(source_path)
+    if skip_head:
+        source, target = _without_head(source, target, head, origin)
+    mapping, converted = _convert(source, target, origin, spec_name)
     write_state_dict(converted, output_path)
     return Conversion(mapping, converted, sum(p.numel() for p in model.parameters()))
+
+
+def _without_head(source, target, head: frozenset[str], origin: str):
+    """`source` without the tensors that map onto the head, `target` without the head."""
+    family = detect_family(source, origin)
+    mapped = map_keys(family, source)
+    return ({key: value for key, value in source.items() if mapped[key] not in head},
+            {key: value for key, value in target.items() if key not in head})
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -455,6 +426,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     cli.add_spec_argument(parser)
     parser.add_argument("source", metavar="IN", help="the source state dict (torch.save file)")
     parser.add_argument("output", metavar="OUT", help="where to write the converted state dict")
+    parser.add_argument("--skip-head", action="store_true",
+                        help="leave out the classifier (the final fc), to fine-tune to other "
+                             "classes with `skdsl train --init OUT --classes N`")
     parser.set_defaults(run=run)
     return weights
 
@@ -464,9 +438,11 @@ def run(args: argparse.Namespace) -> int:
     from .cli import load_spec, parse_overrides
 
     spec = load_spec(args.spec, parse_overrides(args.overrides))
-    done = convert(spec, args.source, args.output, args.origin, spec_name=f"spec '{spec.name}'")
+    done = convert(spec, args.source, args.output, args.origin, spec_name=f"spec '{spec.name}'",
+                   skip_head=args.skip_head)
+    head = " (head left out)" if args.skip_head else ""
     print(f"ok: {args.origin} {done.source_model} ({done.plan.family.title}) -> {spec.name}: "
-          f"{len(done.state_dict)} tensors, {done.parameters:,} parameters, written to "
+          f"{len(done.state_dict)} tensors{head}, {done.parameters:,} parameters, written to "
           f"{args.output}")
     return 0
 

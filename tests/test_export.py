@@ -57,6 +57,12 @@ def test_export_writes_an_artifact_that_matches_eager(fmt, suffix, fuse, tmp_pat
     assert "Traceback" not in err and "Warning" not in err
 
 
+# What `skdsl train` writes besides the weights (a checkpoint without them is refused).
+RUN_FIELDS = {"optimizer": {"state": {}, "param_groups": []}, "epoch": 1, "batch_in_epoch": 0,
+              "step": 10, "best_top1": 0.5, "history": [], "epoch_totals": {},
+              "config": {"seed": 0}}
+
+
 @pytest.mark.parametrize("kind", ["skdsl", "model_key", "state_dict", "ddp"])
 def test_export_loads_every_kind_of_checkpoint(kind, tmp_path, capsys):
     import skdsl
@@ -68,7 +74,7 @@ def test_export_loads_every_kind_of_checkpoint(kind, tmp_path, capsys):
     if kind == "skdsl":
         _, sha = checkpoint.spec_fingerprint(skdsl.load(SPEC))
         checkpoint.save({"spec_sha256": sha, "spec_name": "tiny_sk", "model": state,
-                         "optimizer": {}, "epoch": 1, "step": 10}, path)
+                         **RUN_FIELDS}, path)
     elif kind == "model_key":
         torch.save({"model": state, "epoch": 3}, path)
     elif kind == "ddp":
@@ -125,8 +131,8 @@ def test_missing_and_unreadable_checkpoints(tmp_path, capsys):
                                    capsys)
     empty = tmp_path / "empty.pt"
     torch.save({"epoch": 3}, empty)
-    assert "holds no model weights" in _error(
-        [SPEC, "--checkpoint", str(empty), "--output", output], capsys)
+    assert "error SK531" in _error(
+        [SPEC, "--checkpoint", str(empty), "--output", output], capsys) and "not a state dict"
 
 
 def test_weights_of_another_network_are_sk532(tmp_path, capsys):
@@ -141,8 +147,8 @@ def test_an_skdsl_checkpoint_of_another_spec_is_refused(tmp_path, capsys):
     from skdsl.train import checkpoint
 
     path = tmp_path / "last.pt"
-    checkpoint.save({"spec_sha256": "0" * 64, "spec_name": "other", "model": {},
-                     "optimizer": {}, "epoch": 0, "step": 0}, path)
+    checkpoint.save({"spec_sha256": "0" * 64, "spec_name": "other",
+                     "model": tiny_model().state_dict(), **RUN_FIELDS}, path)
     assert "error SK604" in _error([SPEC, "--checkpoint", str(path), "--output",
                                     str(tmp_path / "x.ts")], capsys)
 

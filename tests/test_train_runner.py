@@ -285,7 +285,8 @@ def test_files_metrics_and_eval(spec, tmp_path, capsys):
     out = tmp_path / "run"
     result = train(config(spec, out))
     printed = capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "best.pt", "last.pt",
+                                                     "metrics.jsonl"]
     records = read_metrics(out / "metrics.jsonl")
     steps = [r for r in records if r["event"] == "step"]
     epochs = [r for r in records if r["event"] == "epoch"]

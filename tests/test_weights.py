@@ -313,7 +313,7 @@ def test_a_missing_unreadable_or_pickled_input_is_refused(capsys, tmp_path):
                tmp_path / "objects.pth")
     status, _, err = run(capsys, "weights", "convert", "--from", "timm", spec,
                          str(tmp_path / "objects.pth"), str(output))
-    _assert_refused(status, err, output, "SK521", "does not unpickle")
+    _assert_refused(status, err, output, "SK521", "never unpickles")
 
 
 def test_an_unwritable_output_is_refused(capsys, tmp_path):
@@ -373,3 +373,24 @@ def test_the_converted_spec_computes_what_timm_computes(model):
     scale = expected.abs().max().item()
     assert scale > 0.1  # a real signal, not zeros on both sides
     assert (expected - got).abs().max().item() < 1e-5 * max(1.0, scale)
+
+
+def test_skip_head_leaves_the_classifier_out_for_fine_tuning(compiled, capsys, tmp_path):
+    """A 10-class timm head would not fit the 1000-class spec (SK525); skipped, the rest fits
+    and loads into the spec with the head left at its initialisation."""
+    from skdsl import state_io
+
+    state = fake_state_dict("resnext50_32x4d", shared=True)
+    state["fc.weight"], state["fc.bias"] = torch.zeros(10, 2048), torch.zeros(10)
+    source, output = tmp_path / "in.pth", tmp_path / "out.pt"
+    torch.save(state, source)
+    status, out, err = run(capsys, "weights", "convert", "--from", "timm",
+                           spec_path("resnext50_32x4d"), str(source), str(output), "--skip-head")
+    assert status == 0, err
+    assert "(head left out)" in out
+    converted = torch.load(output, weights_only=True)
+    assert "head.fc.weight" not in converted and len(converted) == len(state) - 2
+    module = compiled("resnext50_32x4d")
+    left = state_io.load_weights(module, converted, output, "resnext50_32x4d",
+                                 leave_out=state_io.head_keys(module))
+    assert left == ["head.fc.weight", "head.fc.bias"]

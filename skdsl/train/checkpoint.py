@@ -13,175 +13,63 @@ and a malicious file cannot run code):
     best_top1, history                         validation top-1 so far, per-epoch metrics
     rng                                        per process: torch, CUDA, python, numpy states
     config                                     the settings the run was started with
-    checksum                                   sha256 over every tensor, to catch corruption
+    checksum                                   sha256 over the whole payload (skdsl/state_io.py)
+
+The files themselves are read and written by skdsl/state_io.py, which export and weights use too;
+this module adds what only training needs: the random generator states.
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
-import os
-import pickle
 import random
 import sys
-import warnings
-import zipfile
 from pathlib import Path
 
 import torch
-from torch import Tensor
 
-from .. import __version__
+from .. import state_io
 from ..errors import CheckpointError
+from ..state_io import FORMAT, FORMAT_VERSION, check_spec, spec_fingerprint
 
-FORMAT = "skdsl-checkpoint"
-FORMAT_VERSION = 1
-TRY_ANOTHER = "use another checkpoint, such as best.pt beside it"
-REQUIRED = ("format_version", "spec_sha256", "model", "optimizer", "epoch", "step", "checksum")
-
-
-def spec_fingerprint(spec) -> tuple[str, str]:
-    """The expanded spec as canonical JSON and its sha256: equal for the same network, whatever
-    its comments, layout or `--set` spelling."""
-    text = spec.model_dump_json()
-    return text, hashlib.sha256(text.encode()).hexdigest()
-
-
-# -- writing -------------------------------------------------------------------------------------
+checksum = state_io.digest
 
 
 def save(payload: dict, path: str | Path) -> None:
-    """Write `payload` so that `path` always holds a whole checkpoint, old or new.
-
-    torch.save goes to a temporary file in the same directory, which is flushed and fsynced
-    before an atomic rename over `path`; a crash or a full disk mid-write leaves the previous
-    checkpoint intact.
-    """
-    path = Path(path)
-    payload = {**payload, "format": FORMAT, "format_version": FORMAT_VERSION,
-               "skdsl_version": __version__, "checksum": checksum(payload)}
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write `payload`, sealed with skdsl's header and its digest, so that `path` always holds a
+    whole checkpoint, old or new (state_io.atomic_path)."""
     try:
-        with open(temporary, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the name points at them
-        os.replace(temporary, path)
-        _fsync_directory(path.parent)  # and the rename itself survives a power cut
+        state_io.write(state_io.seal(payload), path)
     except OSError as error:
         raise CheckpointError(f"cannot write checkpoint '{path}': {error.strerror or error}",
                               code="SK607") from None
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":  # Windows cannot open a directory; its rename is durable enough
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def checksum(payload: dict) -> str:
-    """sha256 over every tensor's name, dtype, shape and bytes (torch's zip reader checks no
-    CRC, so a flipped bit in the weights would otherwise load silently)."""
-    digest = hashlib.sha256()
-    for name, tensor in _tensors(payload):
-        data = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
-        # The raw bytes without a numpy round trip (numpy is not a dependency).
-        digest.update(ctypes.string_at(data.data_ptr(), data.numel() * data.element_size()))
-    return digest.hexdigest()
-
-
-def _tensors(value, name: str = ""):
-    """(path, tensor) for every tensor inside nested dicts, lists and tuples, in a fixed order."""
-    if isinstance(value, Tensor):
-        yield name, value
-    elif isinstance(value, dict):
-        for key in value:
-            if key != "checksum":
-                yield from _tensors(value[key], f"{name}/{key}")
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            yield from _tensors(item, f"{name}/{index}")
-
-
-# -- reading -------------------------------------------------------------------------------------
 
 
 def load(path: str | Path, spec_sha256: str | None = None) -> dict:
     """A checkpoint's payload, checked whole and, given `spec_sha256`, checked to fit that spec.
 
-    Every way it can be unusable is a CheckpointError: missing (SK601), truncated or corrupt
-    (SK602), not an skdsl checkpoint (SK603), of another spec (SK604), from a newer skdsl (SK605).
+    Every way it can be unusable is a CheckpointError: missing (SK601), truncated, corrupt or
+    with a field of the wrong type or range (SK602), not an skdsl checkpoint (SK603), of another
+    spec (SK604), from a newer skdsl (SK605).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint '{path}'", code="SK601",
-                              hint="train first, or name the file with --checkpoint")
-    payload = read_file(path)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    payload = state_io.read(path, state_io.CHECKPOINTS)
+    if not state_io.is_checkpoint(payload):
         raise CheckpointError(f"'{path}' is not an skdsl checkpoint: it holds "
                               f"{type(payload).__name__} data without skdsl's header", code="SK603",
                               hint="skdsl reads the last.pt and best.pt files that `skdsl train` "
                                    "writes; a bare state_dict cannot tell which spec it fits")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"'{path}' was written by skdsl {payload.get('skdsl_version')} in "
-                              f"checkpoint format {payload['format_version']}, newer than this "
-                              f"skdsl {__version__} reads ({FORMAT_VERSION})", code="SK605",
-                              hint="upgrade skdsl")
-    missing = [key for key in REQUIRED if key not in payload]
-    if missing or checksum(payload) != payload["checksum"]:
-        what = f"lacks {', '.join(missing)}" if missing else "fails its checksum"
-        raise CheckpointError(f"'{path}' is corrupt: it {what}", code="SK602",
-                              hint=TRY_ANOTHER)
-    if spec_sha256 is not None:
-        check_spec(payload, path, spec_sha256)
-    return payload
+    return state_io.checked_checkpoint(payload, path, state_io.CHECKPOINTS, spec_sha256)
 
 
-def check_spec(payload: dict, path: str | Path, spec_sha256: str) -> None:
-    """SK604 unless the checkpoint holds weights of the spec whose fingerprint is `spec_sha256`."""
-    if payload["spec_sha256"] != spec_sha256:
-        raise CheckpointError(
-            f"'{path}' holds weights of spec '{payload.get('spec_name')}' "
-            f"(sha256 {payload['spec_sha256'][:12]}), not of this spec (sha256 {spec_sha256[:12]})",
-            code="SK604", hint="use the spec it was trained with (its text is in the checkpoint, "
-                               "under 'spec_source'), with the same --set values")
-
-
-def read_file(path: Path):
-    """The contents of a torch.save file, tensors and plain values only, or a CheckpointError."""
-    if not (zipfile.is_zipfile(path) or _starts_like_a_pickle(path)):
-        raise CheckpointError(f"'{path}' is truncated or corrupt: it is neither the zip archive "
-                              f"torch.save writes nor a pickle", code="SK602",
-                              hint=TRY_ANOTHER)
-    try:
-        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol first
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"'{path}' is not an skdsl checkpoint: it is a pickle of Python "
-                              f"objects, which skdsl never unpickles since that can run code",
-                              code="SK603", hint=f"torch says: {_first_line(error)}") from None
-    except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors alike mean corrupt
-        raise CheckpointError(f"'{path}' is truncated or corrupt ({type(error).__name__}: "
-                              f"{_first_line(error)})", code="SK602",
-                              hint=TRY_ANOTHER) from None
-
-
-def _starts_like_a_pickle(path: Path) -> bool:
-    with open(path, "rb") as file:
-        return file.read(1) == b"\x80"  # the PROTO opcode of every pickle since protocol 2
-
-
-def _first_line(error: Exception, limit: int = 120) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else "no detail"
+def read_weights(path: str | Path, reader: state_io.Reader, spec_sha256: str | None = None,
+                 expected=None) -> tuple[dict, dict | None]:
+    """The model weights in any file skdsl takes (an skdsl checkpoint, checked whole and, given
+    `spec_sha256`, against that spec; converted weights; a bare or wrapped state dict), and the
+    checkpoint when it is one."""
+    payload = state_io.read(path, reader)
+    if state_io.is_checkpoint(payload):
+        saved = state_io.checked_checkpoint(payload, path, reader, spec_sha256)
+        return saved["model"], saved
+    return state_io.state_dict_in(payload, path, reader, expected), None
 
 
 # -- random number generator states, as tensors and plain values ----------------------------------
@@ -217,4 +105,4 @@ def _as_tuples(value):
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "spec_fingerprint", "save", "load", "check_spec", "checksum",
-           "rng_state", "set_rng_state"]
+           "read_weights", "rng_state", "set_rng_state"]

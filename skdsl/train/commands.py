@@ -18,7 +18,8 @@ import os
 import sys
 
 from ..errors import CliError, SkdslError, did_you_mean
-from .config import DATA_KINDS, DEVICES, PRECISIONS, RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig
+from .config import (DATA_KINDS, DEVICES, INTEGER_RANGES, PRECISIONS, RECIPE_NAMES, SCHEDULES,
+                     EvalConfig, TrainConfig)
 
 TRAIN_EPILOG = """\
 examples:
@@ -27,6 +28,8 @@ examples:
   skdsl train specs/sknet50.sk --data imagefolder:/data/imagenet --out runs/sknet50 \\
       --precision bf16 --channels-last --compile
   torchrun --nproc_per_node 2 -m skdsl train specs/sknet_tiny.sk --out runs/ddp --sync-bn
+  skdsl train specs/sknet50.sk --init sknet50.pt --classes 5 --data imagefolder:flowers \
+      --out runs/flowers      # fine-tune converted weights to 5 classes
 
 exit status: 0 done, 2 a mistake in a flag, spec, data or checkpoint, 130/143 stopped by
 SIGINT/SIGTERM after saving last.pt (continue with --resume).
@@ -64,7 +67,11 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
                              "a share of the cores with a GPU)")
     parser.add_argument("--device", metavar="{auto,cpu,cuda}",
                         help="auto (default): this process's GPU if CUDA is there, else the CPU")
-    parser.add_argument("--seed", metavar="S", help="seeds weights, data order and augmentation")
+    parser.add_argument("--seed", metavar="S", help="seeds weights, data order and augmentation "
+                                                     "(0 to 2**63-1)")
+    parser.add_argument("--classes", metavar="N",
+                        help="replace the spec's `classes` (a head written `fc classes` "
+                             "follows): fine-tuning to another class count")
 
 
 def _add_train(subparsers) -> None:
@@ -97,6 +104,10 @@ def _add_train(subparsers) -> None:
                         help="deterministic algorithms only (bit-exact --resume on GPUs too)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last.pt")
+    parser.add_argument("--init", metavar="FILE",
+                        help="start from these weights (an skdsl checkpoint, `skdsl weights "
+                             "convert` output or a state dict); a head of another class count "
+                             "is left out and initialised afresh")
     parser.add_argument("--max-steps", metavar="N", help="stop after N optimiser steps in all")
     parser.add_argument("--log-every", metavar="N",
                         help="steps between reading losses back from the device (default: 1 on "
@@ -144,7 +155,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         device=_choice(args.device, "--device", DEVICES),
         deterministic=args.deterministic, resume=args.resume,
         max_steps=_integer(args.max_steps, "--max-steps", 1),
-        log_every=_integer(args.log_every, "--log-every", 1), plot=args.plot)
+        log_every=_integer(args.log_every, "--log-every", 1), plot=args.plot,
+        init=args.init, classes=_integer(args.classes, "--classes", 1))
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
@@ -159,19 +171,25 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
         precision=_choice(args.precision, "--precision", PRECISIONS) or "fp32",
         channels_last=bool(args.channels_last),
         device=_choice(args.device, "--device", DEVICES) or "auto",
-        seed=_integer(args.seed, "--seed", 0), json=args.json)
+        seed=_integer(args.seed, "--seed", 0), json=args.json,
+        classes=_integer(args.classes, "--classes", 1))
 
 
 def _integer(text: str | None, flag: str, minimum: int) -> int | None:
+    """A whole number of at least `minimum` and at most the setting's INTEGER_RANGES bound."""
     if text is None:
         return None
     try:
         value = int(text)
     except ValueError:
-        raise CliError(f"{flag} {text!r}: expected a whole number", code="SK510") from None
+        raise CliError(f"{flag} {text[:40]!r}: expected a whole number", code="SK510") from None
     if value < minimum:
         reason = " (BatchNorm needs 2 images per batch)" if flag == "--batch-size" else ""
         raise CliError(f"{flag} {value}: must be at least {minimum}{reason}", code="SK510")
+    _, maximum = INTEGER_RANGES.get(flag[2:].replace("-", "_"), (minimum, None))
+    if maximum is not None and value > maximum:
+        shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}…"
+        raise CliError(f"{flag} {shown}: must be at most {maximum:,}", code="SK510")
     return value
 
 
@@ -239,7 +257,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if config.json:
         print(json.dumps(results))
     else:
-        print(f"{results['checkpoint']} (epoch {results['epoch']}, step {results['step']}) on "
+        where = (f"epoch {results['epoch']}, step {results['step']}"
+                 if results["epoch"] is not None else "weights")
+        print(f"{results['checkpoint']} ({where}) on "
               f"{results['data']} validation, {results['images']:,} images: top-1 "
               f"{100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  loss "
               f"{results['loss']:.4f}")

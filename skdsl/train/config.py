@@ -18,11 +18,25 @@ DEVICES = ("auto", "cpu", "cuda")
 # Settings that shape the trajectory of the weights: resuming with another value would not
 # continue the same run, so `--resume` refuses a change.
 FIXED_ON_RESUME = ("data", "seed", "recipe", "batch_size", "lr", "weight_decay", "label_smoothing",
-                   "schedule", "warmup_epochs", "sync_bn", "overrides")
+                   "schedule", "warmup_epochs", "sync_bn", "overrides", "classes")
 # What a resumed run takes from the checkpoint when left out: the above, and how the run was
 # started. --max-steps, --workers, --device, --log-every and --plot belong to one invocation.
 CARRIED_ON_RESUME = FIXED_ON_RESUME + ("epochs", "precision", "channels_last", "compile",
-                                       "deterministic")
+                                       "deterministic", "init")
+
+# The ranges the numeric settings may take, for the flags, the Python API and a checkpoint's
+# record alike: a seed torch's generators take with room for rank and epoch added, loader
+# processes a machine can start, sizes whose tensors can exist.
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 64
+INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (2, 1 << 24), "workers": (0, MAX_WORKERS),
+                  "seed": (0, MAX_SEED), "max_steps": (1, 1 << 62), "log_every": (1, 1 << 62),
+                  "classes": (1, 1 << 24)}
+NUMBERS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs")
+CHOICES = {"recipe": RECIPE_NAMES, "schedule": SCHEDULES, "precision": PRECISIONS,
+           "device": DEVICES}
+FLAGS = ("channels_last", "compile", "sync_bn", "deterministic", "resume", "plot")
+TEXTS = ("spec", "out", "data", "init")
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimiser steps in all
     log_every: int | None = None  # steps between reading losses back from the device
     plot: bool | None = None
+    init: str | None = None  # weights to start from: a checkpoint, converted weights, a state dict
+    classes: int | None = None  # the spec's `classes`, replaced (fine-tuning to other classes)
 
     def with_defaults(self, saved: "TrainConfig | None" = None) -> "TrainConfig":
         """Unset fields from `saved` (a resumed run's CARRIED_ON_RESUME), else from DEFAULTS."""
@@ -98,7 +114,41 @@ class EvalConfig:
     device: str = "auto"
     seed: int | None = None  # None: the checkpoint's (it chose the synthetic validation images)
     json: bool = False
+    classes: int | None = None  # None: the checkpoint's (a fine-tuned run's --classes)
 
 
-__all__ = ["TrainConfig", "EvalConfig", "DEFAULTS", "FIXED_ON_RESUME", "CARRIED_ON_RESUME",
+def config_problem(values) -> str | None:
+    """What is wrong with the first setting of a TrainConfig (as a dict) of the wrong type or
+    out of its range, or None. Unset (None) is always fine."""
+    for name, value in values.items():
+        trouble = None if value is None else _setting_problem(name, value)
+        if trouble:
+            return f"setting {name} {trouble}"
+    return None
+
+
+def _setting_problem(name: str, value) -> str | None:
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    if name in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[name]
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            return f"is {shown}, not a whole number from {low} to {high}"
+    elif name in NUMBERS:
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0 <= value < float("inf")):
+            return f"is {shown}, not a finite number >= 0"
+    elif name in CHOICES and value not in CHOICES[name]:
+        return f"is {shown}, not one of {', '.join(CHOICES[name])}"
+    elif name in FLAGS and not isinstance(value, bool):
+        return f"is {shown}, not true or false"
+    elif name in TEXTS and not isinstance(value, str):
+        return f"is {shown}, not text"
+    elif name == "overrides" and not (isinstance(value, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float, str)) for k, v in value.items())):
+        return f"is {shown}, not a dict of --set values"
+    return None
+
+
+__all__ = ["TrainConfig", "EvalConfig", "DEFAULTS", "config_problem", "INTEGER_RANGES", "MAX_SEED",
+           "MAX_WORKERS", "FIXED_ON_RESUME", "CARRIED_ON_RESUME",
            "DATA_KINDS", "RECIPE_NAMES", "SCHEDULES", "PRECISIONS", "DEVICES"]

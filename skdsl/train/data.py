@@ -84,15 +84,21 @@ def _synthetic_options(text: str, options: str) -> SourceSpec:
             else:
                 values[f"{name}_size"] = _count(raw)
         except ValueError:
-            raise CliError(f"--data {text!r}: bad value in '{item}'", code="SK511",
-                           hint="train=N and val=N take counts of at least 1; scale=LO-HI "
-                                "two fractions of the image side, 0 < LO <= HI <= 1") from None
+            raise CliError(f"--data {text[:80]!r}: bad value in '{item[:40]}'", code="SK511",
+                           hint=f"train=N and val=N take counts from 1 to {MAX_SYNTHETIC:,}; "
+                                f"scale=LO-HI two fractions of the image side, "
+                                f"0 < LO <= HI <= 1") from None
     return SourceSpec("synthetic", **values)
+
+
+# Images per synthetic split: each epoch draws a permutation of them (8 bytes an image), and
+# a run of more would never end an epoch.
+MAX_SYNTHETIC = 10_000_000
 
 
 def _count(text: str) -> int:
     value = int(text)
-    if value < 1:
+    if not 1 <= value <= MAX_SYNTHETIC:
         raise ValueError(text)
     return value
 

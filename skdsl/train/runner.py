@@ -25,15 +25,18 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .. import state_io
 from ..errors import CheckpointError, CliError, SkdslError
 from . import checkpoint as ckpt
 from . import data as D
 from . import distributed as dist_
-from .config import EvalConfig, TrainConfig
+from .config import EvalConfig, TrainConfig, config_problem
 from .display import Display, Progress
 from .metrics import (MetricsLog, plot_curves, read_metrics, require_matplotlib, summary_table,
                       topk_correct)
+from .lock import RunLock
 from .recipe import LrSchedule, Recipe, default_recipe, make_loss, make_optimizer, resolve, set_lr
+from .specs import load_spec, spec_text
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -85,6 +88,7 @@ class Run:
     display: Display
     log: MetricsLog | None
     stop: "StopSignals"
+    lock: RunLock | None = None  # rank 0's hold on --out, for the run's length
 
     @property
     def device(self) -> torch.device:
@@ -132,20 +136,35 @@ def _train(config: TrainConfig, context: dist_.Context) -> Result:
         run = prepare(config, context, stop)
         try:
             status = train_epochs(run)
+            return finish(run, status)
         finally:
             run.display.stop()
             if run.log is not None:
                 run.log.close()
-    return finish(run, status)
+            if run.lock is not None:
+                run.lock.release()
 
 
 # -- preparing a run ------------------------------------------------------------------------------
 
 
 def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals") -> Run:
-    """Spec, data, model, optimiser and state; from --out/last.pt when resuming."""
+    """Spec, data, model, optimiser and state; from --out/last.pt when resuming. Rank 0 holds
+    --out's lock from here to the run's end (`run.lock`), or releases it on an error."""
     out = Path(config.out)
-    saved = _resumed_checkpoint(config, out, context)
+    saved, lock = _resumed_checkpoint(config, out, context)
+    try:
+        run = _prepare(config, context, stop, out, saved)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    run.lock = lock
+    return run
+
+
+def _prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals", out: Path,
+             saved: dict | None) -> Run:
     config = _settle(config, saved)
     _check_settings(config, context)
     spec, spec_source = _load_spec(config)
@@ -159,7 +178,7 @@ def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals") ->
     _check_batch(recipe.batch_size, context)
     _configure_torch(config, context)
     source = open_data(config.data, spec, config.seed, recipe.light_augmentation)
-    raw_model = _build_model(spec, config, context)
+    raw_model = _build_model(spec, config, context, fresh=saved is None)
     optimizer = make_optimizer(raw_model, recipe)
     scaler = torch.amp.GradScaler(context.device.type, enabled=config.precision == "fp16")
     sampler, train_loader, val_loader = _loaders(source, recipe.batch_size, config, context)
@@ -213,37 +232,52 @@ def _val_loader(split: D.Split, batch_size: int, workers: int, context: dist_.Co
                          pin_memory=context.device.type == "cuda", drop_last=False)
 
 
-def _resumed_checkpoint(config: TrainConfig, out: Path, context: dist_.Context) -> dict | None:
+def _resumed_checkpoint(config: TrainConfig, out: Path,
+                        context: dist_.Context) -> tuple[dict | None, RunLock | None]:
     """--resume: the checkpoint in --out, whole and sound; a fresh run refuses to overwrite one.
+    Rank 0 first takes --out's lock (SK608 while another run holds it).
 
     Rank 0 reads it and every process gets rank 0's checkpoint, or its error, by broadcast: the
     other nodes of a multi-node run need not see --out, and all processes stop together.
     """
-    outcome = None
+    outcome, lock = None, None
     if context.is_main:
         try:
-            outcome = _read_resumed(config, out)
+            outcome, lock = _read_resumed(config, out)
         except SkdslError as error:
             outcome = (type(error), error.message, error.code, error.hint)
     outcome = dist_.broadcast_object(outcome, context)  # a collective: every process waits
     if isinstance(outcome, tuple):
         error_type, message, code, hint = outcome
         raise error_type(message, code=code, hint=hint)
-    return outcome
+    return outcome, lock
 
 
-def _read_resumed(config: TrainConfig, out: Path) -> dict | None:
+def _read_resumed(config: TrainConfig, out: Path) -> tuple[dict | None, RunLock]:
     if out.exists() and not out.is_dir():
         raise CliError(f"--out '{out}' is a file, not a directory", code="SK514")
+    if config.resume and config.init is not None:
+        raise CliError("--init starts a new run from weights; --resume continues the run in "
+                       "--out from its last.pt", code="SK510", hint="leave out one of them")
+    if config.resume and not (out / "last.pt").exists():
+        raise CheckpointError(f"--resume: no checkpoint '{out / 'last.pt'}' to resume from",
+                              code="SK601", hint="leave out --resume to start a new run there")
+    lock = RunLock(out).acquire()
+    try:
+        return _saved_run(config, out), lock
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _saved_run(config: TrainConfig, out: Path) -> dict | None:
+    """The run in --out to continue (under its lock), or None for a fresh run."""
     last = out / "last.pt"
     if not config.resume:
         if last.exists():
             raise CliError(f"--out '{out}' already holds a run (last.pt)", code="SK514",
                            hint="add --resume to continue it, or choose another --out")
         return None
-    if not last.exists():
-        raise CheckpointError(f"--resume: no checkpoint '{last}' to resume from", code="SK601",
-                              hint="leave out --resume to start a new run there")
     saved = ckpt.load(last)
     changed = config.changed_on_resume(TrainConfig.from_dict(saved["config"]))
     if changed:
@@ -258,7 +292,11 @@ def _read_resumed(config: TrainConfig, out: Path) -> dict | None:
 
 
 def _check_settings(config: TrainConfig, context: dist_.Context) -> None:
-    """Settings that need something of this machine: a GPU, a C++ compiler, matplotlib."""
+    """Settings in their ranges (the Python API's too), and those that need something of this
+    machine: a GPU, a C++ compiler, matplotlib."""
+    trouble = config_problem(config.to_dict())
+    if trouble:
+        raise CliError(f"the {trouble}", code="SK510")
     _check_precision(config.precision, context)
     if config.compile and context.device.type == "cpu" and not _has_c_compiler():
         raise CliError("--compile on a CPU needs a C++ compiler (torch.compile's inductor "
@@ -293,14 +331,7 @@ def _check_batch(batch_size: int, context: dist_.Context) -> None:
 
 
 def _load_spec(config: TrainConfig | EvalConfig):
-    from ..cli import load_spec  # lazily: cli imports this package's commands
-
-    spec = load_spec(config.spec, config.overrides or None)
-    try:
-        source = Path(config.spec).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        source = ""
-    return spec, source
+    return load_spec(config.spec, config.overrides, config.classes), spec_text(config.spec)
 
 
 def _configure_torch(config: TrainConfig, context: dist_.Context) -> None:
@@ -343,9 +374,11 @@ def open_data(text: str, spec, seed: int, light_augmentation: bool = False) -> D
     return source
 
 
-def _build_model(spec, config: TrainConfig, context: dist_.Context) -> nn.Module:
+def _build_model(spec, config: TrainConfig, context: dist_.Context, fresh: bool) -> nn.Module:
     torch.manual_seed(config.seed)  # the same initial weights in every process
     model = skdsl_compile(spec)
+    if fresh and config.init is not None:
+        _load_init(model, spec, config.init, context)
     if config.sync_bn and context.distributed:
         dist_.use_sync_batchnorm(model, context.device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
@@ -365,14 +398,28 @@ def _wrap(model: nn.Module, config: TrainConfig, context: dist_.Context) -> nn.M
     return model
 
 
+def _load_init(model: nn.Module, spec, path: str, context: dist_.Context) -> None:
+    """--init: weights from a checkpoint, converted weights or a state dict (every process reads
+    the file). Only the classifier head may be absent or of another shape; it keeps its fresh
+    initialisation, and the run says so."""
+    state, _ = ckpt.read_weights(path, state_io.CHECKPOINTS, expected=model.state_dict())
+    own = {key: tensor.clone() for key, tensor in model.state_dict().items()}
+    left = state_io.load_weights(model, state, path, spec.name,
+                                 leave_out=state_io.head_keys(model))
+    if context.is_main:
+        kept = f"loaded {len(own) - len(left)} of {len(own)} tensors from {path}"
+        print(f"init: {kept}" + (f"; left out, freshly initialised: "
+                                 f"{state_io.describe_left_out(left, own, state)}" if left else ""))
+
+
 def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Context) -> State:
-    _load_state(model, saved["model"])
-    _load_state(optimizer, saved["optimizer"])
+    _fitting("model", lambda: model.load_state_dict(saved["model"]))
+    _fitting("optimizer", lambda: optimizer.load_state_dict(saved["optimizer"]))
     if scaler.is_enabled() and saved.get("scaler"):
-        scaler.load_state_dict(saved["scaler"])
+        _fitting("grad scaler", lambda: scaler.load_state_dict(saved["scaler"]))
     rng = saved.get("rng") or []
     if len(rng) == context.world_size:
-        ckpt.set_rng_state(rng[context.rank])
+        _fitting("random generator", lambda: ckpt.set_rng_state(rng[context.rank]))
     elif context.is_main:
         print(f"note: the checkpoint was written by {len(rng)} process(es), this run has "
               f"{context.world_size}: random states start afresh (data order does not change)")
@@ -381,14 +428,14 @@ def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Co
                  history=list(saved["history"]), epoch_totals=dict(saved["epoch_totals"]))
 
 
-def _load_state(owner, state_dict: dict) -> None:
-    """A model's or optimiser's state from a checkpoint whose spec hash matched: a mismatch
-    here means the file was tampered with or written by a different compiler."""
+def _fitting(what: str, restore) -> None:
+    """Run `restore` (a state from a checkpoint whose digest and spec hash matched): a misfit
+    here means the file was crafted or written by a different compiler."""
     try:
-        owner.load_state_dict(state_dict)
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"the checkpoint's {type(owner).__name__} state does not fit: "
-                              f"{str(error).strip().splitlines()[0]}", code="SK602") from None
+        restore()
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise CheckpointError(f"the checkpoint's {what} state does not fit: "
+                              f"{state_io.first_line(error)}", code="SK602") from None
 
 
 # -- the loop -------------------------------------------------------------------------------------
@@ -563,25 +610,31 @@ def evaluate(model: nn.Module, loader, context: dist_.Context, config) -> dict:
 
 
 def evaluate_checkpoint(config: EvalConfig) -> dict:
-    """`skdsl eval`: a checkpoint's loss, top-1 and top-5 on a source's validation split."""
+    """`skdsl eval`: the loss, top-1 and top-5 of a checkpoint (or of converted weights, or a
+    state dict) on a source's validation split."""
     with dist_.process_group(config.device) as context:
+        state, saved = ckpt.read_weights(config.checkpoint, state_io.CHECKPOINTS)
+        trained = TrainConfig.from_dict(saved["config"]) if saved else TrainConfig("", "")
+        if config.classes is None and trained.classes is not None:
+            config = replace(config, classes=trained.classes)  # a fine-tuned run's class count
         spec, _ = _load_spec(config)
         _, spec_sha256 = ckpt.spec_fingerprint(spec)
-        saved = ckpt.load(config.checkpoint, spec_sha256)
-        trained = TrainConfig.from_dict(saved.get("config", {}))
+        if saved is not None:
+            state_io.check_spec(saved, config.checkpoint, spec_sha256)
         data = config.data or trained.data or "synthetic"
         seed = config.seed if config.seed is not None else (trained.seed or 0)
         _check_precision(config.precision, context)
         _check_batch(config.batch_size, context)
         source = open_data(data, spec, seed)
         model = skdsl_compile(spec)
-        _load_state(model, saved["model"])
+        state_io.load_weights(model, state, config.checkpoint, spec.name)
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         model = model.to(context.device, memory_format=memory_format)
         loader = _val_loader(source.val, config.batch_size, _workers(config, context), context)
         results = evaluate(model, loader, context, config)
         return {**results, "data": data, "checkpoint": str(config.checkpoint),
-                "epoch": saved["epoch"], "step": saved["step"]}
+                "epoch": saved["epoch"] if saved else None,
+                "step": saved["step"] if saved else None}
 
 
 def skdsl_compile(spec) -> nn.Module:

@@ -1,0 +1,48 @@
+"""The spec a run, an evaluation or an export names: found, read, and its class count replaced.
+
+`spec_path` is the one place a SPEC argument becomes a file (a path, or a zoo name resolved by
+skdsl.zoo), and everything below reads through it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def spec_path(name: str) -> str:
+    """The file a SPEC argument names: a path, or a zoo name (skdsl.zoo.resolve)."""
+    from ..errors import SkdslError
+    from ..zoo import resolve
+
+    try:
+        return str(resolve(name))
+    except SkdslError:
+        return name  # the loader says why it cannot be read
+
+
+def spec_text(name: str) -> str:
+    """The spec as written, for the checkpoint's record ('' when it cannot be read as text)."""
+    try:
+        return Path(spec_path(name)).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def load_spec(name: str, overrides: dict | None = None, classes: int | None = None):
+    """The expanded spec; `classes` replaces its `classes` header (fine-tuning to another class
+    count: a head written `fc classes` follows)."""
+    from ..cli import load_spec as load_any  # lazily: cli imports the commands
+
+    if classes is None:
+        return load_any(name, overrides or None)
+    if name.lower().endswith(".json"):
+        from ..errors import CliError
+
+        raise CliError(f"classes cannot be changed in '{name}': a JSON spec is already expanded",
+                       code="SK503", hint="use the .sk spec it came from")
+    import skdsl
+
+    return skdsl.load(name, overrides or None, num_classes=classes)
+
+
+__all__ = ["spec_path", "spec_text", "load_spec"]
