@@ -103,3 +103,23 @@ def test_registering_the_commands_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_memory_budget_takes_a_size_and_refuses_a_typo():
+    assert train_config("--memory-budget", "1.5GiB").memory_budget == 3 << 29
+    with pytest.raises(CliError, match="SK510|memory size") as error:
+        train_config("--memory-budget", "10XB")
+    assert error.value.code == "SK510" and "--memory-budget" in error.value.message
+
+
+def test_a_run_over_the_memory_budget_is_refused_before_it_starts(tmp_path, capsys):
+    from skdsl.cli import main
+
+    out = tmp_path / "run"
+    status = main(["train", "specs/sknet_tiny.sk", "--data", "synthetic:train=64,val=32",
+                   "--epochs", "1", "--out", str(out), "--memory-budget", "10MiB"])
+    message = capsys.readouterr().err
+    assert status == 2 and "SK621" in message and "batch 128" in message
+    fits = int(message.split("a batch of ")[1].split()[0])
+    assert 2 <= fits < 128
+    assert not (out / "last.pt").exists()

@@ -108,6 +108,9 @@ def _add_train(subparsers) -> None:
                         help="start from these weights (an skdsl checkpoint, `skdsl weights "
                              "convert` output or a state dict); a head of another class count "
                              "is left out and initialised afresh")
+    parser.add_argument("--memory-budget", metavar="SIZE",
+                        help="memory one process may use, such as 8GiB (default: what the device "
+                             "has free); a run that would not fit is refused before it starts")
     parser.add_argument("--max-steps", metavar="N", help="stop after N optimiser steps in all")
     parser.add_argument("--log-every", metavar="N",
                         help="steps between reading losses back from the device (default: 1 on "
@@ -156,7 +159,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         deterministic=args.deterministic, resume=args.resume,
         max_steps=_integer(args.max_steps, "--max-steps", 1),
         log_every=_integer(args.log_every, "--log-every", 1), plot=args.plot,
-        init=args.init, classes=_integer(args.classes, "--classes", 1))
+        init=args.init, classes=_integer(args.classes, "--classes", 1),
+        memory_budget=_memory_budget(args.memory_budget))
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:
@@ -173,6 +177,17 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
         device=_choice(args.device, "--device", DEVICES) or "auto",
         seed=_integer(args.seed, "--seed", 0), json=args.json,
         classes=_integer(args.classes, "--classes", 1))
+
+
+def _memory_budget(text: str | None) -> int | None:
+    from ..resources import ResourceError, parse_size
+
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ResourceError as error:
+        raise CliError(f"--memory-budget {error.message}", code="SK510", hint=error.hint) from None
 
 
 def _integer(text: str | None, flag: str, minimum: int) -> int | None:

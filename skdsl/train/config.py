@@ -31,7 +31,7 @@ MAX_SEED = 2**63 - 1
 MAX_WORKERS = 64
 INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (2, 1 << 24), "workers": (0, MAX_WORKERS),
                   "seed": (0, MAX_SEED), "max_steps": (1, 1 << 62), "log_every": (1, 1 << 62),
-                  "classes": (1, 1 << 24)}
+                  "classes": (1, 1 << 24), "memory_budget": (1, 1 << 60)}
 NUMBERS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs")
 CHOICES = {"recipe": RECIPE_NAMES, "schedule": SCHEDULES, "precision": PRECISIONS,
            "device": DEVICES}
@@ -69,6 +69,9 @@ class TrainConfig:
     plot: bool | None = None
     init: str | None = None  # weights to start from: a checkpoint, converted weights, a state dict
     classes: int | None = None  # the spec's `classes`, replaced (fine-tuning to other classes)
+    # bytes one process may use for training (resources.guard_training); None: what the
+    # device has free now, shared by the processes of this machine
+    memory_budget: int | None = None
 
     def with_defaults(self, saved: "TrainConfig | None" = None) -> "TrainConfig":
         """Unset fields from `saved` (a resumed run's CARRIED_ON_RESUME), else from DEFAULTS."""

@@ -176,6 +176,7 @@ def _prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals", o
                      label_smoothing=config.label_smoothing, schedule=config.schedule,
                      warmup_epochs=config.warmup_epochs)
     _check_batch(recipe.batch_size, context)
+    _guard_memory(spec, recipe.batch_size // context.world_size, config, context)
     _configure_torch(config, context)
     source = open_data(config.data, spec, config.seed, recipe.light_augmentation)
     raw_model = _build_model(spec, config, context, fresh=saved is None)
@@ -372,6 +373,19 @@ def open_data(text: str, spec, seed: int, light_augmentation: bool = False) -> D
                        f"classes", code="SK511",
                        hint=f"write `classes {source.classes}` in the spec")
     return source
+
+
+def _guard_memory(spec, batch_size: int, config: TrainConfig, context: dist_.Context) -> None:
+    """Refuse, before a tensor is allocated, a run whose weights, optimizer state and saved
+    activations at this process's batch would not fit (resources.guard_training, SK621)."""
+    from ..resources import available_memory, guard_training
+
+    budget = config.memory_budget
+    if budget is None and context.device.type == "cuda":
+        budget = torch.cuda.mem_get_info(context.device)[0]
+    elif budget is None:  # the processes of one machine share its memory
+        budget = available_memory() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    guard_training(spec, batch_size, config.precision, budget=budget)
 
 
 def _build_model(spec, config: TrainConfig, context: dist_.Context, fresh: bool) -> nn.Module:
