@@ -22,8 +22,10 @@ in multiply-add equivalents per image, one per output element unless said otherw
 * pool: a k×k window per output element; a global or channel pool reads every input element;
 * softmax: SK's select, M·C for the softmax and M·C·H·W for the weighted sum.
 
-No torch here, and no node visited twice: a block that repeats with the same body on the
-same input shape is counted once (`_unit_cost`, `_unit_steps`) and added per repeat.
+Each op's share of these rules is written once, on its class in the registry (skdsl.ops:
+`cost`, `extra` under its `counted_by` convention, `field_rule`). No torch here, and no node
+visited twice: a block that repeats with the same body on the same input shape is counted once
+(`LoweredGraph.unit_summary`) and added per repeat.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from . import ops
 from . import spec as S
-from .graph import LoweredGraph, Shape, _Instance, _Unit, lower_table, output_shape
+from .graph import LoweredGraph, Node, Placement, Shape, Unit, lower_table, output_shape
+from .ops.shapes import elements as _elements  # noqa: F401  (resources.py reads it here)
 
 
 @dataclass(frozen=True)
@@ -62,37 +66,10 @@ class Part:
     template: str | None = None  # for blocks: the template they expand
 
 
-def _elements(shape) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
-
-
-def _window(node: dict) -> int:
-    return _elements(node["out_shapes"][0]) * node["kernel"][0] * node["kernel"][1]
-
-
-def _select(node: dict) -> int:
-    weights = node["branches"] * node["channels"]
-    return weights + weights * _elements(node["out_shapes"][0][1:])
-
-
-def _elementwise(node: dict) -> int:
-    return (len(node["inputs"]) - 1) * _elements(node["out_shapes"][0])
-
-
-# The op classes another counting convention may add, and what each costs.
-EXTRA_COUNTS = {
-    "bn": {"batchnorm": lambda n: _elements(n["out_shapes"][0])},
-    "act": {"act": lambda n: _elements(n["out_shapes"][0])},
-    "pool": {"max_pool": _window, "avg_pool": _window,
-             "global_pool": lambda n: _elements(n["in_shapes"][0]),
-             "channel_pool": lambda n: _elements(n["in_shapes"][0])},
-    "add": {"add": _elementwise},
-    "mul": {"mul": _elementwise},
-    "softmax": {"select": _select},
-}
+# The op classes another counting convention may add, and what each costs (ops' `extra`).
+EXTRA_COUNTS = {convention: {name: op.extra for name, op in ops.OPS.items()
+                             if op.counted_by == convention}
+                for convention in ops.CONVENTIONS}
 
 
 @dataclass(frozen=True)
@@ -157,38 +134,21 @@ class Analysis:
         }
 
 
-def node_cost(node: dict, count: tuple[str, ...] = ()) -> Cost:
+def node_cost(node: Node, count: tuple[str, ...] = ()) -> Cost:
     """The cost of one primitive op, from its resolved numbers and shapes.
 
     A node tied to another (`branch b from x shares a`) runs its own multiply-adds on the
-    other's weights: its parameters are the other's, counted there.
+    other's weights: its parameters are the other's, counted there. `node` may be a networkx
+    graph's dict of one.
     """
+    if not isinstance(node, Node):
+        node = Node.from_dict(node)
     return Cost(*_numbers(node, count))
 
 
-def _numbers(node: dict, count: tuple[str, ...]) -> tuple[int, int, int]:
-    """`node_cost` as plain (params, mult_adds, activations): the sums run over every node."""
-    op = node["op"]
-    params = mult_adds = activations = 0
-    if op == "conv2d":
-        weights = node["out_channels"] * (node["in_channels"] // node["groups"])
-        weights *= node["kernel"][0] * node["kernel"][1]
-        out_channels, height, width = node["out_shapes"][0]
-        params = weights + (node["out_channels"] if node["bias"] else 0)
-        mult_adds, activations = weights * height * width, out_channels * height * width
-    elif op == "linear":
-        mult_adds = node["in_features"] * node["out_features"]
-        params = mult_adds + (node["out_features"] if node["bias"] else 0)
-        activations = node["out_features"]
-    elif op == "batchnorm":
-        params = 2 * node["channels"]
-    for name in count:
-        extra = EXTRA_COUNTS[name].get(op)
-        if extra is not None:
-            mult_adds += extra(node)
-    if params and node.get("tied_to"):
-        params = 0
-    return params, mult_adds, activations
+def _numbers(node: Node, count: tuple[str, ...]) -> tuple[int, int, int]:
+    """`node_cost` as plain (params, mult_adds, activations)."""
+    return _summed((node,), count)
 
 
 def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analysis:
@@ -204,6 +164,8 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
     graph = spec_or_graph
     if isinstance(spec_or_graph, S.Network):
         graph = lower_table(spec_or_graph, input_shape)
+    elif not isinstance(graph, LoweredGraph):
+        graph = LoweredGraph.from_networkx(graph)
     return Analysis(
         network=graph.graph["network"],
         input=graph.graph["input"],
@@ -214,47 +176,47 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
     )
 
 
-def _segments(graph) -> list:
-    """A LoweredGraph's segments (see there); a networkx graph's nodes as one segment."""
-    return getattr(graph, "segments", None) or [dict(graph.nodes.items())]
-
-
-def _total(graph, count: tuple[str, ...]) -> Cost:
-    parts = (_unit_cost(segment.unit, count) if isinstance(segment, _Instance)
-             else _summed(segment.values(), count) for segment in _segments(graph))
+def _total(graph: LoweredGraph, count: tuple[str, ...]) -> Cost:
+    parts = (_unit_cost(graph, segment.unit, count) if isinstance(segment, Placement)
+             else _summed(segment.values(), count) for segment in graph.segments)
     return Cost(*map(sum, zip(*parts)))
 
 
 def _summed(nodes, count: tuple[str, ...]) -> tuple[int, int, int]:
     """(params, mult_adds, activations) of some nodes together."""
     params = mult_adds = activations = 0
-    for node in nodes:
-        own = _numbers(node, count)
-        params, mult_adds, activations = (params + own[0], mult_adds + own[1],
-                                          activations + own[2])
+    for node in nodes:  # `_numbers`, inlined: this loop runs over every distinct node
+        attrs = node.attrs
+        own_params, own_mult_adds, own_activations = attrs.cost(node)
+        if count and attrs.counted_by in count:
+            own_mult_adds += attrs.extra(node)
+        if own_params and node.tied_to:
+            own_params = 0
+        params += own_params
+        mult_adds += own_mult_adds
+        activations += own_activations
     return params, mult_adds, activations
 
 
-def _stages(graph, count: tuple[str, ...]) -> tuple[Part, ...]:
+def _stages(graph: LoweredGraph, count: tuple[str, ...]) -> tuple[Part, ...]:
     """Each stage's cost, output and receptive field, walking the graph's segments: a block
     lowered once for all its repeats is counted once (`_unit_cost`, `_unit_steps`) and added
     per repeat."""
     state: dict = {"input": (1, 1, 1, 1)}  # receptive field and jump of each output so far
     totals: dict[str, list] = {}  # stage -> [params, mult_adds, activations, output, state]
-    for segment in _segments(graph):
-        if isinstance(segment, _Instance):
-            output, last, out = _unit_steps(segment.unit)
+    for segment in graph.segments:
+        if isinstance(segment, Placement):
+            output, last, out = graph.unit_summary(segment.unit, "steps", _unit_steps)
             start = state[segment.source[0]]
             after = state[segment.output[0]] = _moved(start, out)
             if output is not None:
-                _add(totals, segment.stage, _unit_cost(segment.unit, count), output,
+                _add(totals, segment.stage, _unit_cost(graph, segment.unit, count), output,
                      after if last is out else _moved(start, last))
             continue
-        nodes = [(name, node) for name, node in segment.items() if node["op"] != "input"]
+        nodes = [(name, node) for name, node in segment.items() if node.op != "input"]
         walk_fields(nodes, state)
         for name, node in nodes:
-            _add(totals, node["stage"], _numbers(node, count), node["out_shapes"][0],
-                 state[name])
+            _add(totals, node.stage, _numbers(node, count), node.out_shapes[0], state[name])
     templates = graph.graph["blocks"]
     return tuple(Part(stage, output, Cost(params, mult_adds, activations), _field(last),
                       templates.get(stage))
@@ -272,25 +234,19 @@ def _add(totals: dict, stage: str, cost: tuple[int, int, int], output: Shape, la
     total[3], total[4] = output, last
 
 
-def _unit_cost(unit: _Unit, count: tuple[str, ...]) -> tuple[int, int, int]:
+def _unit_cost(graph: LoweredGraph, unit: Unit, count: tuple[str, ...]) -> tuple[int, int, int]:
     """A block body's (params, mult_adds, activations), once per distinct body."""
-    cost = unit.summaries.get(count)
-    if cost is None:
-        cost = unit.summaries[count] = _summed(unit.nodes.values(), count)
-    return cost
+    return graph.unit_summary(unit, count, lambda unit: _summed(unit.nodes.values(), count))
 
 
-def _unit_steps(unit: _Unit):
+def _unit_steps(unit: Unit):
     """A block body's last output, and the receptive-field steps to its last node and to its
     output, as seen from a field of 0 and a jump of 1 at its input (see `_moved`)."""
-    steps = unit.summaries.get("steps")
-    if steps is None:
-        state: dict = {unit.source[0]: (0, 0, 1, 1)}
-        walk_fields(unit.nodes.items(), state)
-        last = next(reversed(unit.nodes), unit.source[0])
-        output = unit.nodes[last]["out_shapes"][0] if unit.nodes else None
-        steps = unit.summaries["steps"] = (output, state[last], state[unit.output[0]])
-    return steps
+    state: dict = {unit.source[0]: (0, 0, 1, 1)}
+    walk_fields(unit.nodes.items(), state)
+    last = next(reversed(unit.nodes), unit.source[0])
+    output = unit.nodes[last].out_shapes[0] if unit.nodes else None
+    return output, state[last], state[unit.output[0]]
 
 
 def _moved(start, step):
@@ -311,7 +267,7 @@ def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str
     totals: dict[str, list[int]] = {}
     last: dict[str, str] = {}
     for name, data in graph.nodes.items():
-        group = data[key]
+        group = getattr(data, key)
         if group is None or name == "input":
             continue
         cost, total = costs[name], totals.get(group)
@@ -323,7 +279,7 @@ def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str
         last[group] = name  # nodes are in execution order: the last one is the group's output
     templates = graph.graph["blocks"]
     return tuple(
-        Part(group, graph.nodes[last[group]]["out_shapes"][0], Cost(*total), fields[last[group]],
+        Part(group, graph.nodes[last[group]].out_shapes[0], Cost(*total), fields[last[group]],
              templates.get(group))
         for group, total in totals.items()
     )
@@ -339,20 +295,20 @@ def receptive_fields(graph) -> dict[str, tuple[int, int] | None]:
 def walk_fields(nodes, state: dict) -> None:
     """Add each (name, node)'s `field_step` to `state`, in order."""
     for name, node in nodes:
-        inputs = node["inputs"]
-        if len(inputs) == 1 and node["op"] not in _CHANGES_FIELD:
+        inputs = node.inputs
+        if len(inputs) == 1 and node.op not in _CHANGES_FIELD:
             state[name] = state[inputs[0][0]]  # most nodes keep their input's field: no call
         else:
             state[name] = field_step(node, state)
 
 
-def field_step(node: dict, state: dict):
+def field_step(node: Node, state: dict):
     """(field h, field w, jump h, jump w) of a node's output from those of its inputs in
     `state`; None once a global pool or an fc has seen the whole image."""
-    op = node["op"]
+    op = node.op
     if op in _GLOBAL:
         return None
-    inputs = node["inputs"]
+    inputs = node.inputs
     if len(inputs) == 1:  # most nodes: one input, and most of those keep its field
         incoming = state[inputs[0][0]]
         if incoming is None or op not in _WINDOWED:
@@ -366,15 +322,17 @@ def field_step(node: dict, state: dict):
         rf_h, rf_w, jump_h, jump_w = incoming = tuple(map(max, zip(*local)))
         if op not in _WINDOWED:
             return incoming
-    kernel_h, kernel_w = node["kernel"]
-    stride = node["stride"]
+    window = node.attrs
+    (kernel_h, kernel_w), stride = window.kernel, window.stride
     if kernel_h == kernel_w == stride == 1:
         return incoming
-    dilation = node.get("dilation", 1)
+    dilation = window.dilation
     return (rf_h + dilation * (kernel_h - 1) * jump_h, rf_w + dilation * (kernel_w - 1) * jump_w,
             jump_h * stride, jump_w * stride)
 
 
-_GLOBAL = frozenset(("global_pool", "linear"))
-_WINDOWED = frozenset(("conv2d", "max_pool", "avg_pool"))
+# Ops whose output has seen the whole image, and ops with a k×k window (kernel, stride,
+# dilation), by their `field_rule`; the others keep their input's field.
+_GLOBAL = frozenset(name for name, op in ops.OPS.items() if op.field_rule == "global")
+_WINDOWED = frozenset(name for name, op in ops.OPS.items() if op.field_rule == "window")
 _CHANGES_FIELD = _GLOBAL | _WINDOWED

@@ -40,46 +40,16 @@ from . import graph as G
 from . import layers as L
 from . import spec as S
 from .errors import SkdslError, SpecError, did_you_mean
+from .ops import OPS
 from .resources import guard_compile
 
 Ref = G.Ref
 
 
-def _conv2d(node: dict) -> nn.Module:
-    # A dilated convolution may run as an ordinary one on polyphase sub-grids (layers.POLYPHASE).
-    conv_class = L.DilatedConv2d if node["dilation"] > 1 else nn.Conv2d
-    return conv_class(node["in_channels"], node["out_channels"], node["kernel"],
-                      stride=node["stride"], padding=node["padding"], dilation=node["dilation"],
-                      groups=node["groups"], bias=node["bias"])
+# The module for each graph op, built from the node's typed attributes (skdsl.ops).
+MODULES: dict[str, Callable[[dict], nn.Module]] = {name: op.build for name, op in OPS.items()
+                                                   if name != "input"}
 
-
-def _pool(pool_class: type[nn.Module]) -> Callable[[dict], nn.Module]:
-    return lambda node: pool_class(node["kernel"], stride=node["stride"],
-                                   padding=node["padding"], ceil_mode=node["ceil_mode"])
-
-
-# The module for each graph op, built from the node's attributes.
-MODULES: dict[str, Callable[[dict], nn.Module]] = {
-    "conv2d": _conv2d,
-    "batchnorm": lambda node: nn.BatchNorm2d(node["channels"]),
-    "act": lambda node: L.make_activation(node["function"]),
-    "max_pool": _pool(nn.MaxPool2d),
-    "avg_pool": _pool(nn.AvgPool2d),
-    "global_pool": lambda node: L.GlobalPool(node["mode"]),
-    "channel_pool": lambda node: L.ChannelPool(node["mode"]),
-    "linear": lambda node: L.FlattenLinear(node["in_features"], node["out_features"],
-                                           bias=node["bias"]),
-    "dropout": lambda node: nn.Dropout(node["p"]),
-    "add": lambda node: L.Add(),
-    "mul": lambda node: L.Multiply(),
-    "concat": lambda node: L.Concat(),
-    "split": lambda node: L.ChannelSplit(node["sizes"]),
-    "shuffle": lambda node: L.ChannelShuffle(node["groups"]),
-    "select": lambda node: L.Select(node["branches"], node["channels"]),
-}
-
-
-# -- errors of the model API ----------------------------------------------------------------------
 
 class ModelError(SkdslError):
     """A compiled network asked for something its graph does not have (the Python model API)."""

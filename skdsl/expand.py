@@ -16,6 +16,7 @@ from typing import Callable
 
 from pydantic import ValidationError
 
+from . import ops
 from . import spec as S
 from . import syntax as A
 from .errors import Span, SpecError, did_you_mean
@@ -144,8 +145,8 @@ def _confine(use: A.UseDecl, resolved: Path, folders: tuple[Path, ...] | None) -
         return
     raise SpecError(f"cannot import '{use.path}': it is outside the spec's folder",
                     use.span, code="SK117", hint="a spec imports files from its own folder "
-                    "(and those below it) and std/; copy the file there, or load the spec with "
-                    "allow_imports_outside=True")
+                    "(and those below it) and std/; copy the file there, or allow it with "
+                    "--allow-imports-outside (in Python: allow_imports_outside=True)")
 
 
 def _file_params(source: A.SourceFile, overrides: dict) -> Env:
@@ -286,8 +287,7 @@ def _show(value) -> str:
 
 # -- typed arguments ---------------------------------------------------------------------------
 
-ACTIVATIONS = ("relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh",
-               "none")
+ACTIVATIONS = tuple(S.ACTIVATIONS)
 _TRUE, _FALSE = ("yes", "true", "on"), ("no", "false", "off", "none")
 
 
@@ -370,19 +370,12 @@ def _named(convert: Convert, noun: str) -> Convert:
     return lambda value, what: convert(value, noun)
 
 
-@dataclass(frozen=True)
-class Option:
-    field: str  # the spec field it fills
-    names: tuple[str, ...]  # how it may be written: the first is the paper's
-    convert: Convert
-    what: str  # words for messages
-
-
 class _Args:
     """The evaluated arguments of one statement, taken by name; whatever is left is an error."""
 
-    def __init__(self, where: str, args: list[A.Arg], env: Env, span: Span):
-        self.where, self.span = where, span
+    def __init__(self, where: str, args: list[A.Arg], env: Env, span: Span,
+                 usage: str | None = None):
+        self.where, self.span, self.usage = where, span, usage
         self.positional = [evaluate(a.value, env) for a in args if a.keyword is None]
         self.keywords: dict[str, tuple[A.Arg, Value]] = {}
         for arg in args:
@@ -398,7 +391,7 @@ class _Args:
         if self.taken >= len(self.positional):
             if required:
                 raise SpecError(f"{self.where} needs {what}", self.span, code="SK204",
-                                hint=_USAGE.get(self.where))
+                                hint=self.usage)
             return None
         value = self.positional[self.taken]
         self.taken += 1
@@ -426,66 +419,59 @@ class _Args:
             if option.field in found:
                 raise SpecError(f"{option.what} is given twice", arg.keyword_span, code="SK205")
             self.spans[option.field] = value.span
-            found[option.field] = option.convert(value, option.what)
+            found[option.field] = _converter(option)(value, option.what)
         return found
 
     def finish(self) -> None:
         if self.taken < len(self.positional):
             extra = self.positional[self.taken]
             raise SpecError(f"too many arguments for {self.where}", extra.span, code="SK207",
-                            hint=_USAGE.get(self.where))
+                            hint=self.usage)
 
 
 def _join(first: Span, last: Span) -> Span:
     return Span(first.file, first.line, first.column, last.end_line, last.end_column)
 
 
-_USAGE = {
-    "conv": "write it as: conv 3x3, 128, G=32, stride 2",
-    "dwconv": "write it as: dwconv 3x3, stride 2",
-    "SK": "write it as: SK[M=2, G=32, r=16], 128, stride 2",
-    "SUM": "write it as: SUM[M=2, G=32], 128",
-    "maxpool": "write it as: maxpool 3x3, stride 2",
-    "avgpool": "write it as: avgpool 2x2, stride 2 (or avgpool global)",
-    "fc": "write it as: fc 1000",
-    "dropout": "write it as: dropout 0.2",
-    "act": "write it as: act relu",
-    "shuffle": "write it as: shuffle 2",
-    "split": "write it as: split 2 -> left, right",
+# How each kind of value is read (an `ops.Option`'s or `ops.Take`'s `kind`).
+CONVERTERS: dict[str, Convert] = {
+    "positive": _positive, "kernel": _kernel, "pair": _pair, "flag": _flag, "groups": _groups,
+    "probability": _probability, "number": _number_value, "word": None,
+    # the paper's parameter count, in millions or as a count (`params=27.5M`)
+    "millions": lambda v, w: _number_value(v, w) / 1e6 if _number_value(v, w) >= 1e3
+    else _number_value(v, w),
+    "text": lambda v, w: str(v.value),
 }
 
-_STRIDE = Option("stride", ("stride", "s"), _positive, "stride")
-_GROUPS = Option("groups", ("G", "groups", "g"), _groups, "G (groups)")
-_DILATION = Option("dilation", ("D", "dilation", "d"), _positive, "D (dilation)")
-_PADDING = Option("padding", ("pad", "padding"), _pair, "padding")
-_BIAS = Option("bias", ("bias",), _flag, "bias")
-_NORM = Option("norm", ("bn", "norm"), _flag, "bn")
-_ACT = Option("act", ("act",), lambda v, w: _word(v, w, ACTIVATIONS), "act")
-CONV_OPTIONS = (_STRIDE, _GROUPS, _DILATION, _PADDING, _BIAS, _NORM, _ACT)
-DWCONV_OPTIONS = (_STRIDE, _DILATION, _PADDING, _BIAS, _NORM, _ACT)
-SK_OPTIONS = (
-    Option("branch_count", ("M",), _positive, "M (branches)"), _GROUPS,
-    Option("reduction_ratio", ("r",), _positive, "r (reduction ratio)"),
-    Option("min_attention_width", ("L",), _positive, "L (the least attention width)"),
-    Option("attention_width_override", ("d",), _positive, "d (attention width)"), _STRIDE,
-)
-SUM_OPTIONS = (SK_OPTIONS[0], _GROUPS, _STRIDE)
-BRANCH_OPTIONS = (_GROUPS, _DILATION)
-SE_OPTIONS = (Option("reduction_ratio", ("r",), _positive, "r (reduction ratio)"), _BIAS,
-              Option("min_width", ("min",), _positive, "min (the least squeeze width)"),
-              Option("gate", ("gate",), lambda v, w: _word(v, w, ("sigmoid", "hardsigmoid")),
-                     "gate"))
-POOL_OPTIONS = (_STRIDE, _PADDING, Option("ceil_mode", ("ceil",), _flag, "ceil"))
-FC_OPTIONS = (_BIAS,)
-RESIDUAL_OPTIONS = (_ACT,)
+
+def _converter(entry) -> Convert:
+    """The reader of an option or positional: its kind's, with its noun for messages."""
+    if entry.kind == "word":
+        choices = entry.choices
+        convert = lambda value, what: _word(value, what, choices)  # noqa: E731
+    else:
+        convert = CONVERTERS[entry.kind]
+    noun = getattr(entry, "noun", None)
+    return _named(convert, noun) if noun else convert
+
+
+# The option tables, as the registry defines them (docs/language.md lists every spelling).
+CONV_OPTIONS = ops.KEYWORDS["conv"].options
+DWCONV_OPTIONS = ops.KEYWORDS["dwconv"].options
+SK_OPTIONS = ops.KEYWORDS["sk"].options
+SUM_OPTIONS = ops.KEYWORDS["sum"].options
+BRANCH_OPTIONS = ops.attention.BRANCH_OPTIONS
+SE_OPTIONS = ops.KEYWORDS["se"].options
+POOL_OPTIONS = ops.pool.POOL_OPTIONS
+FC_OPTIONS = ops.KEYWORDS["fc"].options
+RESIDUAL_OPTIONS = (ops.conv.ACT,)
+PAPER_OPTIONS = (ops.Option("params_millions", ("params",), "millions", "params"),
+                 ops.Option("gflops", ("gflops",), "number", "gflops"),
+                 ops.Option("source", ("source",), "text", "source"))
 
 # -- statements --------------------------------------------------------------------------------
 
-_BASE_NAMES = {"conv": "conv", "dwconv": "conv", "sk": "sk", "sum": "sk", "se": "se",
-               "maxpool": "pool", "avgpool": "pool", "gap": "pool", "channelpool": "pool", "fc": "fc",
-               "dropout": "dropout", "bn": "bn", "act": "act", "shuffle": "shuffle",
-               "add": "add", "concat": "concat", "mul": "mul"}
-assert set(_BASE_NAMES) == set(LAYER_KEYWORDS)
+_BASE_NAMES = {word: keyword.base_name for word, keyword in ops.KEYWORDS.items()}
 
 
 def _plan_names(statements: list[A.Statement]) -> dict:
@@ -676,12 +662,7 @@ class Expander:
         if decl.paper is None:
             return None
         args = _Args("paper", decl.paper, env, decl.span)
-        found = args.options((
-            Option("params_millions", ("params",), lambda v, w: _number_value(v, w) / 1e6
-                   if _number_value(v, w) >= 1e3 else _number_value(v, w), "params"),
-            Option("gflops", ("gflops",), _number_value, "gflops"),
-            Option("source", ("source",), lambda v, w: str(v.value), "source"),
-        ))
+        found = args.options(PAPER_OPTIONS)
         args.finish()
         return _build(S.PaperFigures, decl.span, args.spans, **found)
 
@@ -724,11 +705,12 @@ class Expander:
 
     def layer(self, st: A.LayerStmt, context: _Context):
         self.count_layers(1, st.span)
-        build = LAYERS[st.keyword]
-        where = st.keyword.upper() if st.keyword in BRACKET_POSITIONS else st.keyword
-        options = _name_bracket_positionals(st, where)
-        args = _Args(where, options + st.args, context.env, _first_line(st.span))
-        if st.kernel_lines is not None and st.keyword not in ("sk", "sum"):
+        keyword = ops.KEYWORDS[st.keyword]
+        build = _BUILDERS[keyword.builder or "generic"]
+        where = st.keyword.upper() if keyword.brackets else st.keyword
+        options = _name_bracket_positionals(st, where, keyword)
+        args = _Args(where, options + st.args, context.env, _first_line(st.span), keyword.usage)
+        if st.kernel_lines is not None and not keyword.branches:
             raise SpecError(f"only SK and SUM take a list of branches, not {st.keyword}",
                             st.keyword_span, code="SK212")
         name = context.names[id(st)]
@@ -871,14 +853,11 @@ class Expander:
                       outputs=outputs, sizes=sizes)
 
 
-# The paper writes SK[2, 32, 16] for SK[M=2, G=32, r=16]: bracket positions have names.
-BRACKET_POSITIONS = {"sk": ("M", "G", "r", "L"), "sum": ("M", "G"), "se": ("r",)}
-
-
-def _name_bracket_positionals(st: A.LayerStmt, where: str) -> list[A.Arg]:
+def _name_bracket_positionals(st: A.LayerStmt, where: str, keyword: ops.Keyword) -> list[A.Arg]:
+    """The paper writes SK[2, 32, 16] for SK[M=2, G=32, r=16]: bracket positions have names."""
     if not st.options:
         return []
-    names = BRACKET_POSITIONS.get(st.keyword, ())
+    names = keyword.brackets
     named, position = [], 0
     for arg in st.options:
         if arg.keyword is not None:
@@ -887,7 +866,7 @@ def _name_bracket_positionals(st: A.LayerStmt, where: str) -> list[A.Arg]:
         if position >= len(names):
             raise SpecError(f"{where}[...] takes at most {len(names)} unnamed values "
                             f"({', '.join(names) or 'none'})", arg.span, code="SK207",
-                            hint=_USAGE.get(where))
+                            hint=keyword.usage)
         named.append(A.Arg(names[position], arg.value, arg.span, arg.span))
         position += 1
     return named
@@ -896,19 +875,18 @@ def _name_bracket_positionals(st: A.LayerStmt, where: str) -> list[A.Arg]:
 # -- layers --------------------------------------------------------------------------------------
 
 
-def _conv(expander, st, args: _Args, name, context, depthwise=False):
-    kernel = args.take("a kernel such as 3x3", _named(_kernel, "kernel"), "kernel")
-    out = args.take("its output channels", _positive, "out_channels", required=not depthwise)
-    found = args.options(DWCONV_OPTIONS if depthwise else CONV_OPTIONS)
+def _generic(expander, st, args: _Args, name, context):
+    """A layer as its registry entry reads: its positionals in order, then its options."""
+    keyword = ops.KEYWORDS[st.keyword]
+    fields = {}
+    for take in keyword.takes:
+        value = args.take(take.what, _converter(take), take.field, required=take.required)
+        if value is not None:
+            fields[take.field] = value
+    found = args.options(keyword.options)
     args.finish()
-    if depthwise:
-        found["groups"] = "depthwise"
-    return _build(S.Conv, args.spans[""], args.spans, name=name, kernel=kernel,
-                  out_channels=out, **found)
-
-
-def _dwconv(expander, st, args, name, context):
-    return _conv(expander, st, args, name, context, depthwise=True)
+    return _build(keyword.model, args.spans[""], args.spans, name=name, **fields, **found,
+                  **(keyword.fixed or {}))
 
 
 def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
@@ -923,7 +901,7 @@ def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
     out = args.take("its width C", _positive, "out_channels")
     args.finish()
     count = found.pop("branch_count", None)
-    groups = found.pop("groups", 32)
+    groups = found.pop("groups", S.SK_GROUPS)
     if st.kernel_lines is not None:
         if count is not None and count != len(st.kernel_lines):
             raise SpecError(f"M={count} but {len(st.kernel_lines)} branches are listed",
@@ -951,12 +929,6 @@ def _branch_line(line: list[A.Arg], env: Env, groups, parent: _Args) -> S.Kernel
                   **{"groups": groups, **found})
 
 
-def _squeeze_excite(expander, st, args, name, context):
-    found = args.options(SE_OPTIONS)
-    args.finish()
-    return _build(S.SqueezeExcite, args.spans[""], args.spans, name=name, **found)
-
-
 def _pool(expander, st: A.LayerStmt, args: _Args, name, context):
     mode = "max" if st.keyword == "maxpool" else "avg"
     first = args.positional[0] if args.positional else None
@@ -967,54 +939,11 @@ def _pool(expander, st: A.LayerStmt, args: _Args, name, context):
         args.options(())
         return _build(S.GlobalPool, args.spans[""], args.spans, name=name, mode=mode)
     kernel = args.take("a window such as 3x3 (or global)", _named(_kernel, "window"), "kernel")
-    found = args.options(POOL_OPTIONS)
+    found = args.options(ops.KEYWORDS[st.keyword].options)
     args.finish()
     found.setdefault("stride", kernel[0])
     return _build(S.Pool, args.spans[""], args.spans, name=name, mode=mode, kernel=kernel,
                   **found)
-
-
-def _channel_pool(expander, st, args, name, context):
-    mode = args.take("avg or max", _named(lambda v, w: _word(v, w, ("avg", "max")),
-                                          "channelpool mode"), "mode", required=False)
-    args.options(())
-    args.finish()
-    return _build(S.ChannelPool, args.spans[""], args.spans, name=name, mode=mode or "avg")
-
-
-def _linear(expander, st, args, name, context):
-    out = args.take("its output features", _positive, "out_features")
-    found = args.options(FC_OPTIONS)
-    args.finish()
-    return _build(S.Linear, args.spans[""], args.spans, name=name, out_features=out, **found)
-
-
-def _dropout(expander, st, args, name, context):
-    p = args.take("a probability such as 0.2", _named(_probability, "dropout probability"), "p")
-    args.options(())
-    args.finish()
-    return _build(S.Dropout, args.spans[""], args.spans, name=name, p=p)
-
-
-def _batchnorm(expander, st, args, name, context):
-    args.options(())
-    args.finish()
-    return _build(S.BatchNorm, args.spans[""], args.spans, name=name)
-
-
-def _activation(expander, st, args, name, context):
-    function = args.take("an activation such as relu",
-                         _named(lambda v, w: _word(v, w, ACTIVATIONS), "activation"), "function")
-    args.options(())
-    args.finish()
-    return _build(S.Activation, args.spans[""], args.spans, name=name, function=function)
-
-
-def _shuffle(expander, st, args, name, context):
-    groups = args.take("its number of groups", _positive, "groups")
-    args.options(())
-    args.finish()
-    return _build(S.ChannelShuffle, args.spans[""], args.spans, name=name, groups=groups)
 
 
 def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
@@ -1036,14 +965,9 @@ def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
     return _build(S.Merge, args.spans[""], args.spans, name=name, kind=st.keyword, inputs=inputs)
 
 
-LAYERS = {
-    "conv": _conv, "dwconv": _dwconv, "sk": _selective, "sum": _selective,
-    "se": _squeeze_excite, "maxpool": _pool, "avgpool": _pool, "gap": _pool,
-    "channelpool": _channel_pool, "fc": _linear,
-    "dropout": _dropout, "bn": _batchnorm, "act": _activation, "shuffle": _shuffle,
-    "add": _merge, "concat": _merge, "mul": _merge,
-}
-assert set(LAYERS) == set(LAYER_KEYWORDS)
+# The builders of keywords the generic rule cannot read (ops.Keyword.builder).
+_BUILDERS = {"generic": _generic, "selective": _selective, "pool": _pool, "merge": _merge}
+LAYERS = {word: _BUILDERS[keyword.builder or "generic"] for word, keyword in ops.KEYWORDS.items()}
 
 
 def _build(model: type, span: Span, spans: dict[str, Span], **fields):

@@ -2,14 +2,17 @@
 
 Node names are the hierarchical names of the compiled module's leaves
 (`conv3.block2.sk.branch1.conv`), so a report row, a graph node and a checkpoint key agree.
-Every node carries:
+Every node is a `Node`:
 
-    op          one of OPS
+    op          one of OPS (the registry's, skdsl.ops)
     inputs      the (node, port) pairs it reads, in order (several may come from one node)
     in_shapes   their shapes; out_shapes: the shapes of its outputs (several only for split)
     layer       the full name of the spec item it belongs to; stage: the stage's name
     span        where that item was written (None for specs loaded from JSON)
-    ...         the op's resolved numbers (channels, kernel, stride, padding, groups ...)
+    attrs       the op's typed record of resolved numbers (channels, kernel, stride ...)
+    tied_to     the node whose weights it reuses (`branch b from x shares a`), else None
+
+A networkx graph (`lower`) holds each node as `Node.as_dict()`: those keys, and the op's.
 
 Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per image:
 (C, H, W) for feature maps, (F,) after a fully connected layer.
@@ -17,20 +20,19 @@ Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from . import ops
 from . import spec as S
 from .errors import Span, SpecError, did_you_mean
+from .ops import conv as C
+from .ops.shapes import (Shape, broadcast as _broadcast, conv_output_size,
+                         divisor_hint as _divisor_hint, fmt as _fmt,
+                         largest_divisor as _largest_divisor, same_padding)
 
-OPS = (
-    "input", "conv2d", "batchnorm", "act", "max_pool", "avg_pool", "global_pool", "channel_pool",
-    "linear",
-    "dropout", "add", "mul", "concat", "split", "shuffle", "select",
-)
+OPS = tuple(ops.OPS)  # the graph ops, one class each in skdsl.ops
 
-Shape = tuple[int, ...]
 Ref = tuple[str, int]  # (node name, output port)
 
 
@@ -45,6 +47,62 @@ class _Scope:
         return _Scope(path, self.stage, block or self.block, self.tie)
 
 
+@dataclass(slots=True)
+class Node:
+    """One primitive op of the lowered network.
+
+    `attrs` is the op's typed record (an `ops.Op`: its numbers, and what they cost); the other
+    fields place it in the network. `node["key"]` reads a field or an attribute, as the dicts
+    of the networkx graph do.
+    """
+
+    op: str
+    inputs: tuple[Ref, ...]  # the (node, port) pairs it reads, in order
+    in_shapes: tuple[Shape, ...]
+    out_shapes: tuple[Shape, ...]  # several only for split
+    layer: str  # the full name of the spec item it belongs to
+    stage: str
+    block: str | None  # the outermost block around it, if any
+    span: Span | None  # where its item was written (None for specs loaded from JSON)
+    attrs: ops.Op
+    tied_to: str | None = None  # the node whose module (and weights) it reuses
+
+    def __getitem__(self, key: str):
+        if key in _PLACE:
+            value = getattr(self, key)
+            if key != "tied_to" or value is not None:
+                return value
+        elif key in self.attrs.__dataclass_fields__:
+            return getattr(self.attrs, key)
+        raise KeyError(key)
+
+    def get(self, key: str, default=None):
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, self) is not self
+
+    def keys(self) -> list[str]:
+        """The keys of `as_dict`: the place, "attrs", then the op's attributes."""
+        place = _PLACE if self.tied_to is not None else _PLACE[:-1]
+        return [*place, *self.attrs.__dataclass_fields__]
+
+    def as_dict(self) -> dict:
+        """The node as the networkx graph holds it."""
+        return {key: self[key] for key in self.keys()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Node":
+        return cls(*(data.get(key) for key in _PLACE))
+
+
+_PLACE = ("op", "inputs", "in_shapes", "out_shapes", "layer", "stage", "block", "span", "attrs",
+          "tied_to")
+
+
 class LoweredGraph:
     """The lowered network as plain data: the node table in execution order, and its edges.
 
@@ -53,34 +111,52 @@ class LoweredGraph:
     a DiGraph.
 
     Underneath, the table is a list of `segments` in execution order: dicts of nodes, and
-    `_Instance`s, stage-level blocks whose body was lowered once for all the blocks that repeat
-    it (SKNet-101's 33 units are 8 distinct ones). Analysis sums those once per distinct block;
-    `nodes` spells every instance out, the first time it is read.
+    `Placement`s, stage-level blocks whose body (a `Unit`) was lowered once for all the blocks
+    that repeat it (SKNet-101's 33 units are 8 distinct ones). Analysis sums a unit once
+    (`unit_summary` keeps what it computed); `nodes` spells every placement out, the first time
+    it is read.
     """
 
     def __init__(self, **attributes):
         self.graph: dict = attributes
         self.output_shape: Shape | None = None
-        self.segments: list[dict[str, dict] | _Instance] = []
-        self._nodes: dict[str, dict] | None = None
+        self.segments: list[dict[str, Node] | Placement] = []
+        self._nodes: dict[str, Node] | None = None
+        self._summaries: dict[tuple[int, object], object] = {}
 
     @property
-    def nodes(self) -> dict[str, dict]:
+    def nodes(self) -> dict[str, Node]:
         if self._nodes is None:
-            nodes: dict[str, dict] = {}
+            nodes: dict[str, Node] = {}
             for segment in self.segments:
-                if isinstance(segment, _Instance):
+                if isinstance(segment, Placement):
                     segment.stamp(nodes)
                 else:
                     nodes.update(segment)
             self._nodes = nodes
         return self._nodes
 
+    def unit_summary(self, unit: "Unit", key, compute):
+        """What `compute(unit)` gives, computed once per unit and `key` (analysis's costs
+        under one counting convention, its receptive-field steps)."""
+        cache_key = (id(unit), key)
+        summary = self._summaries.get(cache_key)
+        if summary is None:
+            summary = self._summaries[cache_key] = compute(unit)
+        return summary
+
+    @classmethod
+    def from_networkx(cls, graph) -> "LoweredGraph":
+        """The table of a networkx graph that `lower` made (its node dicts hold `attrs`)."""
+        table = cls(**graph.graph)
+        table.segments.append({name: Node.from_dict(data) for name, data in graph.nodes.items()})
+        return table
+
     @property
     def edges(self) -> list[tuple[str, str, dict]]:
         return [(source, name, {"shape": shape, "port": port})
                 for name, node in self.nodes.items()
-                for (source, port), shape in zip(node["inputs"], node["in_shapes"])]
+                for (source, port), shape in zip(node.inputs, node.in_shapes)]
 
     def __contains__(self, name: str) -> bool:
         return name in self.nodes
@@ -92,24 +168,24 @@ class LoweredGraph:
         return iter(self.nodes)
 
     def to_networkx(self):
+        """A networkx DiGraph whose node dicts hold `Node.as_dict()`."""
         import networkx as nx
 
         graph = nx.DiGraph(**self.graph)
-        graph.add_nodes_from(self.nodes.items())
+        graph.add_nodes_from((name, node.as_dict()) for name, node in self.nodes.items())
         graph.add_edges_from(self.edges)
         return graph
 
 
 @dataclass(eq=False)
-class _Unit:
-    """A stage-level block body lowered once: the nodes of its first instance, at `path`,
-    reading `source`. Other instances are the same nodes under their own path."""
+class Unit:
+    """A stage-level block body lowered once: the nodes of its first placement, at `path`,
+    reading `source`. Other placements are the same nodes under their own path."""
 
-    nodes: dict[str, dict]
+    nodes: dict[str, Node]
     path: str
     source: Ref
     output: Ref
-    summaries: dict = field(default_factory=dict)  # analysis's caches
 
     @cached_property
     def suffixes(self) -> frozenset[str]:
@@ -126,36 +202,39 @@ class _Unit:
 
 
 @dataclass(eq=False)
-class _Instance:
-    """One stage-level block: a `_Unit` placed at `path`, reading `source`."""
+class Placement:
+    """One stage-level block: a `Unit` placed at `path`, reading `source`."""
 
-    unit: _Unit
+    unit: Unit
     path: str
     stage: str
     source: Ref
-    output: Ref = field(init=False)  # where the unit's output lands in this instance
+    output: Ref = field(init=False)  # where the unit's output lands in this placement
 
     def __post_init__(self):
         self.output = self.moved(self.unit.output)
 
     def moved(self, ref: Ref) -> Ref:
-        """Where a node the unit reads or writes is, in this instance."""
+        """Where a node the unit reads or writes is, in this placement."""
         unit = self.unit
         if ref == unit.source:
             return self.source
         return (self.path + ref[0][len(unit.path):], ref[1])
 
-    def stamp(self, nodes: dict[str, dict]) -> None:
+    def stamp(self, nodes: dict[str, Node]) -> None:
         unit, path, cut = self.unit, self.path, len(self.unit.path)
         if path == unit.path and self.source == unit.source:
             nodes.update(unit.nodes)
             return
         for name, node in unit.nodes.items():
-            node = dict(node, layer=path + node["layer"][cut:], block=path, stage=self.stage,
-                        inputs=tuple(map(self.moved, node["inputs"])))
-            if "tied_to" in node:
-                node["tied_to"] = path + node["tied_to"][cut:]
-            nodes[path + name[cut:]] = node
+            tied = node.tied_to
+            nodes[path + name[cut:]] = Node(
+                node.op, tuple(map(self.moved, node.inputs)), node.in_shapes, node.out_shapes,
+                path + node.layer[cut:], self.stage, path, node.span, node.attrs,
+                None if tied is None else path + tied[cut:])
+
+
+_Instance = Placement  # the former private name (benchmarks/analysis_speed.py reads it)
 
 
 def lower_table(network: S.Network, input_shape: Shape | None = None, *,
@@ -177,43 +256,21 @@ def output_shape(graph) -> Shape:
     if known is not None:
         return known
     node, port = graph.graph["output"]
-    return graph.nodes[node]["out_shapes"][port]
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
-                     ceil_mode: bool = False) -> int:
-    """PyTorch's output size: floor((size + 2p − d(k−1) − 1) / s) + 1."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    out = -(-span // stride) + 1 if ceil_mode else span // stride + 1
-    # PyTorch drops a last window of a ceil-mode pool that starts in the right padding.
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
-
-
-def same_padding(kernel: tuple[int, int], dilation: int) -> tuple[int, int]:
-    # d·(k−1)/2 keeps the size at stride 1 for odd k; dilation widens the kernel to d·(k−1)+1.
-    return (dilation * (kernel[0] - 1) // 2, dilation * (kernel[1] - 1) // 2)
-
-
-def _fmt(shape: Shape) -> str:
-    return "×".join(map(str, shape))
+    return graph.nodes[node]["out_shapes"][port]  # a Node, or a networkx graph's dict
 
 
 class _Lowering:
     def __init__(self, network: S.Network, input_shape: Shape, reuse: bool = True):
         self.graph = LoweredGraph(network=network.name, input=input_shape, blocks={})
-        self.nodes: dict[str, dict] = {}  # every node lowered here, for lookups
-        self.table: dict[str, dict] = {}  # the segment being written
+        self.nodes: dict[str, Node] = {}  # every node lowered here, for lookups
+        self.table: dict[str, Node] = {}  # the segment being written
         self.graph.segments.append(self.table)
         self.containers: set[str] = set()
-        self.units: dict[tuple, _Unit] | None = {} if reuse else None
-        self.instances: dict[str, _Instance] = {}  # stage-level blocks, by path
-        self.table["input"] = self.nodes["input"] = dict(
-            op="input", inputs=(), in_shapes=(), out_shapes=(input_shape,), layer="input",
-            stage="input", block=None, span=network.span("input"))
+        self.units: dict[tuple, Unit] | None = {} if reuse else None
+        self.instances: dict[str, Placement] = {}  # stage-level blocks, by path
+        self.table["input"] = self.nodes["input"] = Node(
+            "input", (), (), (input_shape,), "input", "input", None, network.span("input"),
+            ops.tensor.Input())
         x: Ref = ("input", 0)
         for stage in network.stages:
             scope = _Scope(stage.name, stage.name)
@@ -243,40 +300,35 @@ class _Lowering:
             raise SpecError(f"two parts of the network are both named '{clash}'", span,
                             code="SK205", hint="give one of them another name")
 
-    def tied_node(self, name: str, op: str, attrs: dict, tie: tuple) -> str:
+    def tied_node(self, name: str, attrs: ops.Op, tie: tuple) -> str:
         """The node of the shared branch whose module (and weights) this node reuses."""
         own, shared, where = tie
         twin = shared + name[len(own):]
         twin_node = self.nodes.get(twin)
-        differs = twin_node is None or twin_node["op"] != op or any(
-            twin_node.get(key) != value for key, value in attrs.items() if key != "tied_to")
-        if differs:
+        if twin_node is None or twin_node.attrs != attrs:  # another op, or other numbers
             raise SpecError(f"{own} cannot share the weights of {shared}: {twin} has another "
                             f"shape of weights here", where, code="SK308",
                             hint="a shared branch must see inputs with the same channels")
-        return twin_node.get("tied_to", twin)
+        return twin_node.tied_to or twin
 
     def shape(self, ref: Ref) -> Shape:
-        return self.nodes[ref[0]]["out_shapes"][ref[1]]
+        return self.nodes[ref[0]].out_shapes[ref[1]]
 
-    def emit(self, name: str, op: str, inputs: list[Ref], out_shapes: list[Shape],
-             span: Span | None, layer: str, scope: _Scope, attrs: dict | None = None) -> Ref:
-        """Add a node written at `span`; `attrs` are the op's numbers (a dict, not keywords,
-        and the span given, not looked up: this runs for every node)."""
+    def emit(self, name: str, attrs: ops.Op, inputs: list[Ref], out_shapes: list[Shape],
+             span: Span | None, layer: str, scope: _Scope) -> Ref:
+        """Add a node of op `attrs` written at `span` (given, not looked up: this runs for
+        every node)."""
         self.claim(name, span)
-        attrs = attrs or {}
-        if scope.tie is not None:
-            attrs = {**attrs, "tied_to": self.tied_node(name, op, attrs, scope.tie)}
+        tied = None if scope.tie is None else self.tied_node(name, attrs, scope.tie)
         nodes = self.nodes
         if len(inputs) == 1:  # most nodes; a comprehension would cost a frame
             source, port = inputs[0]
-            in_shapes = (nodes[source]["out_shapes"][port],)
+            in_shapes = (nodes[source].out_shapes[port],)
         else:
-            in_shapes = tuple([nodes[source]["out_shapes"][port] for source, port in inputs])
-        self.table[name] = nodes[name] = {
-            "op": op, "inputs": tuple(inputs), "in_shapes": in_shapes,
-            "out_shapes": tuple(out_shapes), "layer": layer, "stage": scope.stage,
-            "block": scope.block, "span": span, **attrs}
+            in_shapes = tuple([nodes[source].out_shapes[port] for source, port in inputs])
+        self.table[name] = nodes[name] = Node(attrs.name, tuple(inputs), in_shapes,
+                                              tuple(out_shapes), layer, scope.stage, scope.block,
+                                              span, attrs, tied)
         return (name, 0)
 
     def feature_map(self, ref: Ref, item: S.SpecModel, kind: str, path: str) -> Shape:
@@ -315,16 +367,13 @@ class _Lowering:
         padding = item.padding or same_padding(item.kernel, item.dilation)
         shape = (out, *self.spatial_output(item, path, (height, width), item.kernel, item.stride,
                                            padding, item.dilation))
-        y = self.emit(f"{path}.conv", "conv2d", [x], [shape], span, path, scope, {
-            "in_channels": channels, "out_channels": out, "kernel": item.kernel,
-            "stride": item.stride, "padding": padding, "dilation": item.dilation, "groups": groups,
-            "bias": item.bias})
+        y = self.emit(f"{path}.conv", C.Conv2d(channels, out, item.kernel, item.stride, padding,
+                                               item.dilation, groups, item.bias),
+                      [x], [shape], span, path, scope)
         if item.norm:
-            y = self.emit(f"{path}.bn", "batchnorm", [y], [shape], span, path, scope,
-                          {"channels": out})
+            y = self.emit(f"{path}.bn", _BatchNorm(out), [y], [shape], span, path, scope)
         if item.act != "none":
-            y = self.emit(f"{path}.act", "act", [y], [shape], span, path, scope,
-                          {"function": item.act})
+            y = self.emit(f"{path}.act", _Activation(item.act), [y], [shape], span, path, scope)
         return y
 
     def spatial_output(self, item, path, size, kernel, stride, padding, dilation=1,
@@ -359,20 +408,20 @@ class _Lowering:
             if self.shape(ref) != shape:
                 self.reject_unequal_branches(item, path, self.shape(x), branch_outputs)
         # Fuse: U = sum of the branches (Eq. 1); without attention U is the output (Table 7).
-        fused = self.emit(f"{path}.fuse", "add", branch_outputs, [shape], span, path, scope)
+        fused = self.emit(f"{path}.fuse", _ADD, branch_outputs, [shape], span, path, scope)
         if not item.attention:
             return fused
         channels, d = item.out_channels, item.attention_width
-        summary = self.emit(f"{path}.pool", "global_pool", [fused], [(channels, 1, 1)], span, path,
-                            scope, {"mode": "avg"})  # s = F_gp(U), Eq. 2
+        summary = self.emit(f"{path}.pool", _AVERAGE, [fused], [(channels, 1, 1)], span, path,
+                            scope)  # s = F_gp(U), Eq. 2
         reduce = _Conv("reduce", (1, 1), d, written=(item,))  # z = ReLU(BN(W s)), Eq. 3
         compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
         branches = len(item.branches)
         # One bias-free 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
-        logits = self.emit(f"{path}.logits", "conv2d", [compact], [(branches * channels, 1, 1)],
-                           span, path, scope, _pointwise(d, branches * channels, bias=False))
-        return self.emit(f"{path}.select", "select", [logits, *branch_outputs], [shape], span, path,
-                         scope, {"branches": branches, "channels": channels})
+        logits = self.emit(f"{path}.logits", C.pointwise(d, branches * channels, bias=False),
+                           [compact], [(branches * channels, 1, 1)], span, path, scope)
+        return self.emit(f"{path}.select", ops.attention.Select(branches, channels),
+                         [logits, *branch_outputs], [shape], span, path, scope)
 
     def reject_unequal_branches(self, item: S.SelectiveKernel, path: str, source: Shape,
                                 outputs: list[Ref]) -> None:
@@ -397,15 +446,15 @@ class _Lowering:
         path = f"{scope.path}.{item.name}"
         channels, height, width = self.feature_map(x, item, "SE", path)
         squeeze = max(channels // item.reduction_ratio, item.min_width)
-        steps = [("pool", "global_pool", (channels, 1, 1), {"mode": "avg"}),
-                 ("reduce", "conv2d", (squeeze, 1, 1), _pointwise(channels, squeeze, item.bias)),
-                 ("act", "act", (squeeze, 1, 1), {"function": "relu"}),
-                 ("expand", "conv2d", (channels, 1, 1), _pointwise(squeeze, channels, item.bias)),
-                 ("gate", "act", (channels, 1, 1), {"function": item.gate})]
+        steps = [("pool", _AVERAGE, (channels, 1, 1)),
+                 ("reduce", C.pointwise(channels, squeeze, item.bias), (squeeze, 1, 1)),
+                 ("act", _Activation("relu"), (squeeze, 1, 1)),
+                 ("expand", C.pointwise(squeeze, channels, item.bias), (channels, 1, 1)),
+                 ("gate", _Activation(item.gate), (channels, 1, 1))]
         y = x
-        for name, op, shape, attrs in steps:
-            y = self.emit(f"{path}.{name}", op, [y], [shape], span, path, scope, attrs)
-        return self.emit(f"{path}.scale", "mul", [x, y], [(channels, height, width)], span, path,
+        for name, attrs, shape in steps:
+            y = self.emit(f"{path}.{name}", attrs, [y], [shape], span, path, scope)
+        return self.emit(f"{path}.scale", _MUL, [x, y], [(channels, height, width)], span, path,
                          scope)
 
     def pool(self, item: S.Pool, x: Ref, scope: _Scope, env) -> Ref:
@@ -418,55 +467,25 @@ class _Lowering:
                             hint="PyTorch pools accept padding up to half the kernel")
         size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
                                    1, item.ceil_mode)
-        return self.emit(path, f"{item.mode}_pool", [x], [(channels, *size)], item.span(), path, scope,
-                         {"kernel": item.kernel, "stride": item.stride, "padding": padding,
-                          "ceil_mode": item.ceil_mode})
+        window = ops.OPS[f"{item.mode}_pool"](item.kernel, item.stride, padding, item.ceil_mode)
+        return self.emit(path, window, [x], [(channels, *size)], item.span(), path, scope)
 
-    def global_pool(self, item: S.GlobalPool, x: Ref, scope: _Scope, env) -> Ref:
+    def primitive(self, item: S.Layer, x: Ref, scope: _Scope, env) -> Ref:
+        """A spec item that lowers to one op of the registry (ops.GENERIC_KINDS)."""
         path = f"{scope.path}.{item.name}"
-        channels = self.feature_map(x, item, "global pool", path)[0]
-        return self.emit(path, "global_pool", [x], [(channels, 1, 1)], item.span(), path, scope,
-                         {"mode": item.mode})
-
-    def channel_pool(self, item: S.ChannelPool, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        _, height, width = self.feature_map(x, item, "channel pool", path)
-        return self.emit(path, "channel_pool", [x], [(1, height, width)], item.span(), path, scope,
-                         {"mode": item.mode})
-
-    def linear(self, item: S.Linear, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        features = 1
-        for size in self.shape(x):
-            features *= size
-        return self.emit(path, "linear", [x], [(item.out_features,)], item.span(), path, scope,
-                         {"in_features": features, "out_features": item.out_features,
-                          "bias": item.bias})
-
-    def dropout(self, item: S.Dropout, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        return self.emit(path, "dropout", [x], [self.shape(x)], item.span(), path, scope, {"p": item.p})
-
-    def batchnorm(self, item: S.BatchNorm, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        shape = self.feature_map(x, item, "bn", path)
-        return self.emit(path, "batchnorm", [x], [shape], item.span(), path, scope, {"channels": shape[0]})
+        op = ops.GENERIC_KINDS[item.kind]
+        shape = self.shape(x)
+        if op.spatial is not None:
+            self.feature_map(x, item, op.spatial, path)
+        attrs = op.from_item(item, shape, path)
+        return self.emit(path, attrs, [x], [attrs.output(shape)], item.span(), path, scope)
 
     def activation(self, item: S.Activation, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
         if item.function == "none":
             return x
-        return self.emit(path, "act", [x], [self.shape(x)], item.span(), path, scope,
-                         {"function": item.function})
-
-    def shuffle(self, item: S.ChannelShuffle, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        shape = self.feature_map(x, item, "shuffle", path)
-        if shape[0] % item.groups:
-            raise SpecError(f"shuffle {item.groups} does not divide the {shape[0]} channels of "
-                            f"{path}", item.span("groups"), code="SK301",
-                            hint=_divisor_hint(shape[0], item.groups))
-        return self.emit(path, "shuffle", [x], [shape], item.span(), path, scope, {"groups": item.groups})
+        return self.emit(path, _Activation(item.function), [x], [self.shape(x)], item.span(),
+                         path, scope)
 
     def split(self, item: S.ChannelSplit, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
@@ -484,8 +503,8 @@ class _Lowering:
                 raise SpecError(f"split sizes {' + '.join(map(str, sizes))} = {sum(sizes)} but the "
                                 f"input has {channels} channels at {path}", item.span("sizes"),
                                 code="SK307", hint=f"make the sizes add up to {channels}")
-        node, _ = self.emit(path, "split", [x], [(s, *size) for s in sizes], item.span(), path, scope,
-                            {"sizes": tuple(sizes)})
+        node, _ = self.emit(path, ops.tensor.Split(tuple(sizes)), [x], [(s, *size) for s in sizes],
+                            item.span(), path, scope)
         for port, output in enumerate(item.outputs):
             env[output] = (node, port)
         return x
@@ -508,7 +527,7 @@ class _Lowering:
                                 f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
                                 code="SK303",
                                 hint="a projection (conv 1x1 with a stride) can match the shapes")
-        return self.emit(path, item.kind, refs, [out], item.span(), path, scope)
+        return self.emit(path, ops.OPS[item.kind](), refs, [out], item.span(), path, scope)
 
     def tensor(self, env: dict[str, Ref], name: str, item: S.SpecModel, field="inputs") -> Ref:
         if name not in env:
@@ -542,10 +561,10 @@ class _Lowering:
         if shapes[0] != shapes[1]:
             raise SpecError(f"the residual body gives {_fmt(shapes[0])} but its shortcut gives "
                             f"{_fmt(shapes[1])} at {path}", item.span(), code="SK305")
-        y = self.emit(path, "add", [body, shortcut], [shapes[0]], span, path, scope)
+        y = self.emit(path, _ADD, [body, shortcut], [shapes[0]], span, path, scope)
         if item.act != "none":
             path = f"{scope.path}.{item.act_name}"
-            y = self.emit(path, "act", [y], [shapes[0]], span, path, scope, {"function": item.act})
+            y = self.emit(path, _Activation(item.act), [y], [shapes[0]], span, path, scope)
         return y
 
     def projection(self, item: S.Residual, x: Ref, body: Ref, scope: _Scope, env) -> Ref:
@@ -577,12 +596,12 @@ class _Lowering:
         if unit is None:
             outer, self.table = self.table, {}
             y = self.sequence(item.body, x, scope.inner(path, path), {"input": x})
-            unit = self.units[key] = _Unit(self.table, path, x, y)
+            unit = self.units[key] = Unit(self.table, path, x, y)
             self.table = outer
         else:
             self.claim(path, item.span())
             self.containers.add(path)
-        instance = self.instances[path] = _Instance(unit, path, scope.stage, x)
+        instance = self.instances[path] = Placement(unit, path, scope.stage, x)
         output = instance.output
         if output[0] not in self.nodes:  # for the layers after it to read its shape
             self.nodes[output[0]] = unit.nodes[unit.output[0]]
@@ -596,11 +615,16 @@ class _Lowering:
 
     BINDS_ITSELF = ("branch", "split", "residual")
     LOWER = {
+        **dict.fromkeys(ops.GENERIC_KINDS, primitive),
         "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
-        "global_pool": global_pool, "channel_pool": channel_pool, "fc": linear, "dropout": dropout, "bn": batchnorm,
-        "act": activation, "shuffle": shuffle, "split": split, "add": merge, "concat": merge,
+        "act": activation, "split": split, "add": merge, "concat": merge,
         "mul": merge, "branch": branch, "residual": residual, "block": block,
     }
+
+
+_BatchNorm, _Activation = ops.norm.BatchNorm, ops.norm.Activation
+_ADD, _MUL = ops.tensor.Add(), ops.tensor.Mul()  # no numbers: one record serves every node
+_AVERAGE = ops.pool.GlobalPool("avg")
 
 
 @dataclass(slots=True)
@@ -643,26 +667,6 @@ def _in_context(error: SpecError, item: S.SpecModel, scope: _Scope) -> SpecError
     return error.with_note(f"in: {path}")
 
 
-def _pointwise(in_channels: int, out_channels: int, bias: bool) -> dict:
-    return dict(in_channels=in_channels, out_channels=out_channels, kernel=(1, 1), stride=1,
-                padding=(0, 0), dilation=1, groups=1, bias=bias)
-
-
-def _broadcast(shapes: list[Shape]) -> Shape | None:
-    """The shape of tensors combined elementwise, broadcasting 1-sized dims (a C×1×1 gate, a
-    1×H×W spatial map); None when they cannot combine."""
-    rank = len(shapes[0])
-    if any(len(s) != rank for s in shapes):
-        return None
-    out = []
-    for sizes in zip(*shapes):
-        big = {s for s in sizes if s != 1}
-        if len(big) > 1:
-            return None
-        out.append(big.pop() if big else 1)
-    return tuple(out)
-
-
 def _projection_stride(source: tuple[int, int], target: tuple[int, int]) -> int | None:
     """The smallest stride s at which a 1×1 conv (no padding) maps `source` to `target`
     (H, W), or None. Its output is (H−1)//s + 1, so s must satisfy (H−1)//s = T−1 on each
@@ -678,27 +682,6 @@ def _projection_stride(source: tuple[int, int], target: tuple[int, int]) -> int 
     if high is not None and low > high:
         return None
     return low if low <= S.LARGEST else None
-
-
-def _divisor_hint(count: int, groups: int) -> str:
-    lower = count - count % groups
-    candidates = [c for c in (lower, lower + groups) if c > 0]
-    widths = " or ".join(map(str, candidates))
-    return (f"pick a width that is a multiple of {groups} ({widths}), or a G that divides "
-            f"{count} (such as {_largest_divisor(count, groups)})")
-
-
-def _largest_divisor(count: int, limit: int) -> int:
-    """A large divisor of `count` up to `limit` (the largest, unless `count` is huge): divisors
-    come in pairs (d, count // d) with d ≤ √count, so a few thousand trials find it where a
-    count down from `limit` could take 2³¹ (and more for a concat's channels)."""
-    best = 1
-    for small in range(1, min(math.isqrt(count), 1 << 16) + 1):
-        if count % small == 0:
-            for divisor in (small, count // small):
-                if best < divisor <= limit:
-                    best = divisor
-    return best
 
 
 def _branch_text(kernel: tuple[int, int], dilation: int) -> str:
@@ -722,4 +705,5 @@ def _branch_fix(branch: S.KernelBranch, number: int, size, stride: int, wanted) 
     return f"{rule}: write branch{number} as {fixes[0]}{also}"
 
 
-__all__ = ["lower", "lower_table", "LoweredGraph", "output_shape", "conv_output_size", "same_padding", "OPS", "Span"]
+__all__ = ["lower", "lower_table", "LoweredGraph", "Node", "Unit", "Placement", "output_shape",
+           "conv_output_size", "same_padding", "OPS", "Span"]

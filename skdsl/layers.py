@@ -20,17 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "relu6": nn.ReLU6,
-    "sigmoid": nn.Sigmoid,
-    "hardsigmoid": nn.Hardsigmoid,
-    "silu": nn.SiLU,
-    "hardswish": nn.Hardswish,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "none": nn.Identity,
-}
+from . import spec as S
+
+# The activation modules, by the name a spec uses (spec.ACTIVATIONS names their classes).
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: getattr(nn, module)
+                                           for name, module in S.ACTIVATIONS.items()}
 
 
 def make_activation(name: str) -> nn.Module:
@@ -83,6 +77,20 @@ class Multiply(nn.Module):
         for other in inputs[1:]:
             out = out * other
         return out
+
+
+class Scale(nn.Module):
+    """Multiply by a constant factor (Inception-ResNet's residual scaling); no parameters."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.factor  # same shape
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
 
 
 class Concat(nn.Module):
@@ -304,7 +312,7 @@ class FoldedBatchNorm(nn.Identity):
 
 
 __all__ = [
-    "ACTIVATIONS", "make_activation", "elementwise_sum", "dilated_conv2d", "Add", "Multiply",
+    "ACTIVATIONS", "make_activation", "elementwise_sum", "dilated_conv2d", "Add", "Multiply", "Scale",
     "Concat", "ChannelSplit",
     "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select", "POLYPHASE",
     "DilatedConv2d", "FoldedBatchNorm",

@@ -17,6 +17,7 @@ from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInpu
                              VisitError)
 from lark.indenter import Indenter
 
+from . import ops
 from . import syntax as A
 from .errors import Span, SpecError, did_you_mean, register_source
 from .syntax import (MAX_FILE_BYTES, MAX_INTEGER, MAX_LINE_LENGTH, MAX_NESTING, MAX_READ_BYTES,
@@ -24,8 +25,7 @@ from .syntax import (MAX_FILE_BYTES, MAX_INTEGER, MAX_LINE_LENGTH, MAX_NESTING, 
 
 GRAMMAR = Path(__file__).with_name("grammar.lark")
 
-LAYER_KEYWORDS = ("conv", "dwconv", "sk", "sum", "se", "maxpool", "avgpool", "gap", "channelpool",
-                  "fc", "dropout", "bn", "act", "shuffle", "add", "concat", "mul")
+LAYER_KEYWORDS = ops.LAYER_KEYWORDS  # the registry's: one definition per keyword
 STATEMENT_KEYWORDS = ("residual", "shortcut", "branch", "split", "stage", "block", "network",
                       "param", "use", "input", "classes", "paper")
 
@@ -93,7 +93,8 @@ def _too_deep(span: Span, what: str) -> SpecError:
 
 @functools.cache
 def _lark() -> Lark:
-    return Lark(GRAMMAR.read_text(encoding="utf-8"), parser="lalr", postlex=_Indenter(),
+    grammar = GRAMMAR.read_text(encoding="utf-8").replace("%KEYWORDS%", "|".join(LAYER_KEYWORDS))
+    return Lark(grammar, parser="lalr", postlex=_Indenter(),
                 propagate_positions=True, maybe_placeholders=True)
 
 

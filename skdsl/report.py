@@ -30,7 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from . import ops
 from . import spec as S
+from .ops.conv import conv_rows, kernel_text as _kernel
 
 if TYPE_CHECKING:
     from .analysis import Analysis
@@ -72,10 +74,6 @@ def shape_text(shape) -> str:
 def size_text(shape) -> str:
     """A stage's output size as the paper writes it: '56×56' for a feature map, '1000' for a vector."""
     return shape_text(shape[1:]) if len(shape) == 3 else shape_text(shape)
-
-
-def _kernel(kernel) -> str:
-    return f"{kernel[0]}×{kernel[1]}"
 
 
 def _signed(value: float, digits: int) -> str:
@@ -149,34 +147,21 @@ def check_line(analysis: "Analysis") -> str:
 
 
 def item_lines(item, *, in_block: bool = False) -> list[str]:
-    """The lines a spec item takes in a Table 1 cell; strides are left out inside blocks."""
+    """The lines a spec item takes in a Table 1 cell; strides are left out inside blocks.
+    Primitive layers' lines are their registry entry's (ops.ROWS); composites are read here."""
     kind = item.kind
+    rows = ops.ROWS.get(kind)
+    if rows is not None:
+        return rows(item, in_block)
     if kind == "conv":
-        return [_conv_text(item, show_stride=not in_block)]
+        return [conv_rows(item, show_stride=not in_block)]
     if kind == "sk":
         return [_sk_text(item, show_stride=not in_block)]
     if kind == "se":
         return [f"SE[r={item.reduction_ratio}]"]
-    if kind == "pool":
-        text = f"{_kernel(item.kernel)} {item.mode} pool"
-        return [text if in_block else f"{text}, stride {item.stride}"]
-    if kind == "global_pool":
-        return ["global average pool" if item.mode == "avg" else "global max pool"]
-    if kind == "fc":
-        return [f"fc, {item.out_features}"]
-    if kind == "dropout":
-        return [f"dropout, p={item.p:g}"]
-    if kind == "bn":
-        return ["BN"]
-    if kind == "act":
-        return [] if item.function == "none" else [item.function]
-    if kind == "shuffle":
-        return [f"channel shuffle, G={item.groups}"]
     if kind == "split":
         sizes = f" {', '.join(map(str, item.sizes))}" if item.sizes else f" {len(item.outputs)}"
         return [f"split{sizes} → {', '.join(item.outputs)}"]
-    if kind in ("add", "concat", "mul"):
-        return [f"{kind}({', '.join(item.inputs)})"]
     if kind == "branch":
         return [f"{item.name}: {line}" for line in _body_lines(item.body, in_block)]
     if kind == "residual":
@@ -192,21 +177,6 @@ def item_lines(item, *, in_block: bool = False) -> list[str]:
 
 def _body_lines(items, in_block: bool) -> list[str]:
     return [line for item in items for line in item_lines(item, in_block=in_block)]
-
-
-def _conv_text(conv: S.Conv, show_stride: bool) -> str:
-    parts = [_kernel(conv.kernel)]
-    if conv.out_channels is not None:
-        parts.append(str(conv.out_channels))
-    if conv.groups == "depthwise":
-        parts.append("dw")
-    elif conv.groups > 1:
-        parts.append(f"G={conv.groups}")
-    if conv.dilation > 1:
-        parts.append(f"D={conv.dilation}")
-    if show_stride and conv.stride > 1:
-        parts.append(f"stride {conv.stride}")
-    return ", ".join(parts)
 
 
 def _groups_text(groups) -> str:
@@ -229,7 +199,7 @@ def _sk_text(sk: S.SelectiveKernel, show_stride: bool) -> str:
                                   for b in sk.branches))
     if sk.attention:
         options.append(f"r={sk.reduction_ratio}")
-        if sk.min_attention_width != 32:
+        if sk.min_attention_width != S.MIN_ATTENTION_WIDTH:
             options.append(f"L={sk.min_attention_width}")
         if sk.attention_width_override is not None:
             options.append(f"d={sk.attention_width_override}")
@@ -459,31 +429,10 @@ def _words_width(text: str) -> int:
 MERMAID_EDGE_LIMIT = 500  # mermaid's default maxEdges: larger diagrams do not render
 
 
-def op_text(node: dict) -> str:
-    """A node's op in a few characters: 'conv2d 3×3/2 G32', 'max_pool 3×3/2', 'linear 2048→1000'."""
-    op = node["op"]
-    if op == "conv2d":
-        text = f"conv2d {_kernel(node['kernel'])}"
-        text += f"/{node['stride']}" if node["stride"] > 1 else ""
-        text += f" G{node['groups']}" if node["groups"] > 1 else ""
-        return text + (f" D{node['dilation']}" if node["dilation"] > 1 else "")
-    if op in ("max_pool", "avg_pool"):
-        return f"{op} {_kernel(node['kernel'])}/{node['stride']}"
-    if op == "global_pool":
-        return f"global_pool {node['mode']}"
-    if op == "linear":
-        return f"linear {node['in_features']}→{node['out_features']}"
-    if op == "act":
-        return f"act {node['function']}"
-    if op == "dropout":
-        return f"dropout {node['p']:g}"
-    if op == "select":
-        return f"select M={node['branches']}"
-    if op == "shuffle":
-        return f"shuffle G{node['groups']}"
-    if op == "split":
-        return f"split {'+'.join(map(str, node['sizes']))}"
-    return op
+def op_text(node) -> str:
+    """A node's op in a few characters: 'conv2d 3×3/2 G32', 'max_pool 3×3/2', 'linear 2048→1000'
+    (its registry entry's `text`)."""
+    return node["attrs"].text()
 
 
 def diagram(graph, depth: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:

@@ -18,9 +18,17 @@ from .errors import Span
 
 SCHEMA_VERSION = 1
 
-ActivationName = Literal[
-    "relu", "relu6", "sigmoid", "hardsigmoid", "silu", "hardswish", "gelu", "tanh", "none"
-]
+# Every activation a spec may name, and the torch.nn class it compiles to (named: no torch here).
+ACTIVATIONS = {
+    "relu": "ReLU", "relu6": "ReLU6", "sigmoid": "Sigmoid", "hardsigmoid": "Hardsigmoid",
+    "silu": "SiLU", "hardswish": "Hardswish", "gelu": "GELU", "tanh": "Tanh", "none": "Identity",
+}
+ActivationName = Literal[tuple(ACTIVATIONS)]
+GATES = ("sigmoid", "hardsigmoid")  # SE's gate
+# The paper's SK defaults (section 3.1, Table 1): G=32 groups per branch, and L=32 in
+# d = max(C/r, L).
+SK_GROUPS = 32
+MIN_ATTENTION_WIDTH = 32
 # Strict: a JSON spec's `true` or `3.0` is a mistake, not the integer 1 or 3. Bounded: torch's
 # kernels take sizes, strides and channels as 32-bit integers.
 LARGEST = 2**31 - 1
@@ -125,7 +133,7 @@ class KernelBranch(SpecModel):
 
     kernel: Kernel = (3, 3)
     dilation: PositiveInt = Field(1, description="D; the paper's 5×5 branch is 3×3 with D=2.")
-    groups: Groups = Field(32, description="G, the number of groups of the branch convolution.")
+    groups: Groups = Field(SK_GROUPS, description="G, the number of groups of the branch convolution.")
 
 
 class SelectiveKernel(Layer):
@@ -139,7 +147,7 @@ class SelectiveKernel(Layer):
         True, description="Fuse and Select; False gives Table 7's plain sum U of the branches."
     )
     reduction_ratio: PositiveInt = Field(16, description="r in d = max(C/r, L).")
-    min_attention_width: PositiveInt = Field(32, description="L in d = max(C/r, L).")
+    min_attention_width: PositiveInt = Field(MIN_ATTENTION_WIDTH, description="L in d = max(C/r, L).")
     attention_width_override: PositiveInt | None = Field(
         None, description="d set explicitly, overriding max(C/r, L)."
     )
@@ -159,7 +167,7 @@ class SqueezeExcite(Layer):
     reduction_ratio: PositiveInt = Field(16, description="r; the squeeze width is C/r.")
     min_width: PositiveInt = Field(1, description="The smallest squeeze width.")
     bias: bool = Field(True, description="Biases on both fcs, as in the SENet paper.")
-    gate: Literal["sigmoid", "hardsigmoid"] = "sigmoid"
+    gate: Literal[GATES] = "sigmoid"
 
 
 class Pool(Layer):
@@ -207,6 +215,13 @@ class BatchNorm(Layer):
 class Activation(Layer):
     kind: Literal["act"] = "act"
     function: ActivationName
+
+
+class Scale(Layer):
+    """Multiply by a constant: `scale 0.17` (Inception-ResNet's residual scaling)."""
+
+    kind: Literal["scale"] = "scale"
+    factor: float = Field(allow_inf_nan=False, description="The constant factor.")
 
 
 class ChannelShuffle(Layer):
@@ -280,8 +295,7 @@ class Block(Layer):
 Item = Annotated[
     Union[
         Conv, SelectiveKernel, SqueezeExcite, Pool, GlobalPool, ChannelPool, Linear, Dropout,
-        BatchNorm,
-        Activation, ChannelShuffle, ChannelSplit, Merge, Branch, Residual, Block,
+        BatchNorm, Activation, Scale, ChannelShuffle, ChannelSplit, Merge, Branch, Residual, Block,
     ],
     Field(discriminator="kind"),
 ]

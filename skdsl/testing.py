@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import skdsl
 from skdsl import spec as S
 from skdsl.errors import SpecError, printable
+from skdsl.ops import conv as _conv
+from skdsl.ops import pool as _pool
 
 if TYPE_CHECKING:
     from hypothesis.strategies import SearchStrategy
@@ -52,8 +54,13 @@ __all__ = [
 ]
 
 WIDTHS = (8, 16, 24, 32, 48, 64)
-ACTIVATIONS = ("relu", "none", "relu6", "silu", "hardswish", "gelu", "tanh", "sigmoid",
-               "hardsigmoid")
+# The language's activations (spec.ACTIVATIONS), relu and none first: hypothesis shrinks to them.
+ACTIVATIONS = ("relu", "none", *(a for a in S.ACTIVATIONS if a not in ("relu", "none")))
+# How the options are spelled: the registry's (skdsl.ops), so a new spelling is drawn too.
+SPELT_STRIDE, SPELT_GROUPS, SPELT_DILATION = (_conv.STRIDE.names, _conv.GROUPS.names,
+                                             _conv.DILATION.names)
+SPELT_PADDING, SPELT_ACT, SPELT_BIAS, SPELT_NORM = (_conv.PADDING.names, _conv.ACT.names,
+                                                   _conv.BIAS.names, _conv.NORM.names)
 
 # ---------------------------------------------------------------------------------------------
 # Loading whatever the user hands us
@@ -198,15 +205,15 @@ class _Writer:
         dilation = 1 if max(kernel) == 1 else self.pick([1, 1, 2, 3])
         options = []
         if depthwise_multiplier:
-            options.append(self.kw(("G", "groups", "g"), self.pick(["dw", "depthwise"]), False))
+            options.append(self.kw(SPELT_GROUPS, self.pick(["dw", "depthwise"]), False))
         else:
             groups = self.pick(_common_divisors(c, out))
             if groups != 1 or self.chance(10):
-                options.append(self.kw(("G", "groups", "g"), self.expr(groups)))
+                options.append(self.kw(SPELT_GROUPS, self.expr(groups)))
         if stride != 1 or self.chance(10):
-            options.append(self.kw(("stride", "s"), stride))
+            options.append(self.kw(SPELT_STRIDE, stride))
         if dilation != 1:
-            options.append(self.kw(("D", "dilation", "d"), dilation))
+            options.append(self.kw(SPELT_DILATION, dilation))
         padding = None
         if not regular and self.chance(10):
             padding = self.number(0, 2)
@@ -214,16 +221,16 @@ class _Writer:
             if min(size) < 1:
                 padding = None
             else:
-                options.append(self.kw(("pad", "padding"), padding))
+                options.append(self.kw(SPELT_PADDING, padding))
         if padding is None:
             pads = [dilation * (k - 1) // 2 for k in kernel]
             size = [_out_size(s, k, stride, p, dilation) for s, k, p in zip((h, w), kernel, pads)]
         if self.chance(30):
-            options.append(self.kw(("act",), self.pick(ACTIVATIONS)))
+            options.append(self.kw(SPELT_ACT, self.pick(ACTIVATIONS)))
         if self.chance(10):
-            options.append(self.kw(("bias",), self.pick(["yes", "true", "on", "no", 1, 0])))
+            options.append(self.kw(SPELT_BIAS, self.pick(["yes", "true", "on", "no", 1, 0])))
         if self.chance(10):
-            options.append(self.kw(("bn", "norm"), self.pick(["no", "off", "yes", "false"])))
+            options.append(self.kw(SPELT_NORM, self.pick(["no", "off", "yes", "false"])))
         text = f"{self.keyword('conv')} {self.dims(*kernel)}, {self.expr(out)}"
         if options:
             text += ", " + self.join(self.shuffled(options))
@@ -236,11 +243,11 @@ class _Writer:
         dilation = self.pick([1, 1, 2])
         options = []
         if stride != 1:
-            options.append(self.kw(("stride", "s"), stride))
+            options.append(self.kw(SPELT_STRIDE, stride))
         if dilation != 1:
             options.append(self.kw(("D", "dilation"), dilation))
         if self.chance(60):
-            options.append(self.kw(("act",), self.pick(ACTIVATIONS)))
+            options.append(self.kw(SPELT_ACT, self.pick(ACTIVATIONS)))
         text = f"{self.keyword('dwconv')} {self.dims(*kernel)}"
         if options:
             text += ", " + self.join(self.shuffled(options))
@@ -258,7 +265,7 @@ class _Writer:
         divisors = _common_divisors(c, out)
         options, lines = [], None
         explicit = self.chance(40)
-        default_groups = 32 if 32 in divisors else None
+        default_groups = S.SK_GROUPS if S.SK_GROUPS in divisors else None
         groups = self.pick(divisors)
         if not explicit:
             count = self.number(1, 4)
@@ -314,11 +321,11 @@ class _Writer:
         if self.chance(70):
             options.append(f"r={self.pick([2, 4, 8, 16])}")
         if self.chance(15):
-            options.append(self.kw(("gate",), self.pick(["sigmoid", "hardsigmoid"]), False))
+            options.append(self.kw(("gate",), self.pick(list(S.GATES)), False))
         if self.chance(10):
             options.append(f"min={self.pick([1, 2, 4])}")
         if self.chance(10):
-            options.append(self.kw(("bias",), self.pick(["no", "yes"]), False))
+            options.append(self.kw(SPELT_BIAS, self.pick(["no", "yes"]), False))
         word = self.keyword("SE")
         if options:
             return [(0, f"{word}[{', '.join(self.shuffled(options))}]")], shape
@@ -333,10 +340,10 @@ class _Writer:
         else:
             kernel, padding = 3, 1
             stride = self.pick([2, 1])
-            text = f"{self.keyword(mode)} {self.dims(3, 3)}, {self.kw(('stride', 's'), stride)}"
+            text = f"{self.keyword(mode)} {self.dims(3, 3)}, {self.kw(SPELT_STRIDE, stride)}"
         ceil_mode = self.chance(15)
         if ceil_mode:
-            text += ", " + self.kw(("ceil",), self.pick(["yes", "true", 1]))
+            text += ", " + self.kw(_pool.POOL_OPTIONS[2].names, self.pick(["yes", "true", 1]))
         size = [_out_size(s, kernel, stride, padding, 1, ceil_mode) for s in (h, w)]
         return [(0, text)], (c, *size)
 
@@ -383,7 +390,7 @@ class _Writer:
         body, after = self.regular(shape, stride=stride, out=out)
         header = "residual"
         if self.chance(20):
-            header += " " + self.kw(("act",), self.pick(ACTIVATIONS))
+            header += " " + self.kw(SPELT_ACT, self.pick(ACTIVATIONS))
         lines = [(0, header + ":"), *_nest(body)]
         if after != shape and self.chance(30) or self.chance(5):
             conv = f"conv 1x1, {out}, act none"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import skdsl
 from skdsl import compiler, layers
-from skdsl import analysis as analysis_module
+from skdsl import ops
 from skdsl import expand as expand_module
 from skdsl import testing as T
 from skdsl.errors import Span, SpecError, register_source
@@ -249,13 +249,14 @@ def _wrap_compile(monkeypatch, change):
 
 
 def test_compiles_exactly_fails_when_the_analysis_miscounts_parameters(small, monkeypatch):
-    original = analysis_module._numbers  # every count, total or per node, goes through it
+    # Every count, total or per node, goes through the op's `cost` in the registry.
+    original = ops.norm.BatchNorm.cost
 
-    def one_too_many(node, count):
-        params, mult_adds, activations = original(node, count)
-        return (params + (node["op"] == "batchnorm"), mult_adds, activations)
+    def one_too_many(self, node):
+        params, mult_adds, activations = original(self, node)
+        return (params + 1, mult_adds, activations)
 
-    monkeypatch.setattr(analysis_module, "_numbers", one_too_many)
+    monkeypatch.setattr(ops.norm.BatchNorm, "cost", one_too_many)
     wrong = skdsl.analyze(small).params
     with pytest.raises(AssertionError) as failure:
         T.assert_compiles_exactly(small)
@@ -266,13 +267,13 @@ def test_compiles_exactly_fails_when_the_analysis_miscounts_parameters(small, mo
 
 
 def test_compiles_exactly_fails_when_the_analysis_miscounts_mult_adds(small, monkeypatch):
-    original = analysis_module._numbers
+    original = ops.dense.Linear.cost
 
-    def more_work(node, count):
-        params, mult_adds, activations = original(node, count)
-        return (params, mult_adds + 7 * (node["op"] == "linear"), activations)
+    def more_work(self, node):
+        params, mult_adds, activations = original(self, node)
+        return (params, mult_adds + 7, activations)
 
-    monkeypatch.setattr(analysis_module, "_numbers", more_work)
+    monkeypatch.setattr(ops.dense.Linear, "cost", more_work)
     with pytest.raises(AssertionError, match=r"mult-adds.*\(-7\)") as failure:
         T.assert_compiles_exactly(small)
     assert "head.fc" in str(failure.value)
@@ -381,7 +382,7 @@ def test_rejected_fails_on_another_code():
 
 
 def test_rejected_fails_on_a_crash(monkeypatch):
-    def crash(source, overrides=None):
+    def crash(source, *arguments, **options):
         raise KeyError("oops")
 
     monkeypatch.setattr(expand_module, "expand", crash)
@@ -390,7 +391,7 @@ def test_rejected_fails_on_a_crash(monkeypatch):
 
 
 def test_rejected_fails_on_an_error_without_a_location(monkeypatch):
-    def unlocated(source, overrides=None):
+    def unlocated(source, *arguments, **options):
         raise SpecError("somewhere")
 
     monkeypatch.setattr(expand_module, "expand", unlocated)
@@ -403,7 +404,7 @@ def test_rejected_fails_on_an_error_that_cannot_render(monkeypatch):
         def render(self):
             raise IndexError("no such line")
 
-    def broken(source, overrides=None):
+    def broken(source, *arguments, **options):
         raise Unrenderable("bad", Span(source.path, 1, 1, 1, 2))
 
     monkeypatch.setattr(expand_module, "expand", broken)
@@ -412,7 +413,7 @@ def test_rejected_fails_on_an_error_that_cannot_render(monkeypatch):
 
 
 def test_rejected_fails_when_the_excerpt_shows_another_line(monkeypatch):
-    def misplaced(source, overrides=None):
+    def misplaced(source, *arguments, **options):
         register_source(source.path, "something else\n")
         raise SpecError("bad", Span(source.path, 1, 1, 1, 2))
 
@@ -422,7 +423,7 @@ def test_rejected_fails_when_the_excerpt_shows_another_line(monkeypatch):
 
 
 def test_rejected_fails_on_a_span_past_the_end(monkeypatch):
-    def past(source, overrides=None):
+    def past(source, *arguments, **options):
         raise SpecError("bad", Span(source.path, 99, 1, 99, 2))
 
     monkeypatch.setattr(expand_module, "expand", past)

@@ -1,0 +1,168 @@
+"""The registry's vocabulary: `Op`, one class per primitive graph op, and `Keyword`, one
+definition per layer keyword of the language.
+
+An op class is everything about one op (pycls keeps a layer beside its cost function; here the
+op's class is both): its attributes are the dataclass fields, and its methods give the shape
+rule, the cost under every counting convention, the receptive-field rule, the torch module it
+compiles to (torch imported when called, never here) and its text in reports. Adding an op is
+one such class, defined with `@op(...)`, plus its torch module in layers.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from .shapes import Shape, elements
+
+ZERO = (0, 0, 0)
+
+# The conventions `analyze(..., count=...)` may add beyond conv + fc, in the order they list.
+CONVENTIONS = ("bn", "act", "pool", "add", "mul", "softmax")
+
+OPS: dict[str, type["Op"]] = {}  # graph op name -> its class
+KEYWORDS: dict[str, "Keyword"] = {}  # layer keyword -> its definition
+
+
+class Op:
+    """One primitive op of the lowered graph; its subclasses are slotted dataclasses of its
+    resolved numbers (channels, kernel, stride ...), which a graph node carries as `attrs`."""
+
+    __slots__ = ()
+    name: ClassVar[str] = ""  # the graph op: "conv2d"
+    spec_kinds: ClassVar[tuple[str, ...]] = ()  # spec kinds that lower to this op alone
+    spatial: ClassVar[str | None] = None  # for those: the noun of SK304 if it needs C×H×W
+    field_rule: ClassVar[str] = "keep"  # receptive field: "keep", "window" or "global"
+    counted_by: ClassVar[str | None] = None  # the --count convention that counts it
+
+    def cost(self, node) -> tuple[int, int, int]:
+        """(parameters, multiply-adds, activations) under the default conv + fc convention."""
+        return ZERO
+
+    def extra(self, node) -> int:
+        """Multiply-adds under `counted_by`: one per output element unless the op says."""
+        return elements(node.out_shapes[0])
+
+    # The torch module that runs it: "layers.Add" (skdsl.layers) or "nn.BatchNorm2d", made
+    # from the op's attributes in order, unless `module` says otherwise.
+    torch_module: ClassVar[str | None] = None
+    label: ClassVar[str | None] = None  # `text`'s format over the attributes: "shuffle G{groups}"
+    row: ClassVar[str | None] = None  # `rows`' format over the spec item: "fc, {out_features}"
+
+    def module(self):
+        """The torch module that runs it (imports torch)."""
+        if self.torch_module is None:
+            raise NotImplementedError(f"no torch module for op '{self.name}'")
+        home, _, name = self.torch_module.partition(".")
+        if home == "nn":
+            from torch import nn as home_module
+        else:
+            from .. import layers as home_module
+        return getattr(home_module, name)(*(getattr(self, f) for f in attribute_names(self)))
+
+    def text(self) -> str:
+        """The op in a few characters, for diagrams: 'conv2d 3×3/2 G32'."""
+        if self.label is None:
+            return self.name
+        return self.label.format(**{f: getattr(self, f) for f in attribute_names(self)})
+
+    # -- the generic lowering of `spec_kinds` (one spec item -> one node) --------------------
+
+    @classmethod
+    def from_item(cls, item, shape: Shape, path: str) -> "Op":
+        """The op's numbers for spec `item` reading a tensor of `shape`; a SpecError if the
+        item cannot apply there. By default the item's fields of the attributes' names."""
+        return cls(*(getattr(item, f) for f in attribute_names(cls)))
+
+    def output(self, shape: Shape) -> Shape:
+        """The output shape of the generic lowering: the input's unless the op says."""
+        return shape
+
+    @classmethod
+    def rows(cls, item, in_block: bool) -> list[str]:
+        """The lines a spec item of `spec_kinds` takes in a Table 1 cell."""
+        return [item.kind if cls.row is None else cls.row.format(**item.__dict__)]
+
+    # -- reading a node -----------------------------------------------------------------------
+
+    @classmethod
+    def of(cls, node) -> "Op":
+        """The typed attributes of a node, or of its dict in a networkx graph."""
+        return node["attrs"]
+
+    @classmethod
+    def build(cls, node):
+        """compiler.MODULES' entry: the module of a node (or of its networkx dict)."""
+        return node["attrs"].module()
+
+
+def op(name: str, **definition):
+    """Define a graph op and add it to the registry: `@op("scale", counted_by="mul", ...)` above
+    a class of its attributes, which becomes a slotted dataclass; `definition` sets the class
+    variables of `Op` (spec_kinds, spatial, field_rule, counted_by, torch_module, label, row)."""
+
+    def define(cls: type[Op]) -> type[Op]:
+        assert name not in OPS, name
+        for key, value in {"name": name, **definition}.items():
+            assert hasattr(Op, key), key  # a misspelt definition would be silently ignored
+            setattr(cls, key, value)
+        OPS[name] = dataclass(slots=True)(cls)
+        return OPS[name]
+
+    return define
+
+
+def attribute_names(op: type[Op] | Op) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(op))
+
+
+@dataclass(frozen=True)
+class Option:
+    """A keyword option of a layer: `stride 2`, `G=32`."""
+
+    field: str  # the spec field it fills
+    names: tuple[str, ...]  # how it may be written: the first is the paper's
+    kind: str  # how its value is read: a name of expand.CONVERTERS
+    what: str  # words for messages
+    choices: tuple[str, ...] = ()  # for kind "word"
+
+
+@dataclass(frozen=True)
+class Take:
+    """A positional argument of a layer, in order: `conv 3x3, 128`."""
+
+    field: str
+    what: str  # how a message names it when missing: "a kernel such as 3x3"
+    kind: str  # a name of expand.CONVERTERS
+    noun: str | None = None  # how a message names a bad value ("kernel"), if not `what`
+    required: bool = True
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Keyword:
+    """A layer keyword of the language: how it is written and what it expands to.
+
+    A keyword with a `model` is expanded by the generic rule: its `takes` in order, then its
+    `options`, into `model(**fixed, ...)`. Others name a builder of expand.py in `builder`.
+    """
+
+    word: str  # as written: "conv"
+    base_name: str  # the item's local name when unlabelled: "pool" for maxpool
+    usage: str | None = None  # the hint of a mistake: "write it as: conv 3x3, 128 ..."
+    takes: tuple[Take, ...] = ()
+    options: tuple[Option, ...] = ()
+    brackets: tuple[str, ...] = ()  # the names of unnamed values in SK[2, 32, 16]
+    model: type | None = None
+    fixed: dict = None  # fields the keyword itself sets: dwconv's groups="depthwise"
+    builder: str | None = None  # expand's builder, for keywords the generic rule cannot read
+    branches: bool = False  # takes an indented list of kernel branches (SK, SUM)
+
+
+def keyword(word: str, base_name: str, **definition) -> Keyword:
+    """Define a layer keyword and add it to the registry."""
+    assert word not in KEYWORDS, word
+    entry = KEYWORDS[word] = Keyword(word, base_name, **definition)
+    return entry
+
+

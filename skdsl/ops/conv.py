@@ -1,0 +1,94 @@
+"""Convolution: the `conv2d` op, and the `conv` and `dwconv` keywords."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import spec as S
+from .base import Keyword, Op, Option, Take, keyword, op
+
+STRIDE = Option("stride", ("stride", "s"), "positive", "stride")
+GROUPS = Option("groups", ("G", "groups", "g"), "groups", "G (groups)")
+DILATION = Option("dilation", ("D", "dilation", "d"), "positive", "D (dilation)")
+PADDING = Option("padding", ("pad", "padding"), "pair", "padding")
+BIAS = Option("bias", ("bias",), "flag", "bias")
+NORM = Option("norm", ("bn", "norm"), "flag", "bn")
+ACT = Option("act", ("act",), "word", "act", tuple(S.ACTIVATIONS))
+KERNEL = Take("kernel", "a kernel such as 3x3", "kernel", noun="kernel")
+
+
+def kernel_text(kernel: tuple[int, int]) -> str:
+    return f"{kernel[0]}×{kernel[1]}"
+
+
+@op("conv2d", field_rule="window")
+class Conv2d(Op):
+    """A 2-d convolution: C_out · (C_in / G) · k_h · k_w weights, one multiply-add each per
+    output pixel."""
+
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: int
+    padding: tuple[int, int]
+    dilation: int
+    groups: int
+    bias: bool
+
+    def cost(self, node) -> tuple[int, int, int]:
+        kernel = self.kernel
+        weights = self.out_channels * (self.in_channels // self.groups) * kernel[0] * kernel[1]
+        out_channels, height, width = node.out_shapes[0]
+        params = weights + (self.out_channels if self.bias else 0)
+        return params, weights * height * width, out_channels * height * width
+
+    def module(self):
+        from torch import nn
+
+        from .. import layers as L
+
+        # A dilated convolution may run as an ordinary one on polyphase sub-grids (layers.POLYPHASE).
+        conv_class = L.DilatedConv2d if self.dilation > 1 else nn.Conv2d
+        return conv_class(self.in_channels, self.out_channels, self.kernel, stride=self.stride,
+                          padding=self.padding, dilation=self.dilation, groups=self.groups,
+                          bias=self.bias)
+
+    def text(self) -> str:
+        text = f"conv2d {kernel_text(self.kernel)}"
+        text += f"/{self.stride}" if self.stride > 1 else ""
+        text += f" G{self.groups}" if self.groups > 1 else ""
+        return text + (f" D{self.dilation}" if self.dilation > 1 else "")
+
+
+def pointwise(in_channels: int, out_channels: int, bias: bool) -> Conv2d:
+    """A 1×1 convolution (SK's and SE's fcs on a C×1×1 map)."""
+    return Conv2d(in_channels, out_channels, (1, 1), 1, (0, 0), 1, 1, bias)
+
+
+CONV = keyword("conv", "conv", usage="write it as: conv 3x3, 128, G=32, stride 2",
+               takes=(KERNEL, Take("out_channels", "its output channels", "positive")),
+               options=(STRIDE, GROUPS, DILATION, PADDING, BIAS, NORM, ACT), model=S.Conv)
+DWCONV = keyword("dwconv", "conv", usage="write it as: dwconv 3x3, stride 2",
+                 takes=(KERNEL, Take("out_channels", "its output channels", "positive",
+                                     required=False)),
+                 options=(STRIDE, DILATION, PADDING, BIAS, NORM, ACT), model=S.Conv,
+                 fixed={"groups": "depthwise"})
+
+
+def conv_rows(conv, show_stride: bool) -> str:
+    """A conv as Table 1 writes it: '3×3, 128, G=32'."""
+    parts = [kernel_text(conv.kernel)]
+    if conv.out_channels is not None:
+        parts.append(str(conv.out_channels))
+    if conv.groups == "depthwise":
+        parts.append("dw")
+    elif conv.groups > 1:
+        parts.append(f"G={conv.groups}")
+    if conv.dilation > 1:
+        parts.append(f"D={conv.dilation}")
+    if show_stride and conv.stride > 1:
+        parts.append(f"stride {conv.stride}")
+    return ", ".join(parts)
+
+
+__all__ = ["Conv2d", "pointwise", "CONV", "DWCONV", "Keyword", "conv_rows", "kernel_text"]

@@ -1,0 +1,98 @@
+"""Pooling: the `max_pool`, `avg_pool`, `global_pool` and `channel_pool` ops, and the
+`maxpool`, `avgpool`, `gap` and `channelpool` keywords."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .. import spec as S
+from .base import Op, Option, Take, keyword, op
+from .conv import PADDING, STRIDE, kernel_text
+from .shapes import elements
+
+
+@dataclass(slots=True)
+class _WindowPool(Op):
+    """A k×k pooling window: k·k reads per output element under the `pool` convention."""
+
+    field_rule: ClassVar[str] = "window"
+    counted_by: ClassVar[str | None] = "pool"
+    dilation: ClassVar[int] = 1
+    kernel: tuple[int, int]
+    stride: int
+    padding: tuple[int, int]
+    ceil_mode: bool
+
+    def extra(self, node) -> int:
+        return elements(node.out_shapes[0]) * self.kernel[0] * self.kernel[1]
+
+    def module(self):
+        from torch import nn
+
+        pool_class = nn.MaxPool2d if self.name == "max_pool" else nn.AvgPool2d
+        return pool_class(self.kernel, stride=self.stride, padding=self.padding,
+                          ceil_mode=self.ceil_mode)
+
+    def text(self) -> str:
+        return f"{self.name} {kernel_text(self.kernel)}/{self.stride}"
+
+
+@op("max_pool")
+class MaxPool(_WindowPool):
+    """Max pooling over a k×k window."""
+
+@op("avg_pool")
+class AvgPool(_WindowPool):
+    """Average pooling over a k×k window."""
+
+@dataclass(slots=True)
+class _ReadingPool(Op):
+    """A pool that reads every input element once (`pool` convention)."""
+
+    counted_by: ClassVar[str | None] = "pool"
+    mode: str
+
+    def extra(self, node) -> int:
+        return elements(node.in_shapes[0])
+
+
+@op("global_pool", spec_kinds=("global_pool",), spatial="global pool", field_rule="global",
+    torch_module="layers.GlobalPool", label="global_pool {mode}")
+class GlobalPool(_ReadingPool):
+    """Global average or max pooling to C×1×1; its output has seen the whole image."""
+
+
+    def output(self, shape):
+        return (shape[0], 1, 1)
+
+    @classmethod
+    def rows(cls, item, in_block: bool) -> list[str]:
+        return ["global average pool" if item.mode == "avg" else "global max pool"]
+
+
+@op("channel_pool", spec_kinds=("channel_pool",), spatial="channel pool",
+    torch_module="layers.ChannelPool")
+class ChannelPool(_ReadingPool):
+    """Average or max across channels to 1×H×W (CBAM's spatial attention)."""
+
+
+    def output(self, shape):
+        return (1, *shape[1:])
+
+
+POOL_OPTIONS = (STRIDE, PADDING, Option("ceil_mode", ("ceil",), "flag", "ceil"))
+MAXPOOL = keyword("maxpool", "pool", usage="write it as: maxpool 3x3, stride 2",
+                  options=POOL_OPTIONS, builder="pool")
+AVGPOOL = keyword("avgpool", "pool",
+                  usage="write it as: avgpool 2x2, stride 2 (or avgpool global)",
+                  options=POOL_OPTIONS, builder="pool")
+GAP = keyword("gap", "pool", builder="pool")
+CHANNELPOOL = keyword("channelpool", "pool", model=S.ChannelPool,
+                      takes=(Take("mode", "avg or max", "word", noun="channelpool mode",
+                                  required=False, choices=("avg", "max")),))
+
+
+def pool_rows(item, in_block: bool) -> list[str]:
+    text = f"{kernel_text(item.kernel)} {item.mode} pool"
+    return [text if in_block else f"{text}, stride {item.stride}"]
