@@ -1,7 +1,9 @@
-"""Print the Select weights of every SK unit (section 3.1, Eq. 5-6): a softmax over M branches.
+"""Record the Select weights of every SK unit (section 3.1, Eq. 5-6): a softmax over M branches.
 
-Each `*.select` module is called as select(logits, branch_1, ..., branch_M), with path-major
-logits N×(M·C)×1×1: reshaped to N×M×C, a softmax over M gives the weights a_c, b_c, ...
+`AttentionRecorder` hooks each unit's `*.select` module only while the `with` is open, and
+keeps N×M×C weights per unit, named as the paper names units (SK_<stage>_<unit>) and by graph
+name, branches ordered by receptive field (3×3 with dilation D is a (2D+1)×(2D+1) field).
+`skdsl inspect attention` runs the paper's scale experiment (section 4.4) with it.
 """
 
 from pathlib import Path
@@ -9,30 +11,19 @@ from pathlib import Path
 import torch
 
 import skdsl
+from skdsl.inspect.record import AttentionRecorder
 
 torch.manual_seed(0)  # the same initial weights on every run
 spec = skdsl.load(Path(__file__).resolve().parent / "tiny_sk.sk", overrides={"M": 3})
 model = skdsl.compile(spec).eval()
-weights = {}  # unit name -> N×M×C softmax weights
-
-
-def keep_weights(unit):
-    def hook(module, inputs, output):
-        logits = inputs[0].reshape(-1, module.branches, module.channels)  # N×M×C
-        weights[unit] = logits.softmax(dim=1)
-    return hook
-
-
-for name, module in model.named_modules():
-    if name.endswith(".select"):
-        module.register_forward_hook(keep_weights(name.removesuffix(".select")))
-
 images = torch.randn(2, *spec.input)  # two random 3×32×32 images
-with torch.no_grad():
+with torch.no_grad(), AttentionRecorder(model) as recorder:
     model(images)
     # Without hooks: the outputs of named graph nodes, here one unit's raw logits.
     logits = model.features(images, ["conv2.block1.sk.logits"])["conv2.block1.sk.logits"]
-assert torch.allclose(logits.reshape(2, 3, -1).softmax(1), weights["conv2.block1.sk"])
-for unit, w in weights.items():  # mean over images and channels; the shares sum to 1
-    shares = w.mean(dim=(0, 2)).tolist()
-    print(f"{unit:<16}", ", ".join(f"D={m + 1}: {s:.3f}" for m, s in enumerate(shares)))
+assert torch.allclose(logits.reshape(2, 3, -1).softmax(1), recorder.weights("conv2.block1.sk"))
+for unit in recorder.units:  # mean over images and channels; the shares sum to 1
+    shares = recorder.weights(unit.name).mean(dim=(0, 2)).tolist()
+    fields = unit.kernels.split("/")  # '3×3/5×5/7×7'
+    print(f"{unit.name} {unit.layer:<16}", ", ".join(f"{f}: {s:.3f}"
+                                                     for f, s in zip(fields, shares)))

@@ -1,0 +1,155 @@
+"""What `skdsl inspect attention` shows: a units × scales table, and figures in the style of the
+paper's Fig. 3 and Fig. 4 (with the optional matplotlib, `pip install 'skdsl[plot]'`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .units import InspectError
+
+CHANNELS_AVERAGED = 16  # the paper's Fig. 3 plots averages of 16 successive channels
+FIGURES = ("attention_units.png", "attention_classes.png")
+
+
+class OutputError(InspectError):
+    """The results could not be written."""
+
+    code = "SK645"
+
+
+def table(result: dict):
+    """A rich table: per unit the mean difference at the first scale, then the paired change to
+    every other scale ± its standard error; a last row gives top-1 at each scale. Fields every
+    unit shares go in the title (as the paper's "kernel 5x5 - 3x3"), so 3 scales fit 80 columns."""
+    from rich.table import Table
+
+    scales, units = result["scales"], result["units"]
+    kinds = {_fields(unit["fields"]) for unit in units}
+    mixed = len(kinds) > 1
+    compared = "largest field − smallest" if mixed else _compared(kinds.pop())
+    title = (f"mean attention difference ({compared}), {result['images']} images, "
+             f"protocol {result['protocol']}")
+    grid = Table(title=title, title_justify="left")
+    grid.add_column("unit")
+    grid.add_column("graph name")
+    fields = [[] for _ in units]  # a fields column only where units differ
+    if mixed:
+        grid.add_column("fields")
+        fields = [[_fields(unit["fields"])] for unit in units]
+    grid.add_column(scale_text(scales[0]), justify="right")
+    for scale in scales[1:]:
+        grid.add_column(f"{scale_text(scale)} − {scale_text(scales[0])}", justify="right")
+    for unit, field in zip(units, fields):
+        change = unit["change"]
+        grid.add_row(unit["name"], unit["layer"], *field, f"{unit['difference']['mean'][0]:+.4f}",
+                     *(f"{m:+.4f}±{e:.4f}" for m, e in
+                       zip(change["mean"][1:], change["stderr"][1:])))
+    grid.add_row("top-1", "", *([""] * len(fields[0])), *(f"{a:.1%}" for a in result["accuracy"]),
+                 end_section=True)
+    return grid
+
+
+def _compared(fields: str) -> str:
+    """'3×3/5×5' -> '5×5 − 3×3': the largest field minus the smallest."""
+    kernels = fields.split("/")
+    return f"{kernels[-1]} − {kernels[0]}"
+
+
+def scale_text(scale: float) -> str:
+    """1.0 -> '1.0×', 1.25 -> '1.25×': as the paper writes scales."""
+    return f"{scale:.1f}×" if round(scale, 1) == scale else f"{scale:g}×"
+
+
+def _fields(fields: list) -> str:
+    return "/".join("global" if f is None else f"{f[0]}×{f[1]}" for f in fields)
+
+
+def write_results(result: dict, out: str | Path, figure_units: list[str]) -> list[Path]:
+    """attention.json, and the two figures when matplotlib is installed; the paths written."""
+    from ..commands.output import to_json_text
+
+    folder = Path(out)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = [folder / "attention.json"]
+        written[0].write_text(to_json_text(result) + "\n", encoding="utf-8")
+        if plotting_available():
+            written += write_figures(result, folder, figure_units)
+    except OSError as error:
+        raise OutputError(f"cannot write the results to '{folder}': {error.strerror or error}",
+                          hint="name a writable folder with --out") from None
+    return written
+
+
+def plotting_available() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def write_figures(result: dict, folder: Path, chosen: list[str]) -> list[Path]:
+    """Fig. 3 (larger kernel's attention across channels; mean difference per unit with its
+    standard deviation) and Fig. 4 (mean difference per class), one curve per scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    units = {unit["name"]: unit for unit in result["units"]}
+    picked = [units[name] for name in chosen if name in units] or list(units.values())[:3]
+    paths = [folder / name for name in FIGURES]
+    figure = _figure_units(plt, result, picked)
+    figure.savefig(paths[0], dpi=80)
+    plt.close(figure)
+    figure = _figure_classes(plt, result, picked)
+    figure.savefig(paths[1], dpi=80)
+    plt.close(figure)
+    return paths
+
+
+def _figure_units(plt, result: dict, picked: list[dict]):
+    scales, units = result["scales"], result["units"]
+    figure, axes = plt.subplots(1, len(picked) + 1, figsize=(3.6 * (len(picked) + 1), 3.2),
+                                squeeze=False)
+    for axis, unit in zip(axes[0], picked):
+        group = min(CHANNELS_AVERAGED, max(1, unit["channels"] // 8))
+        for scale, attention in zip(scales, unit["larger_attention"]):
+            means = [sum(attention[i:i + group]) / len(attention[i:i + group])
+                     for i in range(0, len(attention), group)]
+            axis.plot([i * group for i in range(len(means))], means, label=scale_text(scale))
+        largest = unit["fields"][-1]
+        axis.set_title(f"attention for {largest[0]}×{largest[1]} in {unit['name']}", fontsize=9)
+        axis.set_xlabel(f"channel (mean of {group})", fontsize=8)
+    axis = axes[0][-1]
+    for s, scale in enumerate(scales):
+        axis.errorbar(range(len(units)), [u["difference"]["mean"][s] for u in units],
+                      yerr=[u["difference"]["std"][s] for u in units], capsize=2,
+                      label=scale_text(scale), alpha=0.8)
+    axis.set_xticks(range(len(units)), [u["name"] for u in units], rotation=90, fontsize=7)
+    axis.set_title("mean attention difference (large − small)", fontsize=9)
+    axis.axhline(0, color="grey", linewidth=0.5)
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _figure_classes(plt, result: dict, picked: list[dict]):
+    scales = result["scales"]
+    figure, axes = plt.subplots(len(picked), 1, figsize=(6.4, 2.2 * len(picked)), squeeze=False)
+    for axis, unit in zip(axes[:, 0], picked):
+        per_class = [(c, means) for c, means in enumerate(unit["per_class"]) if means]
+        for s, scale in enumerate(scales):
+            axis.plot([c for c, _ in per_class], [means[s] for _, means in per_class],
+                      marker=".", label=scale_text(scale))
+        axis.set_title(f"mean attention difference on {unit['name']} per class", fontsize=9)
+        axis.axhline(0, color="grey", linewidth=0.5)
+    axes[-1, 0].set_xlabel("class index", fontsize=8)
+    axes[0, 0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+__all__ = ["OutputError", "FIGURES", "table", "write_results", "plotting_available",
+           "write_figures"]
