@@ -472,6 +472,7 @@ FIELDS = {
     "epoch": _whole(0), "batch_in_epoch": _whole(0), "step": _whole(0),
     "best_top1": _number, "best_epoch": _optional(_whole(1)), "history": _history,
     "epoch_totals": _epoch_totals, "rng": _rng, "config": _config,
+    "ema": _optional(_tensors_by_name),  # --ema: the moving average of the weights
 }
 # Read by eval and --resume: a checkpoint without one of them is corrupt.
 REQUIRED = ("spec_sha256", "model", "optimizer", "epoch", "batch_in_epoch", "step", "best_top1",
@@ -487,6 +488,21 @@ def field_problem(payload: Mapping) -> str | None:
         trouble = rule(payload[key]) if key in payload else None
         if trouble:
             return f"its {key} {trouble}"
+    return _between_fields(payload)
+
+
+def _between_fields(payload: Mapping) -> str | None:
+    """What the fields say of each other: a run with --ema saves its average, and a run that
+    accumulates K batches a step saves only between steps (batch_in_epoch a multiple of K)."""
+    config = payload["config"]
+    if config.get("ema") is not None and payload.get("ema") is None:
+        return f"its config has ema {_shown(config['ema'])} but it holds no ema weights"
+    if payload.get("ema") is not None and set(payload["ema"]) != set(payload["model"]):
+        return "its ema weights are not of its model's tensors"
+    accum = config.get("accum_steps") or 1
+    if payload["batch_in_epoch"] % accum:
+        return (f"its batch_in_epoch {payload['batch_in_epoch']} is not a whole number of "
+                f"steps of accum_steps {accum}")
     return None
 
 

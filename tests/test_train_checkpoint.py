@@ -166,3 +166,28 @@ def test_rng_states_survive_a_checkpoint(tmp_path):
     numpy.random.rand()
     C.set_rng_state(C.load(tmp_path / "last.pt")["rng"][0])
     assert numpy.random.rand() == expected
+
+
+# -- the state of the recipe knobs: EMA weights, accumulation ------------------------------------
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda p: (p["config"].update(ema=0.99), p.update(ema=None)),
+     "its config has ema 0.99 but it holds no ema weights"),
+    (lambda p: p.update(ema={"x": torch.zeros(1)}), "its ema weights are not of its model's tensors"),
+    (lambda p: p.update(ema=[1, 2]), "its ema is not a state dict of tensors"),
+    (lambda p: (p["config"].update(accum_steps=4), p.update(batch_in_epoch=6)),
+     "its batch_in_epoch 6 is not a whole number of steps of accum_steps 4"),
+])
+def test_ema_weights_and_accumulation_counters_are_checked_against_the_config(tmp_path, change,
+                                                                                reason):
+    written = payload()
+    written["ema"] = {key: value.clone() for key, value in written["model"].items()}
+    written["config"].update(ema=0.9, accum_steps=2)
+    C.save(written, tmp_path / "good.pt")
+    assert C.load(tmp_path / "good.pt")["ema"].keys() == written["model"].keys()
+    change(written)
+    C.save(written, tmp_path / "bad.pt")  # sealed: the digest is right, a field is not
+    with pytest.raises(CheckpointError) as error:
+        C.load(tmp_path / "bad.pt")
+    assert error.value.code == "SK602" and reason in error.value.message

@@ -13,11 +13,15 @@ SyncBatchNorm), runner (the loop), display and metrics (what is shown and logged
 
 from __future__ import annotations
 
+import sys
+import types
+
 from .config import EvalConfig, TrainConfig
 
 
 def train(config: TrainConfig):
-    """Train as `config` says; returns a `runner.Result` (status, best top-1, history, out)."""
+    """Train as `config` says; returns a `runner.Result` (status, best top-1, history, out).
+    `skdsl.train(model_or_spec, ...)`, the package called, takes modules and Datasets too."""
     from .runner import train as _train
 
     return _train(config)
@@ -29,5 +33,18 @@ def evaluate(config: EvalConfig) -> dict:
 
     return evaluate_checkpoint(config)
 
+
+class _CallablePackage(types.ModuleType):
+    """This package, which can also be called: `skdsl.train(model_or_spec, train_data=...,
+    val_data=..., **config)` is api.train. A function named `train` in skdsl/__init__.py would
+    hide the package itself: `import skdsl.train.runner as runner` then fails."""
+
+    def __call__(self, model_or_spec, train_data=None, val_data=None, **config):
+        from .api import train as train_model
+
+        return train_model(model_or_spec, train_data, val_data, **config)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
 
 __all__ = ["TrainConfig", "EvalConfig", "train", "evaluate"]

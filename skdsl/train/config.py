@@ -14,11 +14,15 @@ RECIPE_NAMES = ("paper", "paper-light", "cifar")
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+OPTIMIZERS = ("sgd", "adamw")
+AUGMENTS = ("standard", "randaugment")  # standard: the source's own crop and flip
 
 # Settings that shape the trajectory of the weights: resuming with another value would not
 # continue the same run, so `--resume` refuses a change.
 FIXED_ON_RESUME = ("data", "seed", "recipe", "batch_size", "lr", "weight_decay", "label_smoothing",
-                   "schedule", "warmup_epochs", "sync_bn", "overrides", "classes")
+                   "schedule", "warmup_epochs", "sync_bn", "overrides", "classes",
+                   "opt", "ema", "clip_grad", "accum_steps", "mixup", "cutmix", "augment",
+                   "crop_scale", "warmup_steps")
 # What a resumed run takes from the checkpoint when left out: the above, and how the run was
 # started. --max-steps, --workers, --device, --log-every and --plot belong to one invocation.
 CARRIED_ON_RESUME = FIXED_ON_RESUME + ("epochs", "precision", "channels_last", "compile",
@@ -31,12 +35,16 @@ MAX_SEED = 2**63 - 1
 MAX_WORKERS = 64
 INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (2, 1 << 24), "workers": (0, MAX_WORKERS),
                   "seed": (0, MAX_SEED), "max_steps": (1, 1 << 62), "log_every": (1, 1 << 62),
-                  "classes": (1, 1 << 24), "memory_budget": (1, 1 << 60)}
-NUMBERS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs")
+                  "classes": (1, 1 << 24), "memory_budget": (1, 1 << 60),
+                  "threads": (1, 4096), "accum_steps": (1, 1 << 16), "warmup_steps": (0, 1 << 62)}
+NUMBERS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs", "clip_grad", "mixup",
+           "cutmix")
+# Numbers strictly between two bounds: an EMA decay of 0 or 1 would copy or freeze the weights.
+OPEN_RANGES = {"ema": (0.0, 1.0)}
 CHOICES = {"recipe": RECIPE_NAMES, "schedule": SCHEDULES, "precision": PRECISIONS,
-           "device": DEVICES}
-FLAGS = ("channels_last", "compile", "sync_bn", "deterministic", "resume", "plot")
-TEXTS = ("spec", "out", "data", "init")
+           "device": DEVICES, "opt": OPTIMIZERS, "augment": AUGMENTS}
+FLAGS = ("channels_last", "compile", "sync_bn", "deterministic", "plot")
+TEXTS = ("spec", "out", "data", "init", "config_file")
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class TrainConfig:
     seed: int | None = None
     device: str | None = None  # auto, cpu, cuda
     deterministic: bool | None = None
-    resume: bool = False
+    resume: bool | str = False  # True: continue the run in `out`; "auto": if it holds one
     max_steps: int | None = None  # stop after this many optimiser steps in all
     log_every: int | None = None  # steps between reading losses back from the device
     plot: bool | None = None
@@ -72,6 +80,18 @@ class TrainConfig:
     # bytes one process may use for training (resources.guard_training); None: what the
     # device has free now, shared by the processes of this machine
     memory_budget: int | None = None
+    threads: int | None = None  # intra-op threads; None: this process's share of its cores
+    opt: str | None = None  # sgd (the recipe's) or adamw (no decay on norm and bias parameters)
+    ema: float | None = None  # decay of an exponential moving average of the weights; None: off
+    clip_grad: float | None = None  # largest global gradient norm; None: no clipping
+    accum_steps: int | None = None  # batches of `batch_size` per optimiser step (default 1)
+    mixup: float | None = None  # alpha of mixup's Beta(alpha, alpha); None: off
+    cutmix: float | None = None  # alpha of cutmix's Beta(alpha, alpha); None: off
+    augment: str | None = None  # standard, randaugment (2 ops, magnitude 9, on tensors)
+    crop_scale: tuple[float, float] | None = None  # random-resized crop's area range (imagefolder)
+    warmup_steps: int | None = None  # linear warm-up in optimiser steps (else warmup_epochs)
+    config_file: str | None = None  # a TOML file of these settings; fields set here win
+    allow_imports_outside: bool = False  # `use` may read files outside the spec's folder, std/
 
     def with_defaults(self, saved: "TrainConfig | None" = None) -> "TrainConfig":
         """Unset fields from `saved` (a resumed run's CARRIED_ON_RESUME), else from DEFAULTS."""
@@ -92,7 +112,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in known})
+        values = {key: value for key, value in values.items() if key in known}
+        if isinstance(values.get("crop_scale"), list):  # a JSON round trip makes tuples lists
+            values["crop_scale"] = tuple(values["crop_scale"])
+        return cls(**values)
 
 
 # What an unset field means when nothing else decides it (the recipe and its numbers stay None:
@@ -118,6 +141,8 @@ class EvalConfig:
     seed: int | None = None  # None: the checkpoint's (it chose the synthetic validation images)
     json: bool = False
     classes: int | None = None  # None: the checkpoint's (a fine-tuned run's --classes)
+    ema: bool = False  # evaluate the checkpoint's moving average of the weights (train --ema)
+    allow_imports_outside: bool = False  # `use` may read files outside the spec's folder, std/
 
 
 def config_problem(values) -> str | None:
@@ -140,6 +165,18 @@ def _setting_problem(name: str, value) -> str | None:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0 <= value < float("inf")):
             return f"is {shown}, not a finite number >= 0"
+    elif name in OPEN_RANGES:
+        low, high = OPEN_RANGES[name]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and low < value < high):
+            return f"is {shown}, not a number between {low:g} and {high:g} (both excluded)"
+    elif name == "crop_scale":
+        if not (isinstance(value, (tuple, list)) and len(value) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+                and 0 < value[0] <= value[1] <= 1):
+            return f"is {shown}, not two area fractions LO, HI with 0 < LO <= HI <= 1"
+    elif name == "resume" and value not in (True, False, "auto"):
+        return f"is {shown}, not true, false or 'auto'"
     elif name in CHOICES and value not in CHOICES[name]:
         return f"is {shown}, not one of {', '.join(CHOICES[name])}"
     elif name in FLAGS and not isinstance(value, bool):
@@ -154,4 +191,5 @@ def _setting_problem(name: str, value) -> str | None:
 
 __all__ = ["TrainConfig", "EvalConfig", "DEFAULTS", "config_problem", "INTEGER_RANGES", "MAX_SEED",
            "MAX_WORKERS", "FIXED_ON_RESUME", "CARRIED_ON_RESUME",
-           "DATA_KINDS", "RECIPE_NAMES", "SCHEDULES", "PRECISIONS", "DEVICES"]
+           "DATA_KINDS", "RECIPE_NAMES", "SCHEDULES", "PRECISIONS", "DEVICES", "OPTIMIZERS",
+           "AUGMENTS", "OPEN_RANGES", "NUMBERS", "CHOICES", "FLAGS", "TEXTS"]

@@ -17,7 +17,7 @@ import itertools
 import math
 import pickle
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +27,7 @@ from torch import Generator, Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import CliError, did_you_mean
+from ..loading import SettingError
 from .config import DATA_KINDS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
@@ -58,15 +59,17 @@ def parse_source(text: str) -> SourceSpec:
     """'cifar10:data/cifar' -> SourceSpec('cifar10', Path('data/cifar')); checks the directory."""
     kind, _, rest = text.partition(":")
     if kind not in DATA_KINDS:
-        raise CliError(f"--data {text!r}: unknown source '{kind}'", code="SK511",
-                       hint=did_you_mean(kind, DATA_KINDS) or f"use one of: {', '.join(DATA_KINDS)}")
+        raise SettingError(f"{{data}} {text!r}: unknown source '{kind}'", code="SK511",
+                           hint=did_you_mean(kind, DATA_KINDS) or
+                           f"use one of: {', '.join(DATA_KINDS)}")
     if kind == "synthetic":
         return _synthetic_options(text, rest)
     if not rest:
-        raise CliError(f"--data {text!r}: name the directory, as in {kind}:DIR", code="SK511")
+        raise SettingError(f"{{data}} {text!r}: name the directory, as in {kind}:DIR",
+                           code="SK511")
     path = Path(rest).expanduser()
     if not path.is_dir():
-        raise CliError(f"--data {text!r}: no directory '{path}'", code="SK511")
+        raise SettingError(f"{{data}} {text!r}: no directory '{path}'", code="SK511")
     return SourceSpec(kind, path)
 
 
@@ -76,18 +79,19 @@ def _synthetic_options(text: str, options: str) -> SourceSpec:
     for item in filter(None, options.split(",")):
         name, _, raw = item.partition("=")
         if name not in ("train", "val", "scale"):
-            raise CliError(f"--data {text!r}: unknown synthetic option '{name}'", code="SK511",
-                           hint="the options are train=N, val=N, scale=LO-HI")
+            raise SettingError(f"{{data}} {text!r}: unknown synthetic option '{name}'",
+                               code="SK511", hint="the options are train=N, val=N, scale=LO-HI")
         try:
             if name == "scale":
                 values["scale_range"] = _scale_range(raw)
             else:
                 values[f"{name}_size"] = _count(raw)
         except ValueError:
-            raise CliError(f"--data {text[:80]!r}: bad value in '{item[:40]}'", code="SK511",
-                           hint=f"train=N and val=N take counts from 1 to {MAX_SYNTHETIC:,}; "
-                                f"scale=LO-HI two fractions of the image side, "
-                                f"0 < LO <= HI <= 1") from None
+            raise SettingError(f"{{data}} {text[:80]!r}: bad value in '{item[:40]}'",
+                               code="SK511",
+                               hint=f"train=N and val=N take counts from 1 to {MAX_SYNTHETIC:,}; "
+                                    f"scale=LO-HI two fractions of the image side, "
+                                    f"0 < LO <= HI <= 1") from None
     return SourceSpec("synthetic", **values)
 
 
@@ -208,12 +212,23 @@ class Split(Dataset):
 
 @dataclass(frozen=True)
 class Normalize:
-    """Evaluation on images already of the right size: normalisation only."""
+    """Evaluation on images already of the right size: normalisation only.
+
+    `policy` (training only, such as augment.RandAugment) runs on the 0..1 image just before
+    normalisation, after the source's own crop and flip."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    policy: Callable[[Tensor, Generator], Tensor] | None = field(default=None, kw_only=True)
 
     def __call__(self, image: Tensor, generator: Generator | None) -> Tensor:
+        return normalize(image, self.mean, self.std)
+
+    def finish(self, image: Tensor, generator: Generator | None) -> Tensor:
+        """A training image (uint8, or float in 0..1) through the policy, then normalised."""
+        image = image.float() / 255 if image.dtype == torch.uint8 else image
+        if self.policy is not None and generator is not None:
+            image = self.policy(image, generator)
         return normalize(image, self.mean, self.std)
 
 
@@ -222,7 +237,7 @@ class FlipNormalize(Normalize):
     """Training on synthetic images: a random left-right flip."""
 
     def __call__(self, image: Tensor, generator: Generator | None) -> Tensor:
-        return normalize(random_flip(image, generator), self.mean, self.std)
+        return self.finish(random_flip(image, generator), generator)
 
 
 @dataclass(frozen=True)
@@ -233,7 +248,7 @@ class PadCropFlipNormalize(Normalize):
 
     def __call__(self, image: Tensor, generator: Generator | None) -> Tensor:
         image = random_flip(random_crop_padded(image, self.padding, generator), generator)
-        return normalize(image, self.mean, self.std)
+        return self.finish(image, generator)
 
 
 @dataclass(frozen=True)
@@ -245,7 +260,7 @@ class ResizedCropFlipNormalize(Normalize):
 
     def __call__(self, image: Tensor, generator: Generator | None) -> Tensor:
         image = random_resized_crop(image, self.size, self.crop_scale, generator)
-        return normalize(random_flip(image, generator) / 255, self.mean, self.std)
+        return self.finish(random_flip(image, generator) / 255, generator)
 
 
 @dataclass(frozen=True)
@@ -271,23 +286,30 @@ class Source:
 
 
 def open_source(source: SourceSpec, image_shape: tuple[int, int, int], classes: int,
-                seed: int, light_augmentation: bool = False) -> Source:
+                seed: int, light_augmentation: bool = False, *,
+                crop_scale: tuple[float, float] | None = None, policy=None) -> Source:
     """The splits of a source, producing images of `image_shape` (the spec's input C×H×W).
 
     `classes` (the spec's) sets the synthetic source's class count; the others have their own.
+    `crop_scale` is imagefolder's random-resized-crop area range (default 0.08-1, 0.25-1 when
+    `light_augmentation`); `policy` augments every training image (augment.RandAugment).
     """
     channels, height, width = image_shape
     if channels != 3:
-        raise CliError(f"the spec's input has {channels} channels; the data sources give RGB "
-                       f"images (3 channels)", code="SK511", hint="use `input 3xHxW` in the spec")
+        raise SettingError(f"the spec's input has {channels} channels; the data sources give "
+                           f"RGB images (3 channels)", code="SK511",
+                           hint="use `input 3xHxW` in the spec")
     if source.kind == "synthetic":
-        return _open_synthetic(source, (height, width), classes, seed)
+        return _open_synthetic(source, (height, width), classes, seed, policy)
     if source.kind in ("cifar10", "cifar100"):
         if (height, width) != (32, 32):
-            raise CliError(f"CIFAR images are 32×32, but the spec's input is {height}×{width}",
-                           code="SK511", hint="use `input 3x32x32` in the spec")
-        return _open_cifar(source, seed)
-    return _open_imagefolder(source, (height, width), seed, light_augmentation)
+            raise SettingError(f"CIFAR images are 32×32, but the spec's input is "
+                               f"{height}×{width}", code="SK511",
+                               hint="use `input 3x32x32` in the spec")
+        return _open_cifar(source, seed, policy)
+    # The paper: less aggressive scale augmentation for the light models (ShuffleNetV2 + SK).
+    crop_scale = crop_scale or ((0.25, 1.0) if light_augmentation else (0.08, 1.0))
+    return _open_imagefolder(source, (height, width), seed, crop_scale, policy)
 
 
 # -- synthetic: shapes and textures whose class is the pattern and whose size varies -------------
@@ -427,11 +449,13 @@ def _hsv_to_rgb(hue: Tensor, saturation: Tensor, value: Tensor) -> Tensor:
     return value[:, None] - value[:, None] * saturation[:, None] * ramp
 
 
-def _open_synthetic(source: SourceSpec, size: tuple[int, int], classes: int, seed: int) -> Source:
+def _open_synthetic(source: SourceSpec, size: tuple[int, int], classes: int, seed: int,
+                    policy=None) -> Source:
     mean, std = SyntheticShapes.MEAN, SyntheticShapes.STD
     train, val = (SyntheticShapes(size, classes, length, seed, split, source.scale_range)
                   for split, length in enumerate((source.train_size, source.val_size)))
-    return Source("synthetic", classes, Split(train, FlipNormalize(mean, std), seed),
+    return Source("synthetic", classes,
+                  Split(train, FlipNormalize(mean, std, policy=policy), seed),
                   Split(val, Normalize(mean, std), seed))
 
 
@@ -503,7 +527,7 @@ def _cifar_tensors(path: Path, data, labels, classes: int) -> tuple[Tensor, Tens
     return images, label_tensor
 
 
-def _open_cifar(source: SourceSpec, seed: int) -> Source:
+def _open_cifar(source: SourceSpec, seed: int, policy=None) -> Source:
     train_files, test_files, label_key, classes, folder = CIFAR_FILES[source.kind]
     directory = source.path / folder if (source.path / folder).is_dir() else source.path
 
@@ -512,7 +536,8 @@ def _open_cifar(source: SourceSpec, seed: int) -> Source:
         return TensorImages(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     return Source(source.kind, classes,
-                  Split(read(train_files), PadCropFlipNormalize(CIFAR_MEAN, CIFAR_STD), seed),
+                  Split(read(train_files), PadCropFlipNormalize(CIFAR_MEAN, CIFAR_STD,
+                                                                policy=policy), seed),
                   Split(read(test_files), Normalize(CIFAR_MEAN, CIFAR_STD), seed))
 
 
@@ -534,7 +559,7 @@ class TensorImages:
 
 
 def _open_imagefolder(source: SourceSpec, size: tuple[int, int], seed: int,
-                      light_augmentation: bool) -> Source:
+                      crop_scale: tuple[float, float], policy=None) -> Source:
     _require_pillow()
     classes = sorted(p.name for p in (source.path / "train").glob("*") if p.is_dir())
     if not classes:
@@ -542,11 +567,9 @@ def _open_imagefolder(source: SourceSpec, size: tuple[int, int], seed: int,
                         hint="lay out images as DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg")
     train = ImageFiles(_list_images(source.path / "train", classes))
     val = ImageFiles(_list_images(source.path / "val", classes))
-    # The paper: less aggressive scale augmentation for the light models (ShuffleNetV2 + SK).
-    crop_scale = (0.25, 1.0) if light_augmentation else (0.08, 1.0)
     mean, std = IMAGENET_MEAN, IMAGENET_STD
-    return Source("imagefolder", len(classes),
-                  Split(train, ResizedCropFlipNormalize(mean, std, size, crop_scale), seed),
+    transform = ResizedCropFlipNormalize(mean, std, size, crop_scale, policy=policy)
+    return Source("imagefolder", len(classes), Split(train, transform, seed),
                   Split(val, ResizeCenterCropNormalize(mean, std, size), seed))
 
 
@@ -554,8 +577,8 @@ def _require_pillow() -> None:
     try:
         import PIL  # noqa: F401
     except ImportError:
-        raise CliError("imagefolder data needs Pillow to decode images", code="SK513",
-                       hint="pip install 'skdsl[images]'  (or: pip install pillow)") from None
+        raise DataError("imagefolder data needs Pillow to decode images", code="SK513",
+                        hint="pip install 'skdsl[images]'  (or: pip install pillow)") from None
 
 
 def _list_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:

@@ -85,6 +85,55 @@ class Display:
             print(text, file=self.stream, flush=True)
 
 
+def banner_lines(facts: dict) -> list[str]:
+    """The run's first lines, from the facts runner._announce gathers: how it runs (device,
+    threads, precision, memory format, compile), the network (parameters and multiply-adds from
+    skdsl.analyze), the recipe, and the data (split sizes, global batch, steps per epoch)."""
+    from ..report import grouped, short_count
+
+    config, recipe, source = facts["config"], facts["recipe"], facts["source"]
+    world = facts["world_size"]
+    processes = f" in each of {world} processes" if world > 1 else ""
+    mult_adds = ("multiply-adds unknown (not an skdsl network)" if facts["mult_adds"] is None
+                 else f"{short_count(facts['mult_adds'])} multiply-adds per image")
+    size = f" at {'×'.join(map(str, facts['input']))}" if facts["input"] else ""
+    return [
+        f"device {facts['device']}, {facts['threads']} thread(s){processes}, {config.precision}, "
+        f"{'channels_last' if config.channels_last else 'contiguous'} memory, "
+        f"{'torch.compile' if config.compile else 'no compile'}",
+        f"network {facts['network']}: {grouped(facts['params'])} parameters, {mult_adds}{size}",
+        f"recipe {recipe_text(recipe)}",
+        f"data {source.name}: {len(source.train):,} train / {len(source.val):,} val images"
+        + (f", {source.classes} classes" if source.classes else "")
+        + f"; global batch {recipe.batch_size}"
+        + (f" × {recipe.accum_steps} accumulated = {recipe.step_batch} images a step"
+           if recipe.accum_steps > 1 else "")
+        + f", {counted(facts['steps_per_epoch'], 'step')} an epoch, "
+          f"{counted(recipe.epochs, 'epoch')}",
+    ]
+
+
+def counted(number: int, noun: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def recipe_text(recipe) -> str:
+    """'cifar: sgd lr 0.1, weight decay 0.0005, step schedule (÷10 after 150, 225), ...'."""
+    schedule = (f"step schedule (÷10 after epochs {', '.join(map(str, recipe.milestones))})"
+                if recipe.schedule == "step" else "cosine schedule")
+    warmup = (f"{recipe.warmup_steps} steps" if recipe.warmup_steps is not None
+              else f"{recipe.warmup_epochs:g} epochs")
+    knobs = [f"{name} {value:g}" for name, value in (
+        ("label smoothing", recipe.label_smoothing), ("clip-grad", recipe.clip_grad),
+        ("ema", recipe.ema_decay), ("mixup", recipe.mixup), ("cutmix", recipe.cutmix)) if value]
+    if recipe.augment != "standard":
+        knobs.append(recipe.augment)
+    return (f"{recipe.name}: {recipe.optimizer} lr {recipe.lr:.4g}, weight decay "
+            f"{recipe.weight_decay:g}, {schedule}, warm-up {warmup}"
+            + "".join(f", {knob}" for knob in knobs))
+
+
 def _metrics(progress: Progress) -> str:
     return (f"loss {progress.loss:.4f}  top-1 {100 * progress.top1:5.1f}%  "
             f"{progress.images_per_s:,.0f} img/s  lr {progress.lr:.4g}")
@@ -96,4 +145,4 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
-__all__ = ["Display", "Progress"]
+__all__ = ["Display", "Progress", "banner_lines", "recipe_text", "counted"]

@@ -40,6 +40,11 @@ class Context:
         return self.world_size > 1
 
 
+def world_size() -> int:
+    """Processes in the run, as torchrun says (before the process group is joined); 1 alone."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup(device: str = "auto", timeout_minutes: int = 30) -> Context:
     """This process's context, joining torchrun's process group when there is one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

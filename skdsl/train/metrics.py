@@ -8,11 +8,19 @@ metrics.jsonl holds one JSON object per line:
      "val_loss": ..., "val_top1": ..., "val_top5": ..., "lr": ..., "seconds": ...}
 
 Epochs count from 1 in the log and on screen; steps are optimiser steps over the whole run.
+An epoch record also holds images_per_s (training images a second over the epoch), data_wait
+(the fraction of it spent waiting for the loader), peak_memory_mib, and with --ema the
+ema_val_loss, ema_val_top1 and ema_val_top5 of the moving average.
+
+metrics.csv holds the epoch records as a table, rewritten after every epoch; with the
+`tensorboard` extra installed, --out/tensorboard/ holds event files of the same numbers.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
 from pathlib import Path
 
 from torch import Tensor
@@ -49,6 +57,67 @@ class MetricsLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+CSV_FIRST = ("epoch", "step", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+             "lr", "seconds", "images_per_s", "data_wait", "peak_memory_mib")
+
+
+def write_csv(history: list[dict], path: Path) -> None:
+    """The epoch records as a CSV table: the usual columns first, any others after them."""
+    columns = [c for c in CSV_FIRST if any(c in r for r in history)]
+    columns += sorted({key for r in history for key in r} - set(columns) - {"event"})
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+class TensorBoardLog:
+    """Scalars for TensorBoard (--out/tensorboard/), when the `tensorboard` extra is installed:
+    train/loss, train/top1 and train/lr per step; epoch/<name> per epoch, at the epoch's step."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    @classmethod
+    def open(cls, out: Path, resume_step: int | None) -> "TensorBoardLog | None":
+        """A log in out/tensorboard, or None without tensorboard. On resume, events past the
+        checkpoint's step are purged, as metrics.jsonl is cut back."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the optional extra: pip install 'skdsl[tensorboard]'
+            return None
+        purge = resume_step + 1 if resume_step is not None else None
+        return cls(SummaryWriter(str(out / "tensorboard"), purge_step=purge))
+
+    def write(self, record: dict) -> None:
+        if record["event"] == "step":
+            for key in ("loss", "top1", "lr"):
+                self.writer.add_scalar(f"train/{key}", record[key], record["step"])
+            return
+        for key, value in record.items():
+            if key not in ("event", "epoch", "step") and isinstance(value, (int, float)):
+                self.writer.add_scalar(f"epoch/{key}", value, record["step"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def peak_memory_mib(device) -> float:
+    """The most memory this epoch held: CUDA's peak allocation since the epoch began; on a CPU
+    the process's peak resident size so far (the kernel keeps no per-epoch peak)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows
+        return float("nan")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -118,4 +187,4 @@ def summary_table(history: list[dict], best_epoch: int | None):
 
 
 __all__ = ["topk_correct", "MetricsLog", "read_metrics", "require_matplotlib", "plot_curves",
-           "summary_table"]
+           "summary_table", "write_csv", "TensorBoardLog", "peak_memory_mib"]

@@ -14,6 +14,8 @@ The few places where a process waits for the others, or the CPU for the GPU, say
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import math
 import os
 import signal
@@ -27,16 +29,20 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import state_io
 from ..errors import CheckpointError, CliError, SkdslError
+from ..loading import SettingError
 from . import checkpoint as ckpt
 from . import data as D
 from . import distributed as dist_
 from .config import EvalConfig, TrainConfig, config_problem
-from .display import Display, Progress
-from .metrics import (MetricsLog, plot_curves, read_metrics, require_matplotlib, summary_table,
-                      topk_correct)
+from .display import Display, Progress, banner_lines, counted
+from .ema import WeightAverage
 from .lock import RunLock
+from .metrics import (MetricsLog, TensorBoardLog, peak_memory_mib, plot_curves, read_metrics,
+                      require_matplotlib, summary_table, topk_correct, write_csv)
+from .mixing import Mixer
 from .recipe import LrSchedule, Recipe, default_recipe, make_loss, make_optimizer, resolve, set_lr
 from .specs import load_spec, spec_text
+from .threads import default_threads, using_threads
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -59,6 +65,29 @@ class State:
     best_epoch: int | None = None
     history: list[dict] = field(default_factory=list)  # per finished epoch, as in metrics.jsonl
     epoch_totals: dict = field(default_factory=dict)  # this epoch's train sums so far
+
+
+@dataclass
+class Throughput:
+    """This epoch's clock, for the epoch record: images trained, seconds waiting for data."""
+
+    started: float = field(default_factory=time.monotonic)
+    images: int = 0
+    data_wait: float = 0.0
+
+    def record(self) -> dict:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        return {"images_per_s": self.images / seconds, "data_wait": self.data_wait / seconds}
+
+
+@dataclass(frozen=True)
+class Given:
+    """What the Python API (skdsl.train(...), api.py) hands over instead of a spec file or a
+    --data source: a module to train, and Datasets or DataLoaders."""
+
+    model: nn.Module | None = None
+    train: object = None
+    val: object = None
 
 
 @dataclass
@@ -89,6 +118,11 @@ class Run:
     log: MetricsLog | None
     stop: "StopSignals"
     lock: RunLock | None = None  # rank 0's hold on --out, for the run's length
+    ema: WeightAverage | None = None  # --ema: the moving average of the weights
+    mixer: Mixer = field(default_factory=lambda: Mixer(0.0, 0.0, 0))
+    threads: int = 1
+    tensorboard: TensorBoardLog | None = None
+    clock: Throughput = field(default_factory=Throughput)
 
     @property
     def device(self) -> torch.device:
@@ -97,6 +131,11 @@ class Run:
     @property
     def batch_per_process(self) -> int:
         return self.recipe.batch_size // self.context.world_size
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Loader batches an epoch trains on: whole optimiser steps of accum_steps batches."""
+        return self.steps_per_epoch * self.recipe.accum_steps
 
     def autocast(self):
         return autocast(self.device, self.config.precision)
@@ -125,22 +164,30 @@ class Result:
         return 0
 
 
-def train(config: TrainConfig) -> Result:
-    """Train a spec as `config` says; the one entry point of the command and the Python API."""
+def train(config: TrainConfig, given: Given | None = None) -> Result:
+    """Train a spec as `config` says; the one entry point of the command and the Python API.
+    A --config file is read and checked first; torch's threads are set for the run's length."""
+    from .config_file import with_config_file
+
+    config = with_config_file(config)
     with dist_.process_group(config.device or "auto") as context:
-        return _train(config, context)
+        with using_threads(config.threads or default_threads()) as threads:
+            return _train(config, context, given or Given(), threads)
 
 
-def _train(config: TrainConfig, context: dist_.Context) -> Result:
+def _train(config: TrainConfig, context: dist_.Context, given: Given, threads: int) -> Result:
     with StopSignals() as stop:
-        run = prepare(config, context, stop)
+        run = prepare(config, context, stop, given)
+        run.threads = threads
         try:
+            _announce(run)
             status = train_epochs(run)
             return finish(run, status)
         finally:
             run.display.stop()
-            if run.log is not None:
-                run.log.close()
+            for log in (run.log, run.tensorboard):
+                if log is not None:
+                    log.close()
             if run.lock is not None:
                 run.lock.release()
 
@@ -148,13 +195,14 @@ def _train(config: TrainConfig, context: dist_.Context) -> Result:
 # -- preparing a run ------------------------------------------------------------------------------
 
 
-def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals") -> Run:
+def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals",
+            given: Given | None = None) -> Run:
     """Spec, data, model, optimiser and state; from --out/last.pt when resuming. Rank 0 holds
     --out's lock from here to the run's end (`run.lock`), or releases it on an error."""
     out = Path(config.out)
     saved, lock = _resumed_checkpoint(config, out, context)
     try:
-        run = _prepare(config, context, stop, out, saved)
+        run = _prepare(config, context, stop, out, saved, given or Given())
     except BaseException:
         if lock is not None:
             lock.release()
@@ -164,34 +212,57 @@ def prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals") ->
 
 
 def _prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals", out: Path,
-             saved: dict | None) -> Run:
-    config = _settle(config, saved)
+             saved: dict | None, given: Given) -> Run:
+    config = _settle(config, saved, given)
     _check_settings(config, context)
-    spec, spec_source = _load_spec(config)
-    spec_json, spec_sha256 = ckpt.spec_fingerprint(spec)
+    spec, spec_source, spec_json, spec_sha256 = _network(config, given)
     if saved is not None:
         ckpt.check_spec(saved, out / "last.pt", spec_sha256)
-    recipe = resolve(config.recipe, epochs=config.epochs, batch_size=config.batch_size,
-                     lr=config.lr, weight_decay=config.weight_decay,
-                     label_smoothing=config.label_smoothing, schedule=config.schedule,
-                     warmup_epochs=config.warmup_epochs)
+    recipe = resolve_recipe(config)
     _check_batch(recipe.batch_size, context)
-    _guard_memory(spec, recipe.batch_size // context.world_size, config, context)
+    if not isinstance(spec, ModuleNetwork):
+        _guard_memory(spec, recipe.batch_size // context.world_size, config, context)
     _configure_torch(config, context)
-    source = open_data(config.data, spec, config.seed, recipe.light_augmentation)
-    raw_model = _build_model(spec, config, context, fresh=saved is None)
+    source = _source(config, spec, recipe, given)
+    raw_model = _build_model(spec, config, context, fresh=saved is None, given=given.model)
     optimizer = make_optimizer(raw_model, recipe)
     scaler = torch.amp.GradScaler(context.device.type, enabled=config.precision == "fp16")
-    sampler, train_loader, val_loader = _loaders(source, recipe.batch_size, config, context)
-    steps_per_epoch = len(train_loader)  # the sampler starts at batch 0 until set_epoch
+    sampler, train_loader, val_loader = _loaders(source, recipe.batch_size, config, context, given)
+    steps_per_epoch = _steps_per_epoch(len(train_loader), recipe.accum_steps)
+    ema = WeightAverage(raw_model, recipe.ema_decay) if recipe.ema_decay else None
     state = State()
     if saved is not None:
-        state = _restore(saved, raw_model, optimizer, scaler, context)
+        state = _restore(saved, raw_model, optimizer, scaler, context, ema)
     log = _open_log(out, state.step if saved else None) if context.is_main else None
-    return Run(config, context, recipe, spec, spec_source, spec_json, spec_sha256, source,
-               raw_model, _wrap(raw_model, config, context), optimizer, scaler, make_loss(recipe),
-               sampler, train_loader, val_loader, LrSchedule.for_run(recipe, steps_per_epoch),
-               steps_per_epoch, state, out, Display(enabled=context.is_main), log, stop)
+    run = Run(config, context, recipe, spec, spec_source, spec_json, spec_sha256, source,
+              raw_model, _wrap(raw_model, config, context), optimizer, scaler, make_loss(recipe),
+              sampler, train_loader, val_loader, LrSchedule.for_run(recipe, steps_per_epoch),
+              steps_per_epoch, state, out, Display(enabled=context.is_main), log, stop, ema=ema,
+              mixer=Mixer(recipe.mixup, recipe.cutmix, config.seed))
+    if context.is_main:
+        run.tensorboard = TensorBoardLog.open(out, state.step if saved else None)
+        _write_resolved(run)
+    return run
+
+
+def resolve_recipe(config: TrainConfig) -> Recipe:
+    """The recipe a settled config names, with every value the config sets."""
+    return resolve(config.recipe, epochs=config.epochs, batch_size=config.batch_size,
+                   lr=config.lr, weight_decay=config.weight_decay,
+                   label_smoothing=config.label_smoothing, schedule=config.schedule,
+                   warmup_epochs=config.warmup_epochs, opt=config.opt,
+                   accum_steps=config.accum_steps, clip_grad=config.clip_grad,
+                   ema_decay=config.ema, mixup=config.mixup, cutmix=config.cutmix,
+                   augment=config.augment, crop_scale=config.crop_scale,
+                   warmup_steps=config.warmup_steps)
+
+
+def _steps_per_epoch(batches: int, accum_steps: int) -> int:
+    if batches < accum_steps:
+        raise SettingError(f"an epoch has {batches} batch(es), fewer than the {accum_steps} "
+                           f"that {{accum_steps}} {accum_steps} gathers into one optimiser step",
+                           hint="use a smaller {accum_steps} or {batch_size}")
+    return batches // accum_steps  # the batches of a last, partial step are left out
 
 
 def _open_log(out: Path, resume_step: int | None) -> MetricsLog:
@@ -200,30 +271,52 @@ def _open_log(out: Path, resume_step: int | None) -> MetricsLog:
         out.mkdir(parents=True, exist_ok=True)
         return MetricsLog(out / "metrics.jsonl", resume_step)
     except OSError as error:
-        raise CliError(f"cannot write to --out '{out}': {error.strerror or error}",
-                       code="SK514") from None
+        raise SettingError(f"cannot write to {{out}} '{out}': {error.strerror or error}",
+                           code="SK514") from None
 
 
-def _settle(config: TrainConfig, saved: dict | None) -> TrainConfig:
+def _write_resolved(run: Run) -> None:
+    """--out/resolved.json: every setting as the run uses it (flags, --config file, the resumed
+    run's and the defaults, in that order) and the recipe they resolve to."""
+    record = {"config": run.config.to_dict(), "recipe": run.recipe.to_dict(),
+              "threads": run.threads, "world_size": run.context.world_size,
+              "device": str(run.device)}
+    (run.out / "resolved.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def _settle(config: TrainConfig, saved: dict | None, given: Given | None = None) -> TrainConfig:
     """Every setting decided: the flags given, then the resumed run's, then the defaults."""
     if saved is not None:
         config = config.with_defaults(TrainConfig.from_dict(saved["config"]))
     config = config.with_defaults()
+    if given is not None and isinstance(given.train, torch.utils.data.DataLoader):
+        # The loader's own batch is this process's: the global batch follows from it.
+        config = replace(config, batch_size=given.train.batch_size * dist_.world_size())
     return replace(config, recipe=config.recipe or default_recipe(config.data))
 
 
-def _loaders(source: D.Source, batch_size: int, config: TrainConfig, context: dist_.Context):
+def _loaders(source: D.Source, batch_size: int, config: TrainConfig, context: dist_.Context,
+             given: Given | None = None):
     """This process's training sampler and loader (its share of each global batch) and its
-    validation loader (its shard of the split)."""
+    validation loader (its shard of the split). DataLoaders given from Python are used as they
+    are (and the sampler is None)."""
+    given = given or Given()
+    loader_type = torch.utils.data.DataLoader
     batch = batch_size // context.world_size
     workers = _workers(config, context)
     pin = context.device.type == "cuda"  # page-locked host memory: copies overlap compute
+    if isinstance(given.train, loader_type):
+        val = given.val if isinstance(given.val, loader_type) else \
+            _val_loader(source.val, batch_size, workers, context)
+        return None, given.train, val
     sampler = D.EpochSampler(source.train, context.rank, context.world_size, config.seed)
     train_loader = D.make_loader(source.train, batch, sampler, workers, pin, drop_last=True)
     if len(train_loader) == 0:
-        raise CliError(f"the training split has {len(source.train)} images, fewer than one "
-                       f"batch of {batch_size}", code="SK510", hint="use a smaller --batch-size")
-    return sampler, train_loader, _val_loader(source.val, batch_size, workers, context)
+        raise SettingError(f"the training split has {len(source.train)} images, fewer than one "
+                           f"batch of {batch_size}", hint="use a smaller {batch_size}")
+    val_loader = (given.val if isinstance(given.val, loader_type)
+                  else _val_loader(source.val, batch_size, workers, context))
+    return sampler, train_loader, val_loader
 
 
 def _val_loader(split: D.Split, batch_size: int, workers: int, context: dist_.Context):
@@ -256,10 +349,12 @@ def _resumed_checkpoint(config: TrainConfig, out: Path,
 
 def _read_resumed(config: TrainConfig, out: Path) -> tuple[dict | None, RunLock]:
     if out.exists() and not out.is_dir():
-        raise CliError(f"--out '{out}' is a file, not a directory", code="SK514")
+        raise SettingError(f"{{out}} '{out}' is a file, not a directory", code="SK514")
+    if config.resume == "auto":  # resume when there is a run to resume, else start one
+        config = replace(config, resume=(out / "last.pt").exists())
     if config.resume and config.init is not None:
-        raise CliError("--init starts a new run from weights; --resume continues the run in "
-                       "--out from its last.pt", code="SK510", hint="leave out one of them")
+        raise SettingError("{init} starts a new run from weights; {resume} continues the run in "
+                           "{out} from its last.pt", hint="leave out one of them")
     if config.resume and not (out / "last.pt").exists():
         raise CheckpointError(f"--resume: no checkpoint '{out / 'last.pt'}' to resume from",
                               code="SK601", hint="leave out --resume to start a new run there")
@@ -276,8 +371,8 @@ def _saved_run(config: TrainConfig, out: Path) -> dict | None:
     last = out / "last.pt"
     if not config.resume:
         if last.exists():
-            raise CliError(f"--out '{out}' already holds a run (last.pt)", code="SK514",
-                           hint="add --resume to continue it, or choose another --out")
+            raise SettingError(f"{{out}} '{out}' already holds a run (last.pt)", code="SK514",
+                               hint="add {resume} to continue it, or choose another {out}")
         return None
     saved = ckpt.load(last)
     changed = config.changed_on_resume(TrainConfig.from_dict(saved["config"]))
@@ -297,19 +392,19 @@ def _check_settings(config: TrainConfig, context: dist_.Context) -> None:
     machine: a GPU, a C++ compiler, matplotlib."""
     trouble = config_problem(config.to_dict())
     if trouble:
-        raise CliError(f"the {trouble}", code="SK510")
+        raise SettingError(f"the {trouble}")
     _check_precision(config.precision, context)
     if config.compile and context.device.type == "cpu" and not _has_c_compiler():
-        raise CliError("--compile on a CPU needs a C++ compiler (torch.compile's inductor "
-                       "generates C++)", code="SK510", hint="install gcc, or leave out --compile")
+        raise SettingError("{compile} on a CPU needs a C++ compiler (torch.compile's inductor "
+                           "generates C++)", hint="install gcc, or leave out {compile}")
     if config.plot and context.is_main:
         require_matplotlib()
 
 
 def _check_precision(precision: str, context: dist_.Context) -> None:
     if precision == "fp16" and context.device.type != "cuda":
-        raise CliError("--precision fp16 needs a CUDA GPU (its grad scaler guards fp16 "
-                       "gradients there)", code="SK510", hint="use --precision bf16 on a CPU")
+        raise SettingError("{precision} fp16 needs a CUDA GPU (its grad scaler guards fp16 "
+                           "gradients there)", hint="use {precision} bf16 on a CPU")
 
 
 def _has_c_compiler() -> bool:
@@ -320,19 +415,69 @@ def _has_c_compiler() -> bool:
 
 def _check_batch(batch_size: int, context: dist_.Context) -> None:
     if batch_size % context.world_size:
-        raise CliError(f"--batch-size {batch_size} does not split evenly over "
-                       f"{context.world_size} processes", code="SK510",
-                       hint=f"use a multiple of {context.world_size}, such as "
-                            f"{max(2, batch_size // context.world_size) * context.world_size}")
+        raise SettingError(f"{{batch_size}} {batch_size} does not split evenly over "
+                           f"{context.world_size} processes",
+                           hint=f"use a multiple of {context.world_size}, such as "
+                                f"{max(2, batch_size // context.world_size) * context.world_size}")
     if batch_size // context.world_size < 2:
-        raise CliError(f"--batch-size {batch_size} gives each of {context.world_size} processes "
-                       f"{batch_size // context.world_size} image(s) per batch, but BatchNorm on an "
-                       f"SK unit's N×d×1×1 map needs at least 2", code="SK510",
-                       hint=f"use --batch-size {2 * context.world_size} or more")
+        raise SettingError(f"{{batch_size}} {batch_size} gives each of {context.world_size} "
+                           f"processes {batch_size // context.world_size} image(s) per batch, but "
+                           f"BatchNorm on an SK unit's N×d×1×1 map needs at least 2",
+                           hint=f"use {{batch_size}} {2 * context.world_size} or more")
 
 
 def _load_spec(config: TrainConfig | EvalConfig):
-    return load_spec(config.spec, config.overrides, config.classes), spec_text(config.spec)
+    return (load_spec(config.spec, config.overrides, config.classes,
+                      config.allow_imports_outside), spec_text(config.spec))
+
+
+@dataclass(frozen=True)
+class ModuleNetwork:
+    """A module given from Python in place of a spec: what the run and its checkpoints need of
+    a spec. `graph` is an skdsl-compiled network's (None for other modules)."""
+
+    name: str
+    input: tuple[int, ...] | None
+    graph: object = None
+
+
+def _network(config: TrainConfig, given: Given):
+    """(spec, spec text, canonical JSON, its sha256): of the spec file, or of a given module,
+    whose JSON lists its state's names and shapes (what a checkpoint of it must fit)."""
+    if given.model is None:
+        spec, source = _load_spec(config)
+        return (spec, source, *ckpt.spec_fingerprint(spec))
+    graph = getattr(given.model, "graph", None)
+    name = (graph.graph.get("network") if graph is not None else None) or \
+        type(given.model).__name__
+    shape = tuple(graph.graph["input"]) if graph is not None else None
+    state = [[key, list(value.shape)] for key, value in given.model.state_dict().items()]
+    text = json.dumps({"module": type(given.model).__name__, "name": name, "state": state})
+    import hashlib
+
+    return ModuleNetwork(name, shape, graph), "", text, hashlib.sha256(text.encode()).hexdigest()
+
+
+def network_analysis(spec):
+    """skdsl.analyze of a spec or of a given skdsl module's graph; None for other modules."""
+    import skdsl
+
+    if isinstance(spec, ModuleNetwork):
+        return skdsl.analyze(spec.graph) if spec.graph is not None else None
+    return skdsl.analyze(spec)
+
+
+def _source(config: TrainConfig, spec, recipe: Recipe, given: Given) -> D.Source:
+    """The --data source, or the Datasets given from Python."""
+    from .augment import RandAugment
+
+    if given.train is not None:
+        from .api import given_source
+
+        return given_source(given.train, given.val, config.seed, network_analysis(spec))
+    policy = RandAugment() if recipe.augment == "randaugment" else None
+    return open_data(config.data, spec, config.seed, recipe.light_augmentation,
+                     crop_scale=recipe.crop_scale, policy=policy)
 
 
 def _configure_torch(config: TrainConfig, context: dist_.Context) -> None:
@@ -358,20 +503,25 @@ def _workers(config: TrainConfig | EvalConfig, context: dist_.Context) -> int:
     return max(1, min(8, (cores or 2) // max(1, torch.cuda.device_count()) - 1))
 
 
-def open_data(text: str, spec, seed: int, light_augmentation: bool = False) -> D.Source:
+def open_data(text: str, spec, seed: int, light_augmentation: bool = False, *,
+              crop_scale: tuple[float, float] | None = None, policy=None) -> D.Source:
     """The --data source, checked against the spec: one class per output of the network."""
-    import skdsl
+    analysis = network_analysis(spec)
+    if analysis is None:
+        from .api import APIError
 
-    output = tuple(skdsl.analyze(spec).output)
+        raise APIError(f"a {spec.name} module is no skdsl network: --data sources need its "
+                       f"input size and classes", hint="pass train_data and val_data")
+    output = tuple(analysis.output)
     if len(output) != 1:
-        raise CliError(f"the network's output is {'×'.join(map(str, output))}, not one score per "
-                       f"class", code="SK511", hint="end the spec with `fc classes`")
+        raise SettingError(f"the network's output is {'×'.join(map(str, output))}, not one score "
+                           f"per class", code="SK511", hint="end the spec with `fc classes`")
     source = D.open_source(D.parse_source(text), tuple(spec.input), output[0], seed,
-                           light_augmentation)
+                           light_augmentation, crop_scale=crop_scale, policy=policy)
     if source.classes != output[0]:
-        raise CliError(f"the network has {output[0]} outputs, but {text} has {source.classes} "
-                       f"classes", code="SK511",
-                       hint=f"write `classes {source.classes}` in the spec")
+        raise SettingError(f"the network has {output[0]} outputs, but {text} has "
+                           f"{source.classes} classes", code="SK511",
+                           hint=f"write `classes {source.classes}` in the spec")
     return source
 
 
@@ -388,9 +538,10 @@ def _guard_memory(spec, batch_size: int, config: TrainConfig, context: dist_.Con
     guard_training(spec, batch_size, config.precision, budget=budget)
 
 
-def _build_model(spec, config: TrainConfig, context: dist_.Context, fresh: bool) -> nn.Module:
+def _build_model(spec, config: TrainConfig, context: dist_.Context, fresh: bool,
+                 given: nn.Module | None = None) -> nn.Module:
     torch.manual_seed(config.seed)  # the same initial weights in every process
-    model = skdsl_compile(spec)
+    model = skdsl_compile(spec) if given is None else given
     if fresh and config.init is not None:
         _load_init(model, spec, config.init, context)
     if config.sync_bn and context.distributed:
@@ -426,9 +577,12 @@ def _load_init(model: nn.Module, spec, path: str, context: dist_.Context) -> Non
                                  f"{state_io.describe_left_out(left, own, state)}" if left else ""))
 
 
-def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Context) -> State:
+def _restore(saved: dict, model: nn.Module, optimizer, scaler, context: dist_.Context,
+             ema: WeightAverage | None = None) -> State:
     _fitting("model", lambda: model.load_state_dict(saved["model"]))
     _fitting("optimizer", lambda: optimizer.load_state_dict(saved["optimizer"]))
+    if ema is not None:  # the checkpoint's fields were checked: --ema runs save "ema"
+        _fitting("EMA", lambda: ema.load_state_dict(saved["ema"]))
     if scaler.is_enabled() and saved.get("scaler"):
         _fitting("grad scaler", lambda: scaler.load_state_dict(saved["scaler"]))
     rng = saved.get("rng") or []
@@ -466,21 +620,26 @@ def train_epochs(run: Run) -> str:
         return "max-steps"
     for epoch in range(state.epoch, run.recipe.epochs):
         started = time.monotonic()
+        run.clock = Throughput()
+        _reset_peak_memory(run.device)
         stopped = train_epoch(run, epoch)
         if stopped:
             save_checkpoint(run, best=False)
             return stopped
+        trained = run.clock.record()
         val = evaluate(run.raw_model, run.val_loader, run.context, run.config)
-        record = _epoch_record(run, epoch, val, time.monotonic() - started)
+        record = {**_epoch_record(run, epoch, val, time.monotonic() - started), **trained,
+                  "peak_memory_mib": peak_memory_mib(run.device)}
+        if run.ema is not None:  # the average, evaluated as the raw weights are
+            ema_val = evaluate(run.ema.module, run.val_loader, run.context, run.config)
+            record.update({f"ema_val_{key}": ema_val[key] for key in ("loss", "top1", "top5")})
         state.history.append(record)
         is_best = val["top1"] > state.best_top1
         if is_best:
             state.best_top1, state.best_epoch = val["top1"], epoch + 1
         state.epoch, state.batch_in_epoch, state.epoch_totals = epoch + 1, 0, {}
         save_checkpoint(run, best=is_best)
-        if run.log is not None:
-            run.log.write(record)
-            run.log.flush()
+        _log_epoch(run, record)
         run.display.finish(epoch + 1, run.recipe.epochs, record)
         # A signal during validation: the epoch is saved, so stop here (all processes agree).
         stopped = _signal_name(dist_.all_reduce(_signal_flags(run), run.context).tolist())
@@ -490,26 +649,35 @@ def train_epochs(run: Run) -> str:
 
 
 def train_epoch(run: Run, epoch: int) -> str | None:
-    """One epoch from the state's batch on; returns why it stopped early, or None."""
-    state, config = run.state, run.config
+    """One epoch from the state's batch on; returns why it stopped early, or None.
+
+    An optimiser step takes accum_steps loader batches (`part` 0, 1, ...); checkpoints and
+    signals land between steps only, so `batch_in_epoch` is always a whole number of steps."""
+    state, config, accum = run.state, run.config, run.recipe.accum_steps
     run.model.train()
-    run.sampler.set_epoch(epoch, start=state.batch_in_epoch * run.batch_per_process)
-    batches = run.steps_per_epoch
-    run.display.start(epoch + 1, run.recipe.epochs, batches, state.batch_in_epoch)
+    run.display.start(epoch + 1, run.recipe.epochs, run.steps_per_epoch,
+                      state.batch_in_epoch // accum)
     pending: list[tuple[int, float, Tensor, Tensor]] = []  # (step, lr, loss, correct) not yet read
+    parts: list[tuple[Tensor, Tensor]] = []  # this step's batches' (loss, correct)
     log_every = config.log_every or (1 if run.device.type == "cpu" else 10)
     interval_start = time.monotonic()
-    for images, labels in D.batches(run.train_loader):
-        lr = run.schedule(state.step)
-        set_lr(run.optimizer, lr)
+    for images, labels in _epoch_batches(run, epoch):
+        part = state.batch_in_epoch % accum
+        if part == 0:
+            lr = run.schedule(state.step)
+            set_lr(run.optimizer, lr)
         # With pinned memory these copies are asynchronous: the GPU gets the batch while the
         # CPU goes on queueing the forward pass.
         images, labels = run.to_device(images, labels)
-        loss, correct = _train_step(run, images, labels)
-        pending.append((state.step, lr, loss, correct))
-        state.step += 1
+        parts.append(_train_step(run, images, labels, part))
         state.batch_in_epoch += 1
-        if len(pending) < log_every and state.batch_in_epoch < batches:
+        run.clock.images += len(images) * run.context.world_size
+        if part < accum - 1:
+            continue
+        pending.append((state.step, lr, *_step_totals(parts)))
+        parts = []
+        state.step += 1
+        if len(pending) < log_every and state.batch_in_epoch < run.batches_per_epoch:
             continue
         # Sync point: reading the losses back makes the CPU wait for the GPU, and the all-reduce
         # makes every process wait for the slowest. Every process reaches it at the same step.
@@ -520,24 +688,84 @@ def train_epoch(run: Run, epoch: int) -> str | None:
     return None
 
 
-def _train_step(run: Run, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Forward, backward and update on one batch; the loss and top-1 count stay on the device."""
+def _epoch_batches(run: Run, epoch: int):
+    """The loader's batches from the state's on, up to the last whole optimiser step, with the
+    time spent waiting for each added to the epoch's clock."""
+    start = run.state.batch_in_epoch
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch, start=start * run.batch_per_process)
+        batches = D.batches(run.train_loader)
+    else:  # a DataLoader from Python: its own order, so the done batches are skipped
+        if hasattr(getattr(run.train_loader, "sampler", None), "set_epoch"):
+            run.train_loader.sampler.set_epoch(epoch)
+        batches = itertools.islice(D.batches(run.train_loader), start, None)
+    remaining = itertools.islice(batches, run.batches_per_epoch - start)
+    while True:
+        waiting = time.monotonic()
+        batch = next(remaining, None)
+        run.clock.data_wait += time.monotonic() - waiting
+        if batch is None:
+            return
+        yield batch
+
+
+def _step_totals(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """One step's mean loss and top-1 count over its accumulated batches."""
+    if len(parts) == 1:
+        return parts[0]
+    return torch.stack([p[0] for p in parts]).mean(), torch.stack([p[1] for p in parts]).sum()
+
+
+def _train_step(run: Run, images: Tensor, labels: Tensor, part: int = 0) -> tuple[Tensor, Tensor]:
+    """Forward and backward on one batch, part `part` of an optimiser step of accum_steps
+    batches, and the update after the last part; the loss and top-1 count stay on the device."""
+    accum = run.recipe.accum_steps
+    last = part == accum - 1
     try:
-        with run.autocast():
-            logits = run.model(images)
-            loss = run.loss_fn(logits, labels)
-        run.optimizer.zero_grad(set_to_none=True)
-        # Under DDP, backward also all-reduces the gradients, bucket by bucket, overlapping the
-        # rest of the backward pass; after it every process holds the same averaged gradients.
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients hold inf/NaN
-        run.scaler.update()
+        mixed = None
+        if run.mixer.enabled:
+            images, mixed = run.mixer(images, labels, run.state.step, part, run.context.rank)
+        if part == 0:
+            run.optimizer.zero_grad(set_to_none=True)
+        with _gradient_sync(run, last):
+            with run.autocast():
+                logits = run.model(images)
+                loss = mixed.loss(run.loss_fn, logits) if mixed else run.loss_fn(logits, labels)
+            # Under DDP, the last part's backward also all-reduces the gradients, bucket by
+            # bucket, overlapping the rest of the backward pass; after it every process holds
+            # the same averaged gradients. Dividing by accum makes the sum of the parts' gradients
+            # the gradient of the mean loss over the step's images.
+            run.scaler.scale(loss / accum if accum > 1 else loss).backward()
+        if last:
+            _update(run)
     except torch.OutOfMemoryError:
         raise _out_of_memory(run, images, labels) from None
     except Exception as error:
         _raise_compile_failure(run, error)
         raise
-    return loss.detach().float(), (logits.detach().argmax(dim=1) == labels).sum()
+    correct = mixed.correct(logits.detach()) if mixed else \
+        (logits.detach().argmax(dim=1) == labels).sum()
+    return loss.detach().float(), correct
+
+
+def _gradient_sync(run: Run, last: bool):
+    """DDP's no_sync for every part of a step but the last: the gradients add up locally and
+    are all-reduced once."""
+    no_sync = getattr(run.model, "no_sync", None)
+    if last or not run.context.distributed or no_sync is None:
+        return contextlib.nullcontext()
+    return no_sync()
+
+
+def _update(run: Run) -> None:
+    """The optimiser step on the accumulated gradients: clipped first when asked, the EMA after."""
+    if run.recipe.clip_grad:
+        run.scaler.unscale_(run.optimizer)  # clip the true gradients, not fp16's scaled ones
+        torch.nn.utils.clip_grad_norm_(run.raw_model.parameters(), run.recipe.clip_grad)
+    run.scaler.step(run.optimizer)  # fp16: skipped when the scaled gradients hold inf/NaN
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update(run.raw_model, run.state.step + 1)
 
 
 def _read_back(run: Run, epoch: int, pending: list, seconds: float) -> str | None:
@@ -548,7 +776,7 @@ def _read_back(run: Run, epoch: int, pending: list, seconds: float) -> str | Non
     packed = torch.cat([torch.stack([p[2] for p in pending]),
                         torch.stack([p[3] for p in pending]).float(), _signal_flags(run)])
     values = dist_.all_reduce(packed, context).tolist()  # .tolist(): the CPU waits here
-    batch = run.recipe.batch_size
+    batch = run.recipe.step_batch
     losses = [v / context.world_size for v in values[:count]]
     top1s = [v / batch for v in values[count:2 * count]]
     bad = next((i for i, value in enumerate(losses) if not math.isfinite(value)), None)
@@ -559,12 +787,16 @@ def _read_back(run: Run, epoch: int, pending: list, seconds: float) -> str | Non
         totals["loss"] = totals.get("loss", 0.0) + loss
         totals["top1"] = totals.get("top1", 0.0) + top1
         totals["batches"] = totals.get("batches", 0) + 1
+        record = {"event": "step", "epoch": epoch + 1, "step": step + 1, "loss": loss,
+                  "top1": top1, "lr": lr, "images_per_s": count * batch / seconds}
         if run.log is not None:
-            run.log.write({"event": "step", "epoch": epoch + 1, "step": step + 1, "loss": loss,
-                           "top1": top1, "lr": lr, "images_per_s": count * batch / seconds})
+            run.log.write(record)
+        if run.tensorboard is not None:
+            run.tensorboard.write(record)
     if run.log is not None:
         run.log.flush()  # `tail -f metrics.jsonl` follows the run
-    run.display.update(Progress(epoch + 1, run.recipe.epochs, state.batch_in_epoch,
+    run.display.update(Progress(epoch + 1, run.recipe.epochs,
+                                state.batch_in_epoch // run.recipe.accum_steps,
                                 run.steps_per_epoch, batch, losses[-1], top1s[-1],
                                 count * batch / seconds, pending[-1][1]))
     stopped = _signal_name(values[-2:])
@@ -585,6 +817,23 @@ def _signal_name(summed_flags: list[float]) -> str | None:
     """The signal that any process received, once the flags are summed; None when none did."""
     sigint, sigterm = summed_flags[-2:]
     return "SIGINT" if sigint else "SIGTERM" if sigterm else None
+
+
+def _log_epoch(run: Run, record: dict) -> None:
+    """The epoch's record into metrics.jsonl and TensorBoard, and metrics.csv rewritten from the
+    history (which a resumed run cut back to its checkpoint)."""
+    if run.log is None:
+        return
+    run.log.write(record)
+    run.log.flush()
+    write_csv(run.state.history, run.out / "metrics.csv")
+    if run.tensorboard is not None:
+        run.tensorboard.write(record)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _epoch_record(run: Run, epoch: int, val: dict, seconds: float) -> dict:
@@ -641,6 +890,8 @@ def evaluate_checkpoint(config: EvalConfig) -> dict:
         _check_batch(config.batch_size, context)
         source = open_data(data, spec, seed)
         model = skdsl_compile(spec)
+        if config.ema:
+            state = _ema_weights(saved, config.checkpoint)
         state_io.load_weights(model, state, config.checkpoint, spec.name)
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         model = model.to(context.device, memory_format=memory_format)
@@ -649,6 +900,16 @@ def evaluate_checkpoint(config: EvalConfig) -> dict:
         return {**results, "data": data, "checkpoint": str(config.checkpoint),
                 "epoch": saved["epoch"] if saved else None,
                 "step": saved["step"] if saved else None}
+
+
+def _ema_weights(saved: dict | None, path: str) -> dict:
+    """`eval --ema`: the checkpoint's moving average of the weights (SK651 without one)."""
+    if saved is None or saved.get("ema") is None:
+        what = "a run trained without --ema" if saved is not None else "weights alone"
+        raise CheckpointError(f"'{path}' holds no moving average of the weights: it is {what}",
+                              code="SK651", hint="leave out --ema, or evaluate a checkpoint of "
+                                                 "a run trained with --ema DECAY")
+    return saved["ema"]
 
 
 def skdsl_compile(spec) -> nn.Module:
@@ -676,6 +937,7 @@ def save_checkpoint(run: Run, best: bool) -> None:
         "best_top1": state.best_top1, "best_epoch": state.best_epoch,
         "history": state.history, "epoch_totals": state.epoch_totals,
         "rng": rng, "config": run.config.to_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
     }
     ckpt.save(payload, run.out / "last.pt")
     if best:
@@ -803,8 +1065,35 @@ def _report(run: Run, status: str) -> None:
         display.line(f"stopped after --max-steps {run.config.max_steps} ({where}): saved "
                      f"{run.out / 'last.pt'}; continue with --resume and a larger --max-steps")
     else:
-        display.line(f"done: {state.epoch} epochs, {state.step} steps; weights in "
-                     f"{run.out / 'last.pt'} and {run.out / 'best.pt'}")
+        display.line(f"done: {counted(state.epoch, 'epoch')}, {counted(state.step, 'step')}; "
+                     f"weights in {run.out / 'last.pt'} and {run.out / 'best.pt'}")
+
+
+def _announce(run: Run) -> None:
+    """The run's first lines (rank 0): how it runs, what it trains, on what, and where it
+    resumes (display.banner_lines)."""
+    if not run.context.is_main:
+        return
+    analysis = network_analysis(run.spec)
+    params = sum(p.numel() for p in run.raw_model.parameters())
+    facts = {"device": _device_name(run.device), "threads": run.threads,
+             "world_size": run.context.world_size, "config": run.config, "recipe": run.recipe,
+             "network": run.spec.name, "params": params,
+             "mult_adds": analysis.mult_adds if analysis is not None else None,
+             "input": tuple(run.spec.input) if run.spec.input else None,
+             "source": run.source, "steps_per_epoch": run.steps_per_epoch}
+    for line in banner_lines(facts):
+        run.display.line(line)
+    if run.state.step or run.state.epoch:
+        run.display.line(f"resuming at epoch {run.state.epoch + 1}, step {run.state.step} "
+                         f"(batch {run.state.batch_in_epoch} of the epoch) from "
+                         f"{run.out / 'last.pt'}")
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "cpu"
 
 
 # -- devices and numerics -------------------------------------------------------------------------
