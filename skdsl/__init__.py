@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CheckpointError, CliError, SkdslError, SpecError
+from .loading import SettingError
 from .spec import Network
 
 if TYPE_CHECKING:
@@ -22,18 +23,25 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "parse", "analyze", "compile", "lower", "list_models", "create_model",
-           "Network", "SkdslError", "SpecError", "CliError", "CheckpointError", "__version__"]
+# skdsl.train: the training package, callable as skdsl.train(model_or_spec, train_data=...,
+# val_data=..., **config) (train/api.py); importing it does not import torch.
+from . import train  # noqa: E402
+
+__all__ = ["train", "load", "parse", "analyze", "compile", "lower", "list_models", "create_model",
+           "Network", "SkdslError", "SpecError", "CliError", "CheckpointError", "SettingError",
+           "__version__"]
 
 
 def load(path: str | Path, overrides: dict | None = None, *,
          num_classes: int | None = None, allow_imports_outside: bool = False) -> Network:
-    """Read, parse and expand a .sk file or zoo name (and what it imports) into a validated spec.
+    """Read, parse and expand a .sk file or zoo name (and what it imports), or validate a .json
+    spec written by `skdsl spec --json`, into a validated spec.
 
-    `overrides` set `param`s; `num_classes` replaces the `classes` header (and so the head).
-    `use` reads only files under the spec's folder and std/ unless `allow_imports_outside`.
+    `overrides` set `param`s; `num_classes` replaces the `classes` header (and so the head);
+    neither can change a JSON spec. `use` reads only files under the spec's folder and std/
+    unless `allow_imports_outside`.
     """
-    from .zoo import load as _load
+    from .loading import load as _load
 
     return _load(path, overrides, num_classes, allow_imports_outside)
 

@@ -10,15 +10,15 @@ multiply-adds), the difference from a baseline in units and per cent (the paper'
 difference from the baseline's paper figures, and ours − paper. `--stages` adds one row per stage
 below each network. No torch: everything comes from `skdsl.analyze`.
 
-`--set NAME=VALUE` and `--sweep NAME=v1,v2,...` apply to every listed spec that declares NAME
-(a `param`); naming a parameter no listed spec declares is an error (SK541), and so is a value
-of another type than the parameter's default (SK542). Repeated `--sweep`s give their cross
-product. The baseline takes the `--set` values it declares, never the sweeps.
+`overrides` (`--set NAME=VALUE`) and `sweeps` (`--sweep NAME=v1,v2,...`) apply to every listed
+spec that declares NAME (a `param`); naming a parameter no listed spec declares is an error
+(SK541), and so is a value of another type than the parameter's default (SK542). Several sweeps
+give their cross product. The baseline takes the overrides it declares, never the sweeps.
+The command line is skdsl/commands/compare.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import itertools
@@ -27,112 +27,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CliError, SpecError, did_you_mean
+from .errors import SpecError, did_you_mean
+from .loading import SettingError, load
 
 MAX_VARIANTS = 256  # rows of one comparison: a larger cross product is almost surely a typo
 FORMATS = ("rich", "markdown", "csv", "json")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-EPILOG = """\
-examples:
-  skdsl compare specs/resnext50_32x4d.sk specs/senet50.sk specs/sknet50.sk \\
-      --baseline specs/resnext50_32x4d.sk           Table 1, with the paper's figures beside
-  skdsl compare specs/sknet50.sk --baseline specs/resnext50_32x4d.sk --stages
-  skdsl compare specs/ablations/sk_pair.sk --sweep k2=3,5,7 --format markdown
-  skdsl compare specs/sknet101.sk --sweep L3=32,16  the two readings of SKNet-101
-  skdsl compare specs/sknet50.sk --count bn,add --format json
-
---set and --sweep apply to each listed spec that declares the parameter; --sweep values are
-comma-separated and repeated --sweeps give their cross product. FLOPs = 2 × multiply-adds; the
-paper's "GFLOPs" column counts multiply-adds.
-"""
-
-
-# -- the command line ----------------------------------------------------------------------------
-
-
-def register(commands) -> None:
-    """Add `compare` to skdsl's subcommands (called from skdsl.cli)."""
-    from . import cli
-
-    parser = commands.add_parser(
-        "compare", help="networks side by side: params, multiply-adds, Δ vs a baseline, paper",
-        description="Compare networks: parameters, multiply-adds and FLOPs, their difference from\n"
-                    "a baseline, and the paper's own figures where a spec has a `paper` line.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("specs", metavar="SPEC", nargs="+",
-                        help=".sk spec files (or .json specs written by `skdsl spec --json`)")
-    cli.add_overrides_argument(parser, "of the specs that declare it")
-    add_sweep_argument(parser)
-    parser.add_argument("--baseline", metavar="SPEC",
-                        help="the spec the Δ columns compare with (default: the first row)")
-    parser.add_argument("--format", choices=FORMATS, default="rich",
-                        help="rich (a table, the default), markdown, csv or json")
-    parser.add_argument("--stages", action="store_true",
-                        help="also one row per stage of every network")
-    cli.add_input_argument(parser)
-    cli.add_count_argument(parser)
-    parser.set_defaults(run=run_compare)
-
-
-def add_sweep_argument(parser) -> None:
-    parser.add_argument("--sweep", metavar="NAME=V1,V2,...", action="append", default=[],
-                        dest="sweeps",
-                        help="one row per value of a `param` (repeatable: the cross product)")
-
-
-def _variant_flags(args) -> tuple:
-    """--input, --count, --set and --sweep, checked: (input shape, count, overrides, sweeps)."""
-    from . import cli
-
-    overrides = cli.parse_overrides(args.overrides)
-    sweeps = parse_sweeps(args.sweeps)
-    clash = sorted(set(overrides) & set(sweeps))
-    if clash:
-        raise CliError(f"--set {clash[0]} and --sweep {clash[0]} name the same parameter",
-                       code="SK540", hint="give its values in --sweep alone")
-    return cli.parse_input_shape(args.input), cli.parse_count(args.count), overrides, sweeps
-
-
-def run_compare(args) -> int:
-    from . import cli
-
-    input_shape, count, overrides, sweeps = _variant_flags(args)
-    comparison = compare(args.specs, overrides=overrides, sweeps=sweeps, baseline=args.baseline,
-                         input_shape=input_shape, count=count, stages=args.stages)
-    if args.format == "rich":
-        cli._print_rich(rich_table(comparison))
-    elif args.format == "markdown":
-        print(markdown_table(comparison), end="")
-    elif args.format == "csv":
-        print(csv_text(comparison), end="")
-    else:
-        print(cli.to_json_text(comparison.to_json()))
-    return cli.EXIT_OK
-
-
-def parse_sweeps(items: list[str]) -> dict[str, list[int | float | str]]:
-    """['M=1,2,3', 'act=relu,silu'] -> {'M': [1, 2, 3], 'act': ['relu', 'silu']}."""
-    from .cli import parse_overrides
-
-    sweeps: dict[str, list[int | float | str]] = {}
-    for item in items:
-        name, equals, raw = item.partition("=")
-        name = name.strip()
-        values = [value.strip() for value in raw.split(",")]
-        if not equals or not _NAME.fullmatch(name) or not all(values):
-            raise CliError(f"--sweep {item!r}: expected NAME=V1,V2,... such as --sweep M=1,2,3",
-                           code="SK540")
-        if name in sweeps:
-            raise CliError(f"--sweep {name} is given twice", code="SK540",
-                           hint=f"list all its values in one --sweep {name}=...")
-        parsed = [parse_overrides([f"{name}={value}"])[name] for value in values]
-        if len(set(map(repr, parsed))) != len(parsed):
-            raise CliError(f"--sweep {item!r}: a value is listed twice", code="SK540")
-        sweeps[name] = parsed
-    return sweeps
-
 
 # -- the comparison ------------------------------------------------------------------------------
 
@@ -177,16 +77,14 @@ class Comparison:
         }
 
 
-def declared_parameters(path: str) -> tuple[dict, dict]:
+def declared_parameters(path: str, allow_imports_outside: bool = False) -> tuple[dict, dict]:
     """The `param`s a spec file declares: ({name: default value}, {name: 'file:line'})."""
-    import skdsl
-
     if path.lower().endswith(".json"):
         return {}, {}
     from .expand import parse_file
     from .zoo import resolve
 
-    defaults = dict(skdsl.load(path).parameters)
+    defaults = dict(load(path, allow_imports_outside=allow_imports_outside).parameters)
     where = {p.name: f"{p.span.file}:{p.span.line}" for p in parse_file(resolve(path)).params}
     return defaults, where
 
@@ -197,8 +95,9 @@ def changes_the_spec(overrides: dict, defaults: dict) -> bool:
     return any(value != defaults.get(name) for name, value in overrides.items())
 
 
-def check_value(name: str, value, default, where: str, flag: str) -> None:
-    """An override must have its default's type: SK542, pointing at the declaration."""
+def check_value(name: str, value, default, where: str, setting: str) -> None:
+    """An override (of `setting`: overrides or sweeps) must have its default's type: SK542,
+    pointing at the declaration."""
     kind = type(default)
     if isinstance(default, bool):
         kind = bool
@@ -207,54 +106,58 @@ def check_value(name: str, value, default, where: str, flag: str) -> None:
           or (issubclass(kind, str) and isinstance(value, str) and _WORD.fullmatch(value)))
     if not ok:
         wanted = {int: "an integer", float: "a number"}.get(kind, "a word")
-        raise CliError(f"{flag} {name}={value}: {name} takes {wanted}, like its default {default}",
-                       code="SK542", hint=f"{name} is declared at {where}")
+        raise SettingError(f"{{{setting}}} {name}={value}: {name} takes {wanted}, like its "
+                           f"default {default}", code="SK542",
+                           hint=f"{name} is declared at {where}")
 
 
-def variants(paths: list[str], overrides: dict, sweeps: dict) -> list[tuple[str, dict, bool]]:
+def variants(paths: list[str], overrides: dict, sweeps: dict,
+             allow_imports_outside: bool = False) -> list[tuple[str, dict, bool]]:
     """(path, overrides, whether they change the spec) for every listed spec and every point of
     the sweeps it declares."""
-    declared = {path: declared_parameters(path) for path in dict.fromkeys(paths)}
+    declared = {path: declared_parameters(path, allow_imports_outside)
+                for path in dict.fromkeys(paths)}
     known = {name for defaults, _ in declared.values() for name in defaults}
-    for flag, names in (("--set", overrides), ("--sweep", sweeps)):
+    for setting, names in (("overrides", overrides), ("sweeps", sweeps)):
         for name in names:
             if name not in known:
                 hint = did_you_mean(name, known) or (
                     f"the listed specs declare: {', '.join(sorted(known))}" if known
                     else "none of the listed specs declares a `param`")
-                raise CliError(f"{flag} {name}: no listed spec declares a parameter '{name}'",
-                               code="SK541", hint=hint)
+                raise SettingError(f"{{{setting}}} {name}: no listed spec declares a parameter "
+                                   f"'{name}'", code="SK541", hint=hint)
     found: list[tuple[str, dict, bool]] = []
     for path in paths:
         defaults, where = declared[path]
         fixed = {k: v for k, v in overrides.items() if k in defaults}
         swept = {k: v for k, v in sweeps.items() if k in defaults}
         for name, value in fixed.items():
-            check_value(name, value, defaults[name], where[name], "--set")
+            check_value(name, value, defaults[name], where[name], "overrides")
         for name, values in swept.items():
             for value in values:
-                check_value(name, value, defaults[name], where[name], "--sweep")
+                check_value(name, value, defaults[name], where[name], "sweeps")
         for point in itertools.product(*swept.values()):
             settings = {**fixed, **dict(zip(swept, point))}
             found.append((path, settings, changes_the_spec(settings, defaults)))
     if len(found) > MAX_VARIANTS:
-        raise CliError(f"the sweeps make {len(found)} networks to compare; at most "
+        raise SettingError(f"the sweeps make {len(found)} networks to compare; at most "
                        f"{MAX_VARIANTS}", code="SK543", hint="sweep fewer values at once")
     return found
 
 
 def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | None = None,
-            baseline: str | None = None, input_shape=None, count=(), stages: bool = False
-            ) -> Comparison:
-    """Analyse every variant; the baseline is `baseline` (with the `--set`s it declares) or the
+            baseline: str | None = None, input_shape=None, count=(), stages: bool = False,
+            allow_imports_outside: bool = False) -> Comparison:
+    """Analyse every variant; the baseline is `baseline` (with the overrides it declares) or the
     first row."""
     import skdsl
 
-    from .cli import load_spec
+    def load_spec(path: str, settings: dict):
+        return load(path, settings, allow_imports_outside=allow_imports_outside)
 
     overrides, sweeps = dict(overrides or {}), dict(sweeps or {})
     rows = []
-    for path, settings, changed in variants(list(paths), overrides, sweeps):
+    for path, settings, changed in variants(list(paths), overrides, sweeps, allow_imports_outside):
         try:
             spec = load_spec(path, settings)
             analysis = skdsl.analyze(spec, input_shape, count)
@@ -266,7 +169,7 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
         rows.append(Row(path, settings, spec, analysis, changed=changed))
     base = None
     if baseline is not None:
-        defaults, _ = declared_parameters(baseline)
+        defaults, _ = declared_parameters(baseline, allow_imports_outside)
         settings = {k: v for k, v in overrides.items() if k in defaults}
         same = [row for row in rows if _same_file(row.path, baseline) and row.overrides == settings]
         if same:
@@ -586,37 +489,3 @@ def _blank(value) -> object:
 
 def to_json_text(comparison: Comparison) -> str:
     return json.dumps(comparison.to_json(), ensure_ascii=False, indent=2)
-
-
-# -- `skdsl build --sweep` -----------------------------------------------------------------------
-
-
-def run_build_sweep(args) -> int:
-    """`skdsl build SPEC --sweep ...`: build's output once per variant (a JSON list with --json)."""
-    import skdsl
-
-    from . import cli, report
-
-    input_shape, count, overrides, sweeps = _variant_flags(args)
-    found, tables = [], []
-    for path, settings, changed in variants([args.spec], overrides, sweeps):
-        spec = cli.load_spec(path, settings)
-        if changed:  # the paper's figures are for the network as written
-            spec = spec.model_copy(update={"paper": None})
-        analysis = skdsl.analyze(spec, input_shape, count)
-        label = " ".join(f"{k}={v}" for k, v in settings.items())
-        if args.json:
-            paper = spec.paper.model_dump(mode="json") if spec.paper is not None else None
-            found.append({"overrides": settings, **analysis.to_json(), "paper": paper})
-        elif args.report or args.layers:
-            if args.report:
-                tables.append(report.stage_table(spec, analysis))
-            if args.layers:
-                tables.append(report.layer_table(analysis))
-        else:
-            print(f"[{label}] {report.summary_line(analysis)}")
-    if args.json:
-        print(cli.to_json_text(found))
-    elif tables:
-        cli._print_rich(*tables)
-    return cli.EXIT_OK

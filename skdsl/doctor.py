@@ -6,12 +6,12 @@
 The self-check runs the whole pipeline on a tiny spec embedded here, in a few seconds on a CPU:
 parse, analyse, compile, the analysis' parameters against sum(p.numel()) of the module, its
 multiply-adds against torch's FlopCounterMode / 2, and one training step (forward, backward,
-SGD) on random data. Exit status 0 when every check passes, 1 when one fails or cannot run.
+SGD) on random data. `diagnose()` gathers it all as plain data and `text_lines` writes it out;
+the command is skdsl/commands/doctor.py (exit status 0 when every check passes, else 1).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
 import os
@@ -41,37 +41,6 @@ REQUIRED = (("torch", "torch"), ("pydantic", "pydantic"), ("lark", "lark"),
             ("networkx", "networkx"), ("rich", "rich"), ("numpy", "numpy"))
 EXTRAS = (("pillow", "PIL"), ("matplotlib", "matplotlib"), ("onnx", "onnx"),
           ("onnxscript", "onnxscript"), ("timm", "timm"), ("tensorboard", "tensorboard"))
-
-EXIT_ALL_PASSED = 0
-EXIT_A_CHECK_FAILED = 1
-
-
-def register(commands) -> None:
-    """Add `doctor` to skdsl's subcommands (called from skdsl.cli)."""
-    parser = commands.add_parser(
-        "doctor", help="versions, device and threads, and a self-check, for bug reports",
-        description="Print what a bug report needs (versions of skdsl, Python and the packages\n"
-                    "it uses, optional extras, platform, CPU and GPUs, threads) and run a\n"
-                    "self-check: parse, analyse and compile a tiny spec, check its counts\n"
-                    "against torch, and train it one step.",
-        epilog="examples:\n  skdsl doctor\n  skdsl doctor --json > doctor.json\n\n"
-               "exit status: 0 every check passed; 1 a check failed (its line says why).",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object on stdout (its keys are in docs/cli.md)")
-    parser.set_defaults(run=run_doctor)
-
-
-def run_doctor(args) -> int:
-    from . import cli
-
-    findings = diagnose()
-    if args.json:
-        print(cli.to_json_text(findings))
-    else:
-        print("\n".join(text_lines(findings)))
-    return EXIT_ALL_PASSED if findings["ok"] else EXIT_A_CHECK_FAILED
-
 
 def diagnose() -> dict:
     """Everything `skdsl doctor` prints, as plain data (the --json output)."""

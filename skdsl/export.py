@@ -17,19 +17,19 @@ Checkpoints: an skdsl checkpoint (`skdsl train`'s last.pt or best.pt, checked wh
 the spec), converted weights, another runner's dict with a 'model' state dict, or a bare state
 dict; all read by skdsl/state_io.py with torch.load(weights_only=True), so a file cannot run
 code. The output's folder is checked before the network is compiled; torch.export and
-TorchScript artifacts are written atomically. Every failure is a CliError or a
-CheckpointError with a code SK530-SK539 (docs/errors.md), never a traceback.
+TorchScript artifacts are written atomically. Every failure is an ExportError or a
+CheckpointError with a code SK530-SK539 (docs/errors.md), never a traceback. The command is
+skdsl/commands/export.py.
 
 This module imports no torch at import time: `skdsl --help` must stay fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import warnings
 from pathlib import Path
 
-from .errors import CheckpointError, CliError
+from .loading import SettingError
 
 FORMATS = ("torchscript", "exported", "onnx")
 SUFFIXES = {"torchscript": ".ts", "exported": ".pt2", "onnx": ".onnx"}
@@ -37,72 +37,11 @@ SUFFIXES = {"torchscript": ".ts", "exported": ".pt2", "onnx": ".onnx"}
 # kernel choices change the rounding, never more than this).
 TOLERANCE = 1e-4
 
-EPILOG = """\
-examples:
-  skdsl export specs/sknet50.sk --checkpoint runs/sknet50/best.pt --fuse-bn --output sknet50.pt2
-  skdsl export specs/sknet26.sk --random-init --format torchscript --output sknet26.ts
-  skdsl export specs/sknet50.sk --checkpoint best.pt --format onnx --output sknet50.onnx
-"""
 
+class ExportError(SettingError):
+    """A network that cannot be exported as asked, or whose artifact cannot be trusted."""
 
-def register(subparsers) -> None:
-    """Add `skdsl export` to the skdsl parser (skdsl/cli.py)."""
-    from . import cli
-
-    parser = subparsers.add_parser(
-        "export", help="write a deployable inference artifact (TorchScript, torch.export, ONNX)",
-        description="Compile a spec, load its weights, optionally fold BN into the convolutions,\n"
-                    "and write an inference artifact whose outputs are checked against the\n"
-                    "eager model (the largest absolute difference is printed).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_spec_argument(parser)
-    cli.add_input_argument(parser)
-    parser.add_argument("--checkpoint", metavar="FILE",
-                        help="the weights: an skdsl checkpoint, a {'model': ...} dict or a "
-                             "state dict")
-    parser.add_argument("--random-init", action="store_true",
-                        help="export the freshly initialised network (to try the pipeline)")
-    parser.add_argument("--format", choices=FORMATS, default="exported",
-                        help="exported (torch.export, the default), torchscript or onnx")
-    parser.add_argument("--fuse-bn", action="store_true",
-                        help="fold every batch norm into the convolution before it")
-    parser.add_argument("--batch", type=int, default=1, metavar="N",
-                        help="the batch size the artifact is checked at (default 1); it "
-                             "takes any batch size")
-    parser.add_argument("--output", "-o", metavar="PATH", required=True,
-                        help="where to write the artifact")
-    parser.add_argument("--classes", metavar="N", type=int,
-                        help="replace the spec's `classes`, as `skdsl train --classes` did")
-    parser.set_defaults(run=run)
-
-
-def run(args) -> int:
-    """Export as the flags say; print what was written and how closely it matches eager."""
-    if (args.checkpoint is None) == (not args.random_init):
-        raise CliError("name the weights with --checkpoint FILE, or pass --random-init to "
-                       "export an untrained network" if args.checkpoint is None else
-                       "--checkpoint and --random-init do not go together", code="SK530")
-    if args.batch < 1:
-        raise CliError(f"--batch {args.batch}: the batch size must be at least 1", code="SK530")
-    if args.classes is not None and args.classes < 1:
-        raise CliError(f"--classes {args.classes}: must be at least 1", code="SK530")
-    output = Path(args.output)
-    if output.is_dir():
-        raise CliError(f"--output '{output}' is a directory", code="SK535",
-                       hint=f"name a file, such as {output / ('model' + SUFFIXES[args.format])}")
-    _check_writable(output)
-    if args.format == "onnx":
-        _require_onnx()
-    from .cli import parse_input_shape, parse_overrides
-    from .train.specs import load_spec
-
-    input_shape = parse_input_shape(args.input)
-    spec = load_spec(args.spec, parse_overrides(args.overrides), args.classes)
-    result = export(spec, output, args.format, checkpoint=args.checkpoint,
-                    fuse=args.fuse_bn, input_shape=input_shape, batch=args.batch)
-    print(result.summary())
-    return 0
-
+    code = "SK530"
 
 class Result:
     """What `export` wrote and how it compares with the eager model."""
@@ -135,10 +74,10 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
     from . import compiler, layers
 
     if format not in FORMATS:
-        raise CliError(f"unknown export format '{format}'; known: {', '.join(FORMATS)}",
-                       code="SK530")
+        raise ExportError(f"unknown export format '{format}'; known: {', '.join(FORMATS)}",
+                          code="SK530")
     output = Path(output)
-    _check_writable(output)  # before the expensive work
+    check_writable(output)  # before the expensive work
     state = read_state_dict(checkpoint, spec) if checkpoint is not None else None
     torch.manual_seed(seed)
     model = compiler.compile(spec, input_shape)
@@ -167,15 +106,15 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
             return Result(spec.name, output, format, folded, batch_norms, float("nan"),
                           scale, None)
         if tuple(actual.shape) != tuple(expected.shape):
-            raise CliError(f"the exported model gives outputs of shape "
-                           f"{tuple(actual.shape)} for a batch of {size}, the eager model "
-                           f"{tuple(expected.shape)}", code="SK536")
+            raise ExportError(f"the exported model gives outputs of shape "
+                              f"{tuple(actual.shape)} for a batch of {size}, the eager model "
+                              f"{tuple(expected.shape)}", code="SK536")
         error = max(error, float((actual.float() - expected).abs().max()))
     if not error <= TOLERANCE * max(scale, 1.0):
-        raise CliError(f"the exported model's outputs differ from the eager model's by up to "
-                       f"{error:.3g} (outputs up to {scale:.3g}); '{output}' was written but "
-                       f"should not be deployed", code="SK536",
-                       hint="report it with the spec and the format; try another --format")
+        raise ExportError(f"the exported model's outputs differ from the eager model's by up "
+                          f"to {error:.3g} (outputs up to {scale:.3g}); '{output}' was written but "
+                          f"should not be deployed", code="SK536",
+                          hint="report it with the spec and the format; try another {format}")
     return Result(spec.name, output, format, folded, batch_norms, error, scale, verified_with)
 
 
@@ -206,26 +145,28 @@ def _first_line(error: Exception, limit: int = 120) -> str:
     return first_line(error, limit)
 
 
-def _check_writable(output: Path) -> None:
+def check_writable(output: Path) -> None:
+    """ExportError (SK535) when `output` cannot be written (checked before the expensive work)."""
     from . import state_io
 
     unwritable = state_io.check_writable(output)
     if unwritable:
-        raise CliError(f"cannot write '{output}': {unwritable}", code="SK535")
+        raise ExportError(f"cannot write '{output}': {unwritable}", code="SK535")
 
 
 # -- writing and reading back -------------------------------------------------------------------
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
+    """ExportError (SK533) unless the packages the ONNX exporter needs are installed."""
     import importlib.util
 
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
     if missing:
-        raise CliError(f"--format onnx needs the {' and '.join(missing)} package"
-                       f"{'s' if len(missing) > 1 else ''}", code="SK533",
-                       hint="pip install onnx onnxscript (and onnxruntime to check the result), "
-                            "or use --format torchscript or exported")
+        raise ExportError(f"{{format}} onnx needs the {' and '.join(missing)} package"
+                          f"{'s' if len(missing) > 1 else ''}", code="SK533",
+                          hint="pip install onnx onnxscript (and onnxruntime to check the result), "
+                               "or use {format} torchscript or exported")
 
 
 def _write(model, example, output: Path, format: str) -> None:
@@ -245,9 +186,9 @@ def _write(model, example, output: Path, format: str) -> None:
             else:
                 artifact = None
     except Exception as error:  # noqa: BLE001 - a tracer's failure, reported in one line
-        raise CliError(f"torch could not {format} the model: {type(error).__name__}: "
-                       f"{_first_line(error, 300)}", code="SK534",
-                       hint="try another --format") from None
+        raise ExportError(f"torch could not {format} the model: {type(error).__name__}: "
+                          f"{_first_line(error, 300)}", code="SK534",
+                          hint="try another {format}") from None
     from . import state_io
 
     try:
@@ -262,8 +203,8 @@ def _write(model, example, output: Path, format: str) -> None:
             else:
                 torch.export.save(artifact, file)
     except OSError as error:
-        raise CliError(f"cannot write '{output}': {error.strerror or error}",
-                       code="SK535") from None
+        raise ExportError(f"cannot write '{output}': {error.strerror or error}",
+                          code="SK535") from None
 
 
 def _write_onnx(model, example, output: Path) -> None:
@@ -277,9 +218,9 @@ def _write_onnx(model, example, output: Path) -> None:
     except OSError:
         raise
     except Exception as error:  # noqa: BLE001
-        raise CliError(f"torch could not export the model to ONNX: {type(error).__name__}: "
-                       f"{_first_line(error, 300)}", code="SK534",
-                       hint="try --format torchscript or exported") from None
+        raise ExportError(f"torch could not export the model to ONNX: {type(error).__name__}: "
+                          f"{_first_line(error, 300)}", code="SK534",
+                          hint="try {format} torchscript or exported") from None
 
 
 def _dynamic_batch():
@@ -309,4 +250,5 @@ def _run_back(output: Path, format: str, x):
     return torch.from_numpy(session.run(None, {name: x.numpy()})[0]), "onnxruntime"
 
 
-__all__ = ["register", "run", "export", "load_weights", "read_state_dict", "Result", "FORMATS"]
+__all__ = ["export", "load_weights", "read_state_dict", "require_onnx", "Result", "FORMATS",
+           "SUFFIXES", "ExportError", "check_writable"]

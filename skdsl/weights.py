@@ -13,23 +13,29 @@ module, `model.load_state_dict(torch.load(OUT, weights_only=True))`.
 Equal keys and shapes do not prove equal wiring; `benchmarks/timm_equality.py` compares the
 outputs of timm's models and the compiled specs on the same input (docs/weights.md).
 
-Errors (CliError, exit status 2): SK520 no input file, SK521 the input cannot be read, SK522 it
-holds no state dict, SK523 it is of no known family, SK524 keys that do not correspond, SK525
-shapes that differ, SK526 the output cannot be written.
+Errors (WeightsError, exit status 2): SK520 no input file, SK521 the input cannot be read, SK522
+it holds no state dict, SK523 it is of no known family, SK524 keys that do not correspond, SK525
+shapes that differ, SK526 the output cannot be written, SK527 no head to skip. The command is
+skdsl/commands/weights.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from .errors import CliError
+from .loading import SettingError
 
 if TYPE_CHECKING:
     from torch import Tensor
+
+class WeightsError(SettingError):
+    """Weights that cannot be converted onto a spec, or written."""
+
+    code = "SK520"
+
 
 # -- rule tables ----------------------------------------------------------------------------------
 
@@ -215,7 +221,7 @@ def detect_family(keys, origin: str = "timm") -> Family:
     best = max(score for score, _ in scores)
     if best == 0:
         known = ", ".join(f"{f.title} ({f.name}50…)" for f in FAMILIES[origin])
-        raise CliError(f"these weights are of no {origin} family skdsl knows: no key of them "
+        raise WeightsError(f"these weights are of no {origin} family skdsl knows: no key of them "
                        f"(such as '{keys[0] if keys else '?'}') matches a rule", code="SK523",
                        hint=f"skdsl converts {origin}'s {known}")
     return next(family for score, family in scores if score == best)
@@ -247,7 +253,7 @@ def plan(source: Mapping[str, "Tensor"], target: Mapping[str, "Tensor"],
 def convert_state_dict(source: Mapping[str, "Tensor"], target: Mapping[str, "Tensor"],
                        origin: str = "timm", spec_name: str = "the spec") -> dict[str, "Tensor"]:
     """The target-keyed state dict holding `source`'s tensors (cast to the target's dtypes), in
-    the target's order; a CliError (SK524/SK525) naming every key that does not fit."""
+    the target's order; a WeightsError (SK524/SK525) naming every key that does not fit."""
     return _convert(source, target, origin, spec_name)[1]
 
 
@@ -266,7 +272,7 @@ def _convert(source, target, origin: str, spec_name: str) -> tuple[Plan, dict[st
 _SHOWN = 8  # keys listed per kind of problem
 
 
-def _misfit(mapping: Plan, source, target, origin: str, spec_name: str) -> CliError:
+def _misfit(mapping: Plan, source, target, origin: str, spec_name: str) -> WeightsError:
     family = mapping.family
     model = f"{origin} {mapping.source_model}"
     lines: list[str] = []
@@ -296,7 +302,7 @@ def _misfit(mapping: Plan, source, target, origin: str, spec_name: str) -> CliEr
         message = f"{model} weights do not fit {spec_name}: {len(mapping.shapes)} shapes differ"
         code = "SK525"
     hint = _family_hint(mapping, source, target, origin, spec_name)
-    return CliError(message + "\n" + "\n".join(lines), code=code, hint=hint)
+    return WeightsError(message + "\n" + "\n".join(lines), code=code, hint=hint)
 
 
 def _family_hint(mapping: Plan, source, target, origin: str, spec_name: str) -> str:
@@ -342,8 +348,8 @@ def write_state_dict(state: Mapping[str, "Tensor"], path: str | Path) -> None:
         raise _unwritable(path, error.strerror or str(error)) from None
 
 
-def _unwritable(path: str | Path, why: str) -> CliError:
-    return CliError(f"cannot write '{path}': {why}", code="SK526")
+def _unwritable(path: str | Path, why: str) -> WeightsError:
+    return WeightsError(f"cannot write '{path}': {why}", code="SK526")
 
 
 @dataclass
@@ -369,8 +375,8 @@ def convert(spec, source_path: str | Path, output_path: str | Path, origin: str 
     from . import state_io
 
     if origin not in FAMILIES:
-        raise CliError(f"--from {origin!r}: skdsl converts weights from {', '.join(FAMILIES)}",
-                       code="SK523")
+        raise WeightsError(f"{{origin}} {origin!r}: skdsl converts weights from "
+                           f"{', '.join(FAMILIES)}", code="SK523")
     unwritable = state_io.check_writable(output_path)  # before reading and compiling
     if unwritable:
         raise _unwritable(output_path, unwritable)
@@ -379,8 +385,8 @@ def convert(spec, source_path: str | Path, output_path: str | Path, origin: str 
     spec_name = spec_name or f"spec '{spec.name}'"
     head = state_io.head_keys(model)
     if skip_head and not head:
-        raise CliError(f"--skip-head: {spec_name} has no classifier head (a final fc layer) "
-                       f"to skip", code="SK527", hint="convert without --skip-head")
+        raise WeightsError(f"{{skip_head}}: {spec_name} has no classifier head (a final fc "
+                           f"layer) to skip", code="SK527", hint="convert without {skip_head}")
     source = read_state_dict(source_path)
     if skip_head:
         source, target = _without_head(source, target, head, origin)
@@ -397,57 +403,6 @@ def _without_head(source, target, head: frozenset[str], origin: str):
             {key: value for key, value in target.items() if key not in head})
 
 
-# -- command line -------------------------------------------------------------------------------
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add `skdsl weights convert --from timm SPEC IN OUT` to the CLI's subcommands."""
-    weights = subparsers.add_parser(
-        "weights", help="convert published weights to a spec's compiled module",
-        description="Weights of other libraries, mapped onto the compiled module of a spec.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  skdsl weights convert --from timm specs/sknet50.sk "
-               "skresnext50_32x4d.pth sknet50.pt")
-    from . import cli
-
-    actions = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
-    families = "; ".join(f"{f.name}* -> specs of {f.block}" for f in FAMILIES["timm"])
-    parser = actions.add_parser(
-        "convert", help="map a foreign state dict onto a spec (all tensors, or an error)",
-        description="Map a state dict of timm's ResNeXt, SE-ResNeXt or SK-ResNeXt onto the "
-                    "compiled module of SPEC. Every tensor must land on exactly one parameter "
-                    "or buffer of the same shape; otherwise each misfit is named and nothing "
-                    "is written (exit status 2).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"families (timm): {families}\n"
-               "the output loads with model.load_state_dict(torch.load(OUT, weights_only=True))")
-    parser.add_argument("--from", dest="origin", required=True, choices=sorted(FAMILIES),
-                        help="the library the weights come from")
-    cli.add_spec_argument(parser)
-    parser.add_argument("source", metavar="IN", help="the source state dict (torch.save file)")
-    parser.add_argument("output", metavar="OUT", help="where to write the converted state dict")
-    parser.add_argument("--skip-head", action="store_true",
-                        help="leave out the classifier (the final fc), to fine-tune to other "
-                             "classes with `skdsl train --init OUT --classes N`")
-    parser.set_defaults(run=run)
-    return weights
-
-
-def run(args: argparse.Namespace) -> int:
-    """`skdsl weights convert`: 0 when OUT is written; a CliError (exit status 2) otherwise."""
-    from .cli import load_spec, parse_overrides
-
-    spec = load_spec(args.spec, parse_overrides(args.overrides))
-    done = convert(spec, args.source, args.output, args.origin, spec_name=f"spec '{spec.name}'",
-                   skip_head=args.skip_head)
-    head = " (head left out)" if args.skip_head else ""
-    print(f"ok: {args.origin} {done.source_model} ({done.plan.family.title}) -> {spec.name}: "
-          f"{len(done.state_dict)} tensors{head}, {done.parameters:,} parameters, written to "
-          f"{args.output}")
-    return 0
-
-
 __all__ = ["Rule", "Family", "FAMILIES", "WORDS", "Plan", "map_keys", "detect_family", "plan",
            "convert_state_dict", "read_state_dict", "write_state_dict", "Conversion", "convert",
-           "register",
-           "run"]
+           "WeightsError"]

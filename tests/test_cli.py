@@ -1,4 +1,4 @@
-"""skdsl/cli.py: commands, the `build --json` contract, exit statuses, no tracebacks, no torch."""
+"""skdsl/commands/: the commands, the `build --json` contract, exit statuses, no tracebacks."""
 
 import json
 import os
@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import skdsl
-from skdsl import cli
-from skdsl.cli import main
+from skdsl.commands import arguments, main
 from skdsl.errors import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,15 +151,15 @@ def test_set_overrides_params(capsys, param_spec):
     ([" M = 3 "], {"M": 3}),
 ])
 def test_parse_overrides(items, expected):
-    assert cli.parse_overrides(items) == expected
-    assert [type(v) for v in cli.parse_overrides(items).values()] == [
+    assert arguments.parse_overrides(items) == expected
+    assert [type(v) for v in arguments.parse_overrides(items).values()] == [
         type(v) for v in expected.values()]
 
 
 @pytest.mark.parametrize("text, shape", [
     ("3x320x320", (3, 320, 320)), ("1×28×28", (1, 28, 28)), (" 3X64X48 ", (3, 64, 48))])
 def test_parse_input_shape(text, shape):
-    assert cli.parse_input_shape(text) == shape
+    assert arguments.parse_input_shape(text) == shape
 
 
 # -- check, spec --------------------------------------------------------------------------------
@@ -404,7 +403,7 @@ def test_interrupt_exits_130_quietly(capsys, monkeypatch):
 @given(text=st.text(alphabet="0123456789x×X -+.e", max_size=14))
 def test_any_input_flag_is_a_result_or_a_user_error(text):
     try:
-        shape = cli.parse_input_shape(text)
+        shape = arguments.parse_input_shape(text)
     except skdsl.CliError as error:
         assert error.code == "SK501"
     else:
@@ -415,7 +414,7 @@ def test_any_input_flag_is_a_result_or_a_user_error(text):
 @given(items=st.lists(st.text(max_size=8), max_size=3))
 def test_any_set_flag_is_a_result_or_a_user_error(items):
     try:
-        overrides = cli.parse_overrides(items)
+        overrides = arguments.parse_overrides(items)
     except skdsl.CliError as error:
         assert error.code == "SK502"
     else:
@@ -447,7 +446,7 @@ def test_python_m_skdsl_error():
 def test_commands_do_not_import_torch():
     code = (
         "import sys, io, contextlib\n"
-        "from skdsl.cli import main\n"
+        "from skdsl.commands import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    assert main(['build', 'specs/sknet50.sk', '--report']) == 0\n"
         "    assert main(['build', 'specs/sknet50.sk', '--json', '--input', '3x64x64']) == 0\n"
@@ -461,7 +460,7 @@ def test_commands_do_not_import_torch():
 
 
 def test_check_does_not_import_rich():
-    code = ("import sys, io, contextlib\nfrom skdsl.cli import main\n"
+    code = ("import sys, io, contextlib\nfrom skdsl.commands import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    assert main(['check', 'specs/sknet50.sk']) == 0\n"
             "assert 'rich' not in sys.modules\n")
@@ -492,7 +491,7 @@ def test_an_unwritable_stdout_is_a_located_error_not_a_bug(argv, redirect):
         if not os.path.exists("/dev/full"):
             pytest.skip("no /dev/full here")
         stdout = open("/dev/full", "w")
-    code = "import sys, skdsl.cli; sys.exit(skdsl.cli.main(sys.argv[1:]))"
+    code = "import sys, skdsl.commands; sys.exit(skdsl.commands.main(sys.argv[1:]))"
     # close_fds and a closed fd 1: Python starts with sys.stdout None, as under `>&-`
     prefix = "import os; os.close(1); " if redirect == "closed" else ""
     result = subprocess.run([sys.executable, "-c", prefix + code, *argv], cwd=ROOT,
@@ -503,7 +502,8 @@ def test_an_unwritable_stdout_is_a_located_error_not_a_bug(argv, redirect):
 
 
 def test_a_closed_stderr_keeps_the_exit_status(tmp_path):
-    code = "import sys, skdsl.cli; sys.stderr = None; sys.exit(skdsl.cli.main(sys.argv[1:]))"
+    code = ("import sys, skdsl.commands; sys.stderr = None; "
+            "sys.exit(skdsl.commands.main(sys.argv[1:]))")
     for argv, status in ((["check", "no_such.sk"], 2), (["check", "specs/sknet26.sk"], 0)):
         result = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT,
                                 capture_output=True, text=True)
@@ -525,3 +525,80 @@ def test_build_shows_the_paper_only_for_the_spec_as_written(capsys):
     assert build_json(capsys, options, "--set", "M=3")["paper"] is None
     status, out, _ = run(capsys, "build", options, "--set", "M=3", "--report")
     assert status == 0 and "paper:" not in out and "ours − paper" not in out and "#P 29.2M" in out
+
+
+# -- loading below the command line, and the flags it is given ------------------------------------
+
+
+def test_imports_outside_the_specs_folder_need_the_flag(capsys, tmp_path):
+    (tmp_path / "shared.sk").write_text("block stem_conv(c):\n    conv 3x3, c\n")
+    (tmp_path / "nets").mkdir()
+    spec = tmp_path / "nets" / "net.sk"
+    spec.write_text(PARAM_SPEC.replace('use "std/resnext.sk"',
+                                       'use "std/resnext.sk"\nuse "../shared.sk"'))
+    status, _, err = run(capsys, "check", str(spec))
+    assert status == 2 and "error SK117" in err and "--allow-imports-outside" in err
+    for command in (["check"], ["build", "--json"], ["spec"], ["graph"], ["compare"]):
+        status, _, err = run(capsys, command[0], str(spec), *command[1:],
+                             "--allow-imports-outside")
+        assert status == 0, err
+    assert skdsl.load(spec, allow_imports_outside=True).name == "small"
+
+
+def test_setting_errors_name_the_setting_in_python_and_the_flag_on_the_command_line(
+        capsys, tmp_path):
+    from skdsl.loading import SettingError
+
+    path = tmp_path / "small.json"
+    path.write_text(skdsl.parse(PARAM_SPEC).model_dump_json())
+    assert skdsl.load(path).name == "small"  # skdsl.load reads JSON specs too
+    with pytest.raises(SettingError) as raised:
+        skdsl.load(path, {"M": 3})
+    assert str(raised.value).startswith("overrides cannot change")
+    assert raised.value.settings == ("overrides",) and raised.value.code == "SK503"
+    assert raised.value.render().endswith("hint: use overrides with the .sk spec it came from")
+    with pytest.raises(SettingError, match="^num_classes cannot change"):
+        skdsl.load(path, num_classes=5)
+    status, _, err = run(capsys, "build", str(path), "--set", "M=3")
+    assert status == 2 and err.startswith("error SK503: --set cannot change")
+    assert "use --set with the .sk spec" in err
+
+
+# Modules outside skdsl/commands/ that still import argparse or the command line, and why. The
+# list only shrinks: a new module below the commands must take neither.
+ENTRY_POINTS_AND_ALIASES = {
+    "cli.py",                # the former home of the CLI, kept as an alias of skdsl.commands
+    "__main__.py",           # python -m skdsl
+    "train/__main__.py",     # python -m skdsl.train (torchrun)
+    "train/commands.py",     # alias of skdsl/commands/train.py
+    "fuzz.py",               # python -m skdsl.fuzz, and it runs `skdsl check`
+    "testing.py",            # run_check: the `skdsl check` command
+    "testing/harness.py",    # the same, where skdsl.testing is a package
+    "inspect/command.py",    # `skdsl inspect attention`, to move into skdsl/commands/
+    "inspect/output.py",     # to_json_text, to move with it
+}
+
+
+def test_nothing_below_the_commands_imports_argparse_or_the_command_line():
+    import re
+
+    pattern = re.compile(r"^\s*(import argparse|from \.+(cli|commands)\b|import skdsl\.(cli|"
+                         r"commands)|from skdsl\.(cli|commands)\b|from (\.+|skdsl) import .*\b"
+                         r"(cli|commands)\b)", re.M)
+    package = ROOT / "skdsl"
+    offenders = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py")
+        if "commands" not in path.relative_to(package).parts[:1]
+        and str(path.relative_to(package)) not in ENTRY_POINTS_AND_ALIASES
+        and pattern.search(path.read_text(encoding="utf-8")))
+    assert offenders == []
+
+
+def test_the_library_imports_without_the_command_line():
+    code = ("import sys, skdsl, skdsl.compare, skdsl.export, skdsl.weights, skdsl.doctor, "
+            "skdsl.tables, skdsl.loading, skdsl.train.specs\n"
+            "skdsl.load('specs/sknet_tiny.sk')\n"
+            "assert not any(name == 'argparse' or name.startswith(('skdsl.cli', 'skdsl.commands'))"
+            " for name in sys.modules), sorted(sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr

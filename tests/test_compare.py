@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from skdsl import compare
-from skdsl.cli import main
+from skdsl.commands import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RESNEXT = str(ROOT / "specs" / "resnext50_32x4d.sk")
@@ -107,7 +107,7 @@ def test_no_torch_is_imported():
     import subprocess
     import sys
 
-    code = ("import sys; from skdsl.cli import main; main(['compare', 'specs/sknet50.sk', "
+    code = ("import sys; from skdsl.commands import main; main(['compare', 'specs/sknet50.sk', "
             "'--format', 'csv']); print('torch' in sys.modules, file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)

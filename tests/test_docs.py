@@ -342,7 +342,7 @@ def parser_commands() -> dict[str, tuple[set[str], set[str]]]:
     command that runs (a group such as `weights` is its subcommands)."""
     import argparse
 
-    from skdsl.cli import build_parser
+    from skdsl.commands import build_parser
 
     found = {}
 

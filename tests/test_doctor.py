@@ -3,7 +3,7 @@
 import json
 
 from skdsl import doctor
-from skdsl.cli import main
+from skdsl.commands import main
 
 TOP_KEYS = ["skdsl", "python", "platform", "packages", "extras", "device", "threads", "checks",
             "ok"]

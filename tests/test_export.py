@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from skdsl import cli, compiler, export
+from skdsl import commands as cli
+from skdsl import compiler, export
 from skdsl.errors import SkdslError
 
 ROOT = Path(__file__).resolve().parent.parent

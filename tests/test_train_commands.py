@@ -1,4 +1,4 @@
-"""skdsl/train/commands.py: the train and eval flags, each checked with a clear message."""
+"""skdsl/commands/train.py: the train and eval flags, each checked with a clear message."""
 
 import argparse
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from skdsl.errors import CliError
-from skdsl.train import commands
+from skdsl.commands import train as commands
 from skdsl.train.config import TrainConfig
 
 
@@ -32,6 +32,14 @@ def test_flags_become_a_typed_config():
         recipe="paper-light", epochs=3, batch_size=32, lr=0.05, weight_decay=0.0,
         label_smoothing=0.0, schedule="cosine", warmup_epochs=0.5, precision="bf16",
         channels_last=True, compile=None, sync_bn=True, workers=2, seed=7, max_steps=9)
+
+
+def test_allow_imports_outside_reaches_both_configs():
+    assert train_config().allow_imports_outside is False
+    assert train_config("--allow-imports-outside").allow_imports_outside is True
+    evaluated = commands.eval_config(parse("eval", "specs/sknet_tiny.sk", "--checkpoint", "x.pt",
+                                           "--allow-imports-outside"))
+    assert evaluated.allow_imports_outside is True
 
 
 def test_left_out_flags_stay_unset_for_the_recipe_or_the_resumed_run():
@@ -97,7 +105,7 @@ def test_main_prints_errors_without_a_traceback(capsys, tmp_path):
 
 
 def test_registering_the_commands_imports_no_torch():
-    code = ("import sys, argparse; from skdsl.train.commands import register; "
+    code = ("import sys, argparse; from skdsl.commands.train import register; "
             "p = argparse.ArgumentParser(); register(p.add_subparsers()); "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -113,7 +121,7 @@ def test_memory_budget_takes_a_size_and_refuses_a_typo():
 
 
 def test_a_run_over_the_memory_budget_is_refused_before_it_starts(tmp_path, capsys):
-    from skdsl.cli import main
+    from skdsl.commands import main
 
     out = tmp_path / "run"
     status = main(["train", "specs/sknet_tiny.sk", "--data", "synthetic:train=64,val=32",

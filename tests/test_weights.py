@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import skdsl
-from skdsl import cli, weights
+from skdsl import commands as cli
+from skdsl import weights
 from skdsl.errors import CliError, SkdslError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,11 +23,11 @@ numbers. No torch: everything comes from `skdsl.analyze` and the lowered graph.
 """
 
 from ..zoo import SPECS_DIR
-from .command import DEFAULT_MANIFEST, DEFAULT_OUTPUT, register, run_tables
+from .command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
 from .manifest import Figure, Manifest, Row, Table, figure, load_manifest
 from .page import render
 from .results import COMPUTE_TOLERANCE, Result, consistency_problems, evaluate
 
 __all__ = ["COMPUTE_TOLERANCE", "DEFAULT_MANIFEST", "DEFAULT_OUTPUT", "SPECS_DIR", "Figure",
            "Manifest", "Result", "Row", "Table", "consistency_problems", "evaluate", "figure",
-           "load_manifest", "register", "render", "run_tables"]
+           "load_manifest", "render"]

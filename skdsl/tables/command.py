@@ -1,95 +1,25 @@
-"""The `skdsl tables` command: arguments in, exit status out."""
+"""Where `skdsl tables` reads its manifest and writes its page, unless told otherwise (the
+command itself is skdsl/commands/tables.py)."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from ..errors import CliError
 from ..zoo import SPECS_DIR, shown
-from .manifest import Manifest, load_manifest
-from .page import render
-from .results import consistency_problems, evaluate
+from .manifest import Manifest
 
 DEFAULT_MANIFEST = Path("specs") / "paper_tables.toml"
 DEFAULT_OUTPUT = Path("docs") / "paper-tables.md"
 
 
-def register(commands) -> None:
-    """Add `tables` to skdsl's subcommands (called from skdsl.cli)."""
-    parser = commands.add_parser(
-        "tables", help="regenerate docs/paper-tables.md: the paper's tables from the specs",
-        description="Compute every row of the paper's Tables 1–7 (and Table 2's rivals) from\n"
-                    "the specs named in the manifest, check them against the paper and\n"
-                    "tables.md, and write the page.",
-        epilog="examples:\n  skdsl tables\n  skdsl tables --check\n"
-               "  skdsl tables --output - | less\n\n"
-               "exit status: 0 written (or fresh with --check); 1 with --check when the page is\n"
-               "stale, or when a row's count differs from tables.md's or a gap to the paper has\n"
-               "no reason in the manifest; 2 a mistake in the manifest or the command line.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", metavar="TOML",
-                        help=f"the manifest (default: {DEFAULT_MANIFEST})")
-    parser.add_argument("--output", "-o", metavar="FILE",
-                        help=f"the page to write or check (default: {DEFAULT_OUTPUT}); - = stdout")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when the page differs from a fresh one")
-    parser.set_defaults(run=run_tables)
+def manifest_path(given: str | None = None) -> Path:
+    """The manifest: `given`, else the current directory's, else skdsl's own (shipped with it)."""
+    if given:
+        return Path(given)
+    return DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else SPECS_DIR / DEFAULT_MANIFEST.name
 
 
-def run_tables(args) -> int:
-    # The manifest: the current directory's when it has one, else skdsl's own (shipped with it).
-    manifest_path = Path(args.manifest) if args.manifest else (
-        DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else SPECS_DIR / DEFAULT_MANIFEST.name)
-    manifest = load_manifest(manifest_path)
-    output = args.output or _default_page(manifest)
-    results = evaluate(manifest)
-    text = render(manifest, results)
-    problems = consistency_problems(results)
-    for problem in problems:
-        print(f"tables: {problem}", file=sys.stderr)
-    rows = len(manifest.rows)
-    if args.check:
-        fresh = _check(output, text, rows, manifest_path)
-    else:
-        fresh = _write(output, text, rows)
-    return 0 if fresh and not problems else 1
-
-
-def _check(output: str | None, text: str, rows: int, manifest_path: Path) -> bool:
-    """Is the page at `output` the fresh `text`? (True where there is no page to compare.)"""
-    if output == "-":
-        raise CliError("--check compares with a file: leave out --output -", code="SK505")
-    if output is None:
-        print(f"{rows} rows checked; no {DEFAULT_OUTPUT} beside {manifest_path} to compare "
-              f"(an installed skdsl ships its specs, not its docs)")
-        return True
-    try:
-        current = Path(output).read_text(encoding="utf-8")
-    except OSError:
-        current = None
-    if current != text:
-        print(f"tables: {output} is stale; run `skdsl tables` to regenerate it", file=sys.stderr)
-        return False
-    print(f"{output} is up to date ({rows} rows)")
-    return True
-
-
-def _write(output: str | None, text: str, rows: int) -> bool:
-    if output in ("-", None):
-        sys.stdout.write(text)
-        return True
-    try:
-        Path(output).write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise CliError(f"cannot write '{output}': {error.strerror or error}",
-                       code="SK504") from None
-    print(f"wrote {output} ({rows} rows)")
-    return True
-
-
-def _default_page(manifest: Manifest) -> str | None:
+def default_page(manifest: Manifest) -> str | None:
     """docs/paper-tables.md beside the manifest's specs/; None where there is no docs/ folder
     (skdsl's own manifest in an installed package: the page is not written into it)."""
     page = manifest.root / DEFAULT_OUTPUT

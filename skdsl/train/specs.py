@@ -1,12 +1,14 @@
 """The spec a run, an evaluation or an export names: found, read, and its class count replaced.
 
 `spec_path` is the one place a SPEC argument becomes a file (a path, or a zoo name resolved by
-skdsl.zoo), and everything below reads through it.
+skdsl.zoo); loading itself is skdsl.loading's, for every caller.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from ..loading import load
 
 
 def spec_path(name: str) -> str:
@@ -28,21 +30,11 @@ def spec_text(name: str) -> str:
         return ""
 
 
-def load_spec(name: str, overrides: dict | None = None, classes: int | None = None):
+def load_spec(name: str, overrides: dict | None = None, classes: int | None = None,
+              allow_imports_outside: bool = False):
     """The expanded spec; `classes` replaces its `classes` header (fine-tuning to another class
     count: a head written `fc classes` follows)."""
-    from ..cli import load_spec as load_any  # lazily: cli imports the commands
-
-    if classes is None:
-        return load_any(name, overrides or None)
-    if name.lower().endswith(".json"):
-        from ..errors import CliError
-
-        raise CliError(f"classes cannot be changed in '{name}': a JSON spec is already expanded",
-                       code="SK503", hint="use the .sk spec it came from")
-    import skdsl
-
-    return skdsl.load(name, overrides or None, num_classes=classes)
+    return load(name, overrides or None, classes, allow_imports_outside)
 
 
 __all__ = ["spec_path", "spec_text", "load_spec"]

@@ -1,0 +1,156 @@
+"""Arguments several commands share: SPEC and its flags, --input, --count, --sweep.
+
+Each `add_*` puts one argument on a parser; each `parse_*` turns its text into a value, or a
+CliError (SK50x) naming the flag. `load_spec(args)` loads the SPEC the flags name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from ..errors import CliError, did_you_mean
+
+_DIMS = re.compile(r"(\d+)[x×X](\d+)[x×X](\d+)")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+
+
+def add_spec_argument(parser: argparse.ArgumentParser, optional: bool = False,
+                      carried: bool = False) -> None:
+    """SPEC, its --set overrides and --allow-imports-outside, as every command that reads one
+    spec takes them."""
+    parser.add_argument("spec", metavar="SPEC", nargs="?" if optional else None,
+                        help="a .sk spec file, or a .json spec written by `skdsl spec --json`")
+    add_overrides_argument(parser, "of the spec", carried)
+    add_imports_argument(parser, carried)
+
+
+def add_imports_argument(parser: argparse.ArgumentParser, carried: bool = False) -> None:
+    """--allow-imports-outside into args.allow_imports_outside (None when carried and not given)."""
+    parser.add_argument("--allow-imports-outside", action="store_true",
+                        default=None if carried else False,
+                        help="let `use` read files outside the spec's folder and std/")
+
+
+def add_overrides_argument(parser: argparse.ArgumentParser, whose: str,
+                           carried: bool = False) -> None:
+    """--set NAME=VALUE into args.overrides; `carried`: None when not given, so that a
+    resumed run keeps the overrides it was started with."""
+    parser.add_argument("--set", metavar="NAME=VALUE", action="append",
+                        default=None if carried else [], dest="overrides",
+                        help=f"override a `param` {whose} (repeatable): --set M=3")
+
+
+def add_input_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", metavar="CxHxW",
+                        help="the input shape instead of the spec's, such as 3x320x320")
+
+
+def add_count_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", metavar="CLASSES", default="",
+                        help="also count these op classes in the multiply-adds, comma-separated: "
+                             "bn, act, pool, add, mul, softmax, or all (docs/analysis.md)")
+
+
+def add_sweep_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sweep", metavar="NAME=V1,V2,...", action="append", default=[],
+                        dest="sweeps",
+                        help="one row per value of a `param` (repeatable: the cross product)")
+
+
+def parse_input_shape(text: str | None) -> tuple[int, int, int] | None:
+    """'3x320x320' -> (3, 320, 320); None stays None (the spec's own input)."""
+    if text is None:
+        return None
+    match = _DIMS.fullmatch(text.strip())
+    if not match:
+        raise CliError(f"--input {text!r}: expected channels×height×width such as 3x224x224",
+                       code="SK501")
+    shape = tuple(int(size) for size in match.groups())
+    if min(shape) < 1:
+        raise CliError(f"--input {text!r}: every size must be at least 1", code="SK501")
+    return shape
+
+
+def parse_overrides(items: list[str]) -> dict[str, int | float | str]:
+    """['M=3', 'act=silu'] -> {'M': 3, 'act': 'silu'}: an int if it reads as one, else a float,
+    else the word itself."""
+    overrides: dict[str, int | float | str] = {}
+    for item in items:
+        name, equals, raw = item.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not equals or not _NAME.fullmatch(name) or not raw:
+            raise CliError(f"--set {item!r}: expected NAME=VALUE, such as --set M=3",
+                           code="SK502")
+        if name in overrides:
+            raise CliError(f"--set {name} is given twice", code="SK502",
+                           hint="keep one --set per parameter")
+        overrides[name] = _value(raw)
+    return overrides
+
+
+def _value(raw: str) -> int | float | str:
+    if _INT.fullmatch(raw):
+        return int(raw)
+    if _FLOAT.fullmatch(raw):
+        return float(raw)
+    return raw
+
+
+def parse_count(text: str) -> tuple[str, ...]:
+    """`--count bn,add` -> ("bn", "add"); `all` -> every class."""
+    from ..analysis import EXTRA_COUNTS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return tuple(EXTRA_COUNTS)
+    for name in names:
+        if name not in EXTRA_COUNTS:
+            raise CliError(f"--count {text}: no op class '{name}'", code="SK506",
+                           hint=did_you_mean(name, EXTRA_COUNTS) or
+                           f"choose from {', '.join(EXTRA_COUNTS)} or all")
+    return tuple(names)
+
+
+def parse_sweeps(items: list[str]) -> dict[str, list[int | float | str]]:
+    """['M=1,2,3', 'act=relu,silu'] -> {'M': [1, 2, 3], 'act': ['relu', 'silu']}."""
+    sweeps: dict[str, list[int | float | str]] = {}
+    for item in items:
+        name, equals, raw = item.partition("=")
+        name = name.strip()
+        values = [value.strip() for value in raw.split(",")]
+        if not equals or not _NAME.fullmatch(name) or not all(values):
+            raise CliError(f"--sweep {item!r}: expected NAME=V1,V2,... such as --sweep M=1,2,3",
+                           code="SK540")
+        if name in sweeps:
+            raise CliError(f"--sweep {name} is given twice", code="SK540",
+                           hint=f"list all its values in one --sweep {name}=...")
+        parsed = [_value(value) for value in values]
+        if len(set(map(repr, parsed))) != len(parsed):
+            raise CliError(f"--sweep {item!r}: a value is listed twice", code="SK540")
+        sweeps[name] = parsed
+    return sweeps
+
+
+def variant_flags(args: argparse.Namespace) -> tuple:
+    """--input, --count, --set and --sweep, checked: (input shape, count, overrides, sweeps)."""
+    overrides = parse_overrides(args.overrides)
+    sweeps = parse_sweeps(args.sweeps)
+    clash = sorted(set(overrides) & set(sweeps))
+    if clash:
+        raise CliError(f"--set {clash[0]} and --sweep {clash[0]} name the same parameter",
+                       code="SK540", hint="give its values in --sweep alone")
+    return parse_input_shape(args.input), parse_count(args.count), overrides, sweeps
+
+
+def load_spec(args: argparse.Namespace, overrides: dict | None = None,
+              num_classes: int | None = None):
+    """The spec SPEC names, with `overrides` (default: the --set flags) and `num_classes`."""
+    import skdsl
+
+    if overrides is None:
+        overrides = parse_overrides(args.overrides)
+    return skdsl.load(args.spec, overrides, num_classes=num_classes,
+                      allow_imports_outside=bool(args.allow_imports_outside))

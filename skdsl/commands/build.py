@@ -1,0 +1,106 @@
+"""`skdsl build`: parameters, multiply-adds and shapes of a spec, without torch."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..errors import CliError
+from .arguments import (add_count_argument, add_input_argument, add_spec_argument,
+                        add_sweep_argument, load_spec, parse_count, parse_input_shape,
+                        parse_overrides, variant_flags)
+from .output import print_json, print_rich, to_json_text
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "build", help="count a network's parameters and multiply-adds (Table 1)",
+        description="Parse, expand and analyse a spec: parameters, multiply-adds and shapes,\n"
+                    "without building a model (no torch).",
+        epilog="examples:\n  skdsl build specs/sknet50.sk --report\n"
+               "  skdsl build specs/sknet50.sk --json --input 3x320x320",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_spec_argument(parser)
+    add_input_argument(parser)
+    parser.add_argument("--report", action="store_true",
+                        help="the stage table, laid out like the paper's Table 1")
+    parser.add_argument("--layers", action="store_true",
+                        help="every layer with its output shape, parameters and multiply-adds")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object on stdout (the contract is in docs/cli.md)")
+    add_count_argument(parser)
+    add_sweep_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.json and (args.report or args.layers):
+        raise CliError("--json prints only JSON: leave out --report and --layers", code="SK505")
+    if args.sweeps:  # one network per point of the sweep
+        return run_sweep(args)
+    import skdsl
+
+    from ..compare import changes_the_spec, declared_parameters
+
+    input_shape = parse_input_shape(args.input)
+    count = parse_count(args.count)
+    overrides = parse_overrides(args.overrides)
+    spec = load_spec(args, overrides)
+    if overrides and changes_the_spec(overrides, declared_parameters(
+            args.spec, allow_imports_outside=args.allow_imports_outside)[0]):
+        spec = spec.model_copy(update={"paper": None})  # not the network the paper measured
+    analysis = skdsl.analyze(spec, input_shape, count)
+    if args.json:
+        print_json(_json(spec, analysis))
+        return 0
+    from .. import report
+
+    if not (args.report or args.layers):
+        print(report.summary_line(analysis))
+        return 0
+    print_rich(*_tables(args, spec, analysis))
+    return 0
+
+
+def run_sweep(args) -> int:
+    """`skdsl build SPEC --sweep ...`: build's output once per variant (a JSON list with --json)."""
+    import skdsl
+
+    from .. import report
+    from ..compare import variants
+
+    input_shape, count, overrides, sweeps = variant_flags(args)
+    found, tables = [], []
+    for path, settings, changed in variants([args.spec], overrides, sweeps,
+                                            allow_imports_outside=args.allow_imports_outside):
+        spec = load_spec(args, settings)
+        if changed:  # the paper's figures are for the network as written
+            spec = spec.model_copy(update={"paper": None})
+        analysis = skdsl.analyze(spec, input_shape, count)
+        if args.json:
+            found.append({"overrides": settings, **_json(spec, analysis)})
+        elif args.report or args.layers:
+            tables += _tables(args, spec, analysis)
+        else:
+            label = " ".join(f"{k}={v}" for k, v in settings.items())
+            print(f"[{label}] {report.summary_line(analysis)}")
+    if args.json:
+        print(to_json_text(found))
+    elif tables:
+        print_rich(*tables)
+    return 0
+
+
+def _json(spec, analysis) -> dict:
+    paper = spec.paper.model_dump(mode="json") if spec.paper is not None else None
+    return {**analysis.to_json(), "paper": paper}
+
+
+def _tables(args, spec, analysis) -> list:
+    from .. import report
+
+    tables = []
+    if args.report:
+        tables.append(report.stage_table(spec, analysis))
+    if args.layers:
+        tables.append(report.layer_table(analysis))
+    return tables

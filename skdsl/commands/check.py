@@ -1,0 +1,24 @@
+"""`skdsl check`: parse, expand and lower a spec, inferring every shape."""
+
+from __future__ import annotations
+
+from .arguments import add_input_argument, add_spec_argument, load_spec, parse_input_shape
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "check", help="parse, expand and infer every shape; report the first mistake",
+        description="Check a spec: parse, expand and lower it, inferring every shape.")
+    add_spec_argument(parser)
+    add_input_argument(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import skdsl
+
+    from .. import report
+
+    input_shape = parse_input_shape(args.input)
+    print(report.check_line(skdsl.analyze(load_spec(args), input_shape)))
+    return 0
