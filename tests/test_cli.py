@@ -574,8 +574,6 @@ ENTRY_POINTS_AND_ALIASES = {
     "fuzz.py",               # python -m skdsl.fuzz, and it runs `skdsl check`
     "testing.py",            # run_check: the `skdsl check` command
     "testing/harness.py",    # the same, where skdsl.testing is a package
-    "inspect/command.py",    # `skdsl inspect attention`, to move into skdsl/commands/
-    "inspect/output.py",     # to_json_text, to move with it
 }
 
 

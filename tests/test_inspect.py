@@ -3,7 +3,6 @@ JSON on a tiny trained checkpoint. Tiny random models only."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -218,12 +217,8 @@ def test_scales_must_enlarge(scales):
 
 
 @pytest.fixture
-def skdsl_main(monkeypatch):
-    """skdsl.cli.main with `inspect` registered (added here until skdsl/cli.py lists it)."""
-    subcommands = next(action for action in cli.build_parser()._actions
-                       if isinstance(action, argparse._SubParsersAction))
-    if "inspect" not in subcommands.choices:
-        monkeypatch.setattr(cli, "COMMANDS", [*cli.COMMANDS, I.register])
+def skdsl_main():
+    """skdsl's own entry point, where `inspect` is registered like every command."""
     return cli.main
 
 

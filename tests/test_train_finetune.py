@@ -85,7 +85,7 @@ def test_init_refuses_weights_of_another_body(trained, tmp_path):
 
 def test_init_and_resume_do_not_go_together(trained, tmp_path):
     spec, best = trained
-    with pytest.raises(CliError, match="--init starts a new run"):
+    with pytest.raises(CliError, match="init starts a new run"):
         train(TrainConfig(str(spec), out=str(best.parent), init=str(best), resume=True))
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 from .. import __version__
 from ..errors import CliError, SkdslError
 from ..loading import SettingError
-from . import build, check, compare, doctor, export, graph, spec, tables, train, weights
+from . import build, check, compare, doctor, export, graph, inspect, spec, tables, train, weights
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -50,7 +50,7 @@ exit status: 0 ok, 2 error in a spec or on the command line, 70 internal error, 
 
 COMMANDS = [build.register, check.register, spec.register, graph.register, train.register,
             export.register, weights.register, compare.register, tables.register,
-            doctor.register]
+            inspect.register, doctor.register]
 
 # The flag of each setting whose flag is not its name with dashes (`batch_size`: --batch-size).
 FLAGS = {"overrides": "--set", "sweeps": "--sweep", "num_classes": "--classes",

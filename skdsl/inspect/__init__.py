@@ -5,14 +5,12 @@ section 4.4 scale experiment on the select weights of every SK unit.
     skdsl/inspect/record.py     AttentionRecorder: forward hooks on the Select modules, opt-in
     skdsl/inspect/attention.py  the scale experiment (zoom and render protocols), its statistics
     skdsl/inspect/output.py     the units × scales table, attention.json, Fig. 3/4-style PNGs
-    skdsl/inspect/command.py    the command line
 
 Importing this package imports no torch; the recorder and the experiment do.
 """
 
-from .command import register, run
 from .units import (PAPER_UNITS, InspectError, NoSelectiveKernelError, SKUnit, UnknownUnitError,
                     figure_units, find_units, sk_units)
 
-__all__ = ["register", "run", "PAPER_UNITS", "InspectError", "NoSelectiveKernelError", "SKUnit",
+__all__ = ["PAPER_UNITS", "InspectError", "NoSelectiveKernelError", "SKUnit",
            "UnknownUnitError", "figure_units", "find_units", "sk_units"]

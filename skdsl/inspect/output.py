@@ -3,6 +3,8 @@ paper's Fig. 3 and Fig. 4 (with the optional matplotlib, `pip install 'skdsl[plo
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 from .units import InspectError
@@ -66,13 +68,11 @@ def _fields(fields: list) -> str:
 
 def write_results(result: dict, out: str | Path, figure_units: list[str]) -> list[Path]:
     """attention.json, and the two figures when matplotlib is installed; the paths written."""
-    from ..commands.output import to_json_text
-
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         written = [folder / "attention.json"]
-        written[0].write_text(to_json_text(result) + "\n", encoding="utf-8")
+        written[0].write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         if plotting_available():
             written += write_figures(result, folder, figure_units)
     except OSError as error:

@@ -26,8 +26,8 @@ examples:
 
 
 def register(commands) -> argparse.ArgumentParser:
-    """Add `skdsl inspect attention` to skdsl's subcommands (called from skdsl.cli)."""
-    from ..commands.arguments import add_spec_argument
+    """Add `skdsl inspect attention` to skdsl's subcommands (called from skdsl.commands)."""
+    from .arguments import add_spec_argument
 
     inspect = commands.add_parser(
         "inspect", help="look inside a trained network: SK attention across object scales",
@@ -64,10 +64,10 @@ def register(commands) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """`skdsl inspect attention`: the table (or JSON) on stdout, files under --out; 0 when done."""
-    from ..commands.arguments import parse_overrides
-    from ..commands.output import print_json, print_rich
-    from . import attention, output
-    from .units import figure_units
+    from ..inspect import attention, output
+    from ..inspect.units import figure_units
+    from .arguments import parse_overrides
+    from .output import print_json, print_rich
 
     request = attention.AttentionRequest(
         args.spec, args.checkpoint, args.data, parse_overrides(args.overrides),
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scales(text: str) -> tuple[float, ...]:
-    from .attention import ScaleRequestError
+    from ..inspect.attention import ScaleRequestError
 
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
