@@ -572,7 +572,6 @@ ENTRY_POINTS_AND_ALIASES = {
     "train/__main__.py",     # python -m skdsl.train (torchrun)
     "train/commands.py",     # alias of skdsl/commands/train.py
     "fuzz.py",               # python -m skdsl.fuzz, and it runs `skdsl check`
-    "testing.py",            # run_check: the `skdsl check` command
     "testing/harness.py",    # the same, where skdsl.testing is a package
 }
 
