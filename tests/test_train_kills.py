@@ -1,7 +1,7 @@
 """Runs are never lost: `skdsl train` killed (SIGKILL) at random moments, inside checkpoint
 writes too, resumes to the very weights of an uninterrupted run; two runs never share an --out.
 
-The normal suite kills 4 times; `SKDSL_TEST_KILLS=12 pytest tests/test_train_kills.py` kills
+The normal suite kills 10 times; `SKDSL_TEST_KILLS=30 pytest tests/test_train_kills.py` kills
 more (each kill costs a process start, about 3 s on a busy 2-core machine).
 """
 
@@ -20,7 +20,7 @@ from skdsl import state_io
 from skdsl.train import checkpoint as C
 
 ROOT = Path(__file__).resolve().parents[1]
-KILLS = int(os.environ.get("SKDSL_TEST_KILLS", "4"))
+KILLS = int(os.environ.get("SKDSL_TEST_KILLS", "10"))
 
 # Dropout: a resumed run must restore the random state too, or the weights differ.
 SPEC = """\
