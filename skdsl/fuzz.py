@@ -20,6 +20,7 @@ import random
 import re
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,38 +95,33 @@ def _tokens(text: str) -> list[str]:
 
 def _edit_tokens(rng: random.Random, text: str) -> str:
     tokens = _tokens(text) or [""]
-    index = rng.randrange(len(tokens))
-    action = rng.choice(("delete", "duplicate", "swap", "replace", "insert"))
-    if action == "delete":
-        del tokens[index]
-    elif action == "duplicate":
-        tokens.insert(index, tokens[index])
-    elif action == "swap":
-        other = rng.randrange(len(tokens))
-        tokens[index], tokens[other] = tokens[other], tokens[index]
-    elif action == "replace":
-        tokens[index] = rng.choice(VOCABULARY)
-    else:
-        tokens.insert(index, rng.choice((" ", "")) + rng.choice(VOCABULARY) + " ")
+    _edit_one(rng, tokens, {
+        "replace": lambda token: [rng.choice(VOCABULARY)],
+        "insert": lambda token: [rng.choice((" ", "")) + rng.choice(VOCABULARY) + " ", token]})
     return "".join(tokens)
 
 
 def _edit_lines(rng: random.Random, text: str) -> str:
     lines = text.split("\n")
-    index = rng.randrange(len(lines))
-    action = rng.choice(("delete", "duplicate", "swap", "indent", "dedent"))
-    if action == "delete":
-        del lines[index]
-    elif action == "duplicate":
-        lines.insert(index, lines[index])
-    elif action == "swap":
-        other = rng.randrange(len(lines))
-        lines[index], lines[other] = lines[other], lines[index]
-    elif action == "indent":
-        lines[index] = " " * rng.choice((1, 2, 4, 8)) + lines[index]
-    else:
-        lines[index] = lines[index].lstrip()
+    _edit_one(rng, lines, {
+        "indent": lambda line: [" " * rng.choice((1, 2, 4, 8)) + line],
+        "dedent": lambda line: [line.lstrip()]})
     return "\n".join(lines)
+
+
+def _edit_one(rng: random.Random, items: list[str],
+              own_edits: dict[str, Callable[[str], list[str]]]) -> None:
+    """Delete, duplicate or swap one of `items` in place, or put in its stead what one of
+    `own_edits` (the tokens' or the lines' own) makes of it."""
+    edits = {"delete": lambda item: [], "duplicate": lambda item: [item, item], "swap": None,
+             **own_edits}
+    index = rng.randrange(len(items))
+    action = rng.choice(tuple(edits))
+    if action == "swap":
+        other = rng.randrange(len(items))
+        items[index], items[other] = items[other], items[index]
+    else:
+        items[index:index + 1] = edits[action](items[index])
 
 
 def _extreme_number(rng: random.Random, text: str) -> str:

@@ -15,8 +15,11 @@ from skdsl import inspect as I
 from skdsl.inspect import attention as A
 from skdsl.inspect.output import FIGURES, plotting_available
 from skdsl.inspect.record import AttentionRecorder
-from skdsl.train import TrainConfig, train
 from skdsl.train import data as D
+
+from helpers import trained_run, write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,23 +70,9 @@ network plain:
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def load(text: str, tmp_path: Path, name: str = "net.sk") -> Path:
-    path = tmp_path / name
-    path.write_text(text)
-    return path
-
-
 def compiled(text: str, tmp_path: Path):
     torch.manual_seed(0)
-    return skdsl.compile(skdsl.load(load(text, tmp_path))).eval()
+    return skdsl.compile(skdsl.load(write_spec(text, tmp_path))).eval()
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -103,7 +92,7 @@ def test_the_papers_units_of_sknet50_resolve_to_the_right_layers():
 
 
 def test_branches_are_ordered_by_receptive_field_and_stages_by_position(tmp_path):
-    units = I.sk_units(skdsl.lower(skdsl.load(load(SHUFFLED, tmp_path))))
+    units = I.sk_units(skdsl.lower(skdsl.load(write_spec(SHUFFLED, tmp_path))))
     (unit,) = units
     assert unit.name == "SK_2_1"  # `body` is the 2nd stage; the 1×1 conv is not a unit
     assert unit.order == (1, 2, 0) and unit.kernels == "3×3/5×5/7×7"
@@ -120,7 +109,7 @@ def test_a_unit_is_found_by_its_paper_or_graph_name_and_a_typo_is_explained(tmp_
 
 def test_a_network_without_sk_units_is_refused(tmp_path):
     with pytest.raises(I.NoSelectiveKernelError, match="no SK convolution with attention"):
-        I.sk_units(skdsl.lower(skdsl.load(load(NO_SK, tmp_path))))
+        I.sk_units(skdsl.lower(skdsl.load(write_spec(NO_SK, tmp_path))))
 
 
 def test_the_figures_pick_the_papers_units_or_low_middle_and_high():
@@ -225,11 +214,9 @@ def skdsl_main():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A checkpoint of `skdsl train`: one step of TINY on synthetic shapes."""
-    folder = tmp_path_factory.mktemp("trained")
-    spec = load(TINY, folder, "tiny.sk")
-    train(TrainConfig(str(spec), out=str(folder / "run"), data="synthetic:train=8,val=12",
-                      batch_size=8, epochs=1, seed=0))
-    return spec, folder / "run" / "last.pt"
+    spec, run = trained_run(TINY, tmp_path_factory.mktemp("trained"), "tiny.sk",
+                            data="synthetic:train=8,val=12", batch_size=8, epochs=1, seed=0)
+    return spec, run / "last.pt"
 
 
 def test_the_json_on_a_trained_checkpoint_has_the_documented_shape(trained, skdsl_main,
@@ -289,12 +276,12 @@ def test_mistakes_are_explained_errors(trained, skdsl_main, capsys, flags, code)
 
 
 def test_weights_alone_need_data_and_a_plain_network_is_refused(skdsl_main, tmp_path, capsys):
-    spec = load(TINY, tmp_path)
+    spec = write_spec(TINY, tmp_path)
     torch.save(skdsl.compile(skdsl.load(spec)).state_dict(), tmp_path / "weights.pt")
     assert skdsl_main(["inspect", "attention", str(spec), "--checkpoint",
                        str(tmp_path / "weights.pt")]) == 2
     assert capsys.readouterr().err.startswith("error SK644: ")
-    plain = load(NO_SK, tmp_path, "plain.sk")
+    plain = write_spec(NO_SK, tmp_path, "plain.sk")
     torch.save(skdsl.compile(skdsl.load(plain)).state_dict(), tmp_path / "plain.pt")
     assert skdsl_main(["inspect", "attention", str(plain), "--checkpoint",
                        str(tmp_path / "plain.pt"), "--data", "synthetic:val=4"]) == 2

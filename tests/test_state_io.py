@@ -17,41 +17,12 @@ from skdsl.train import EvalConfig, TrainConfig, evaluate, train
 from skdsl.train import checkpoint as C
 from skdsl.train.lock import RunLock
 
-SPEC = """\
-network tiny:
-    input 3x8x8
-    classes 3
-    stage body: conv 3x3, 4
-    stage head:
-        avgpool global
-        fc classes
-"""
+from helpers import TINY_SPEC, checkpoint_payload, write_spec
 
 
 @pytest.fixture
 def spec(tmp_path):
-    path = tmp_path / "tiny.sk"
-    path.write_text(SPEC)
-    return str(path)
-
-
-def payload():
-    """A checkpoint's payload as `skdsl train` writes it, of the tiny spec."""
-    network = skdsl.parse(SPEC)
-    spec_json, sha = C.spec_fingerprint(network)
-    model = skdsl.compile(network)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    model(torch.randn(2, 3, 8, 8)).sum().backward()
-    optimizer.step()
-    return {"spec_name": network.name, "spec_source": SPEC, "spec_json": spec_json,
-            "spec_sha256": sha, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": {}, "schedule": {"peak": 0.1}, "epoch": 1, "batch_in_epoch": 0, "step": 4,
-            "best_top1": 0.5, "best_epoch": 1, "epoch_totals": {},
-            "history": [{"event": "epoch", "epoch": 1, "step": 4, "train_loss": 1.0,
-                         "train_top1": 0.4, "val_loss": 1.1, "val_top1": 0.5, "val_top5": 1.0}],
-            "rng": [C.rng_state()],
-            "config": TrainConfig("tiny.sk", "run", data="synthetic:train=8,val=4", seed=3,
-                                  batch_size=4, epochs=2).to_dict()}
+    return str(write_spec(TINY_SPEC, tmp_path, "tiny.sk"))
 
 
 def same(a, b) -> bool:
@@ -73,7 +44,7 @@ def same(a, b) -> bool:
 def test_a_flipped_plain_value_fails_the_checksum(tmp_path):
     """A changed optimizer param group with its tensors untouched: format 1's tensor-only
     checksum let it through and the run resumed on another trajectory."""
-    sealed = state_io.seal(payload())
+    sealed = state_io.seal(checkpoint_payload())
     tensors_only = state_io.tensor_digest(sealed)
     sealed["optimizer"]["param_groups"][0]["lr"] = 0.2
     assert state_io.tensor_digest(sealed) == tensors_only
@@ -107,7 +78,7 @@ def _plain_byte_ranges(path: Path) -> list[range]:
 
 
 def test_every_one_bit_flip_outside_the_tensors_is_refused_or_changes_nothing(tmp_path):
-    C.save(payload(), tmp_path / "last.pt")
+    C.save(checkpoint_payload(), tmp_path / "last.pt")
     original = C.load(tmp_path / "last.pt")
     data = (tmp_path / "last.pt").read_bytes()
     positions = [p for block in _plain_byte_ranges(tmp_path / "last.pt") for p in block]
@@ -177,7 +148,7 @@ CRAFTED = {
 def test_a_crafted_field_is_a_clear_error(name, tmp_path):
     """Fields of the wrong type or range, with a checksum recomputed to match (anyone can)."""
     change, message = CRAFTED[name]
-    crafted = state_io.seal(payload())
+    crafted = state_io.seal(checkpoint_payload())
     change(crafted)
     crafted["checksum"] = state_io.digest(crafted)
     torch.save(crafted, tmp_path / "last.pt")
@@ -187,7 +158,7 @@ def test_a_crafted_field_is_a_clear_error(name, tmp_path):
 
 
 def test_crafted_fields_end_a_resume_and_an_eval_with_a_clear_error(spec, tmp_path, capsys):
-    crafted = state_io.seal(payload())
+    crafted = state_io.seal(checkpoint_payload())
     crafted["config"]["seed"] = "7"
     crafted["checksum"] = state_io.digest(crafted)
     (tmp_path / "run").mkdir()
@@ -277,11 +248,11 @@ def test_hostile_pickles_are_refused_by_every_reader_and_never_run(spec, tmp_pat
 def test_broken_files_are_clear_errors_for_every_reader(spec, tmp_path, capsys):
     files = tmp_path / "files"
     files.mkdir()
-    C.save(payload(), files / "good.pt")
+    C.save(checkpoint_payload(), files / "good.pt")
     data = (files / "good.pt").read_bytes()
     (files / "truncated.pt").write_bytes(data[: len(data) // 2])
     (files / "empty.pt").write_bytes(b"")
-    weight = payload()["model"]["body.conv.conv.weight"].numpy().tobytes()
+    weight = checkpoint_payload()["model"]["body.conv.conv.weight"].numpy().tobytes()
     flipped = bytearray(data)
     flipped[data.find(weight[:16]) + 3] ^= 0x10
     (files / "flipped.pt").write_bytes(bytes(flipped))
@@ -296,11 +267,11 @@ def test_broken_files_are_clear_errors_for_every_reader(spec, tmp_path, capsys):
 
 def test_a_file_of_another_spec_is_a_clear_error(spec, tmp_path, capsys):
     other = tmp_path / "other.sk"
-    other.write_text(SPEC.replace("conv 3x3, 4", "conv 3x3, 6"))
-    C.save(payload(), tmp_path / "last.pt")
+    other.write_text(TINY_SPEC.replace("conv 3x3, 4", "conv 3x3, 6"))
+    C.save(checkpoint_payload(), tmp_path / "last.pt")
     assert cli.main(["eval", str(other), "--checkpoint", str(tmp_path / "last.pt")]) == 2
     assert "error SK604" in capsys.readouterr().err
-    torch.save(payload()["model"], tmp_path / "bare.pt")
+    torch.save(checkpoint_payload()["model"], tmp_path / "bare.pt")
     assert cli.main(["eval", str(other), "--checkpoint", str(tmp_path / "bare.pt")]) == 2
     err = capsys.readouterr().err
     assert "error SK532" in err and "other shapes for body.conv.conv.weight" in err

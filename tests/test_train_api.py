@@ -17,6 +17,10 @@ from skdsl.train.api import APIError
 from skdsl.train.config_file import ConfigFileError, read_config_file
 from skdsl.train.metrics import read_metrics
 
+from helpers import write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 SPEC = """\
 network plain:
     input 3x16x16
@@ -31,19 +35,9 @@ network plain:
 DATA = "synthetic:train=64,val=32"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def spec(tmp_path):
-    path = tmp_path / "plain.sk"
-    path.write_text(SPEC)
-    return str(path)
+    return str(write_spec(SPEC, tmp_path, "plain.sk"))
 
 
 # -- threads ------------------------------------------------------------------------------------

@@ -12,35 +12,11 @@ from skdsl import state_io
 from skdsl.errors import CheckpointError
 from skdsl.train import checkpoint as C
 
-SPEC = """
-network tiny:
-    input 3x8x8
-    classes 3
-    stage body: conv 3x3, 4
-    stage head:
-        avgpool global
-        fc classes
-"""
-
-
-def payload(spec_text=SPEC):
-    spec = skdsl.parse(spec_text)
-    spec_json, sha = C.spec_fingerprint(spec)
-    model = skdsl.compile(spec)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model(torch.randn(2, 3, 8, 8)).sum().backward()
-    optimizer.step()
-    return {"spec_name": spec.name, "spec_source": spec_text, "spec_json": spec_json,
-            "spec_sha256": sha, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "epoch": 1, "batch_in_epoch": 0, "step": 4, "rng": [C.rng_state()],
-            "best_top1": 0.5, "best_epoch": 1, "epoch_totals": {},
-            "history": [{"epoch": 1, "step": 4, "train_loss": 1.0, "train_top1": 0.4,
-                         "val_loss": 1.1, "val_top1": 0.5, "val_top5": 1.0}],
-            "config": {"seed": 0}}
+from helpers import TINY_SPEC, checkpoint_payload
 
 
 def test_a_checkpoint_round_trips_through_weights_only_loading(tmp_path):
-    written = payload()
+    written = checkpoint_payload()
     C.save(written, tmp_path / "last.pt")
     loaded = C.load(tmp_path / "last.pt", written["spec_sha256"])
     assert loaded["format"] == C.FORMAT and loaded["skdsl_version"] == skdsl.__version__
@@ -52,7 +28,7 @@ def test_a_checkpoint_round_trips_through_weights_only_loading(tmp_path):
 
 
 def test_save_leaves_no_temporary_files_and_replaces_atomically(tmp_path, monkeypatch):
-    C.save(payload(), tmp_path / "last.pt")
+    C.save(checkpoint_payload(), tmp_path / "last.pt")
     before = (tmp_path / "last.pt").read_bytes()
 
     def fail_midway(obj, file):
@@ -61,7 +37,7 @@ def test_save_leaves_no_temporary_files_and_replaces_atomically(tmp_path, monkey
 
     monkeypatch.setattr(torch, "save", fail_midway)
     with pytest.raises(CheckpointError, match="cannot write checkpoint .*No space left") as error:
-        C.save(payload(), tmp_path / "last.pt")
+        C.save(checkpoint_payload(), tmp_path / "last.pt")
     assert error.value.code == "SK607"
     assert (tmp_path / "last.pt").read_bytes() == before  # the old checkpoint is intact
     assert os.listdir(tmp_path) == ["last.pt"]
@@ -74,7 +50,7 @@ def test_missing(tmp_path):
 
 
 def test_truncated(tmp_path):
-    C.save(payload(), tmp_path / "last.pt")
+    C.save(checkpoint_payload(), tmp_path / "last.pt")
     data = (tmp_path / "last.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "empty.pt").write_bytes(b"")
@@ -86,7 +62,7 @@ def test_truncated(tmp_path):
 
 
 def test_corrupt_weights_fail_the_checksum(tmp_path):
-    written = payload()
+    written = checkpoint_payload()
     C.save(written, tmp_path / "last.pt")
     data = bytearray((tmp_path / "last.pt").read_bytes())
     # Flip a bit inside the stored weights: torch's zip reader would not notice.
@@ -126,8 +102,8 @@ def test_a_bare_state_dict_is_not_a_checkpoint(tmp_path):
 
 
 def test_a_checkpoint_of_another_spec(tmp_path):
-    C.save(payload(), tmp_path / "last.pt")
-    other = skdsl.parse(SPEC.replace("conv 3x3, 4", "conv 3x3, 8"))
+    C.save(checkpoint_payload(), tmp_path / "last.pt")
+    other = skdsl.parse(TINY_SPEC.replace("conv 3x3, 4", "conv 3x3, 8"))
     _, other_sha = C.spec_fingerprint(other)
     with pytest.raises(CheckpointError, match="holds weights of spec 'tiny'") as error:
         C.load(tmp_path / "last.pt", other_sha)
@@ -135,15 +111,15 @@ def test_a_checkpoint_of_another_spec(tmp_path):
 
 
 def test_the_spec_hash_ignores_layout_and_comments():
-    _, plain = C.spec_fingerprint(skdsl.parse(SPEC))
-    _, commented = C.spec_fingerprint(skdsl.parse("# a comment\n" + SPEC.replace("    stage body",
-                                                                                 "    stage  body")))
+    _, plain = C.spec_fingerprint(skdsl.parse(TINY_SPEC))
+    relaid = "# a comment\n" + TINY_SPEC.replace("    stage body", "    stage  body")
+    _, commented = C.spec_fingerprint(skdsl.parse(relaid))
     assert plain == commented
 
 
 def test_a_newer_format_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(state_io, "FORMAT_VERSION", 99)
-    C.save(payload(), tmp_path / "last.pt")
+    C.save(checkpoint_payload(), tmp_path / "last.pt")
     monkeypatch.setattr(state_io, "FORMAT_VERSION", 2)
     with pytest.raises(CheckpointError, match="newer") as error:
         C.load(tmp_path / "last.pt")
@@ -160,7 +136,7 @@ def test_rng_states_round_trip():
 
 def test_rng_states_survive_a_checkpoint(tmp_path):
     numpy = pytest.importorskip("numpy")
-    written = payload()
+    written = checkpoint_payload()
     C.save(written, tmp_path / "last.pt")
     expected = numpy.random.rand()
     numpy.random.rand()
@@ -181,7 +157,7 @@ def test_rng_states_survive_a_checkpoint(tmp_path):
 ])
 def test_ema_weights_and_accumulation_counters_are_checked_against_the_config(tmp_path, change,
                                                                                 reason):
-    written = payload()
+    written = checkpoint_payload()
     written["ema"] = {key: value.clone() for key, value in written["model"].items()}
     written["config"].update(ema=0.9, accum_steps=2)
     C.save(written, tmp_path / "good.pt")

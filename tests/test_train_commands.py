@@ -1,6 +1,5 @@
 """skdsl/commands/train.py: the train and eval flags, each checked with a clear message."""
 
-import argparse
 import subprocess
 import sys
 
@@ -10,11 +9,7 @@ from skdsl.errors import CliError
 from skdsl.commands import train as commands
 from skdsl.train.config import TrainConfig
 
-
-def parse(*argv):
-    parser = argparse.ArgumentParser(prog="skdsl")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(list(argv))
+from helpers import parse_train_or_eval as parse
 
 
 def train_config(*flags):

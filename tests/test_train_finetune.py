@@ -10,26 +10,17 @@ from skdsl.errors import CheckpointError, CliError
 from skdsl.train import TrainConfig, distributed, runner, train
 from skdsl.train import checkpoint as C
 
-SPEC = """\
-network tiny:
-    input 3x8x8
-    classes 3
-    stage body: conv 3x3, 4
-    stage head:
-        avgpool global
-        fc classes
-"""
+from helpers import TINY_SPEC, trained_run
+
 DATA = "synthetic:train=16,val=8"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny 3-class run: its spec and its best.pt."""
-    folder = tmp_path_factory.mktemp("finetune")
-    (folder / "tiny.sk").write_text(SPEC)
-    train(TrainConfig(str(folder / "tiny.sk"), out=str(folder / "run"), data=DATA, epochs=1,
-                      batch_size=8, seed=2))
-    return folder / "tiny.sk", folder / "run" / "best.pt"
+    spec, run = trained_run(TINY_SPEC, tmp_path_factory.mktemp("finetune"), "tiny.sk", data=DATA,
+                            epochs=1, batch_size=8, seed=2)
+    return spec, run / "best.pt"
 
 
 def prepared(config: TrainConfig):
@@ -75,7 +66,7 @@ def test_init_takes_converted_weights_and_wrapped_state_dicts(trained, tmp_path,
 def test_init_refuses_weights_of_another_body(trained, tmp_path):
     spec, best = trained
     other = tmp_path / "other.sk"
-    other.write_text(SPEC.replace("conv 3x3, 4", "conv 3x3, 6"))
+    other.write_text(TINY_SPEC.replace("conv 3x3, 4", "conv 3x3, 6"))
     with pytest.raises(CheckpointError, match="other shapes for body.conv.conv.weight") as error:
         prepared(TrainConfig(str(other), out=str(tmp_path / "ft"), init=str(best), data=DATA,
                              batch_size=8))

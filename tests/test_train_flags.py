@@ -1,18 +1,12 @@
 """The train and eval flags of the recipe knobs, --config and --resume auto
 (skdsl/commands/train.py): each reaches its TrainConfig field, or is refused with SK510/SK650."""
 
-import argparse
-
 import pytest
 
 from skdsl.commands import train as commands
 from skdsl.errors import CliError, SkdslError
 
-
-def parse(*argv):
-    parser = argparse.ArgumentParser(prog="skdsl")
-    commands.register(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(list(argv))
+from helpers import parse_train_or_eval as parse
 
 
 def train_config(*flags):

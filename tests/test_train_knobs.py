@@ -17,6 +17,10 @@ from skdsl.train.augment import OPERATIONS, RandAugment
 from skdsl.train.ema import WeightAverage, decay_at
 from skdsl.train.mixing import Mixer, paste_box
 
+from helpers import write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 # No BatchNorm and no dropout: a batch's gradient is then the mean of its images' gradients,
 # whatever batches they are split into, which is what --accum-steps must reproduce.
 PLAIN_SPEC = """\
@@ -35,19 +39,9 @@ BN_SPEC = PLAIN_SPEC.replace("network plain", "network normed").replace(
     "stride 2, bn no, bias yes\n    stage conv2", "stride 2\n    stage conv2")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def spec(tmp_path):
-    path = tmp_path / "plain.sk"
-    path.write_text(PLAIN_SPEC)
-    return str(path)
+    return str(write_spec(PLAIN_SPEC, tmp_path, "plain.sk"))
 
 
 def config(spec, out, **changes):

@@ -19,6 +19,10 @@ from skdsl.train import checkpoint as C
 from skdsl.train.display import Display, Progress
 from skdsl.train.metrics import read_metrics
 
+from helpers import write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Two SK units on 16×16 images, with dropout so that resuming must restore the random state too.
@@ -39,21 +43,9 @@ network test_sk:
 """
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a shared 2-core machine OpenMP's second thread mostly waits (and the
-    bit-equality tests compare runs made with the same thread count)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def spec(tmp_path):
-    path = tmp_path / "test_sk.sk"
-    path.write_text(TEST_SPEC)
-    return str(path)
+    return str(write_spec(TEST_SPEC, tmp_path, "test_sk.sk"))
 
 
 def config(spec, out, **changes):

@@ -48,7 +48,12 @@ def register(subparsers) -> None:
     _add_eval(subparsers)
 
 
-def _add_shared(parser: argparse.ArgumentParser) -> None:
+def _command(subparsers, name: str, run, **texts: str) -> argparse.ArgumentParser:
+    """The parser of `train` or `eval` (help, description and epilog in `texts`), running `run`,
+    with the flags both take."""
+    parser = subparsers.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   **texts)
+    parser.set_defaults(run=run)
     add_spec_argument(parser, carried=True)
     parser.add_argument("--data", metavar="SOURCE",
                         help="synthetic (default; options: synthetic:train=N,val=N,scale=LO-HI), "
@@ -70,15 +75,16 @@ def _add_shared(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", metavar="N",
                         help="replace the spec's `classes` (a head written `fc classes` "
                              "follows): fine-tuning to another class count")
+    return parser
 
 
 def _add_train(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "train", help="train a spec's network: data, the paper's recipe, checkpoints",
+    parser = _command(
+        subparsers, "train", run_train,
+        help="train a spec's network: data, the paper's recipe, checkpoints",
         description="Train the network of a spec, writing last.pt, best.pt and metrics.jsonl to "
                     "--out. Flags left out take the recipe's values, or on --resume the run's.",
-        epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_shared(parser)
+        epilog=TRAIN_EPILOG)
     parser.add_argument("--out", metavar="DIR", help="where checkpoints and metrics go (required)")
     parser.add_argument("--epochs", metavar="N", help="epochs in all (paper: 100, cifar: 300)")
     parser.add_argument("--lr", metavar="LR",
@@ -145,21 +151,19 @@ def _add_train(subparsers) -> None:
                              "CPU, 10 on GPU)")
     parser.add_argument("--plot", action="store_true", default=None,
                         help="write curves.png (needs matplotlib: pip install 'skdsl[plot]')")
-    parser.set_defaults(run=run_train)
 
 
 def _add_eval(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "eval", help="top-1 and top-5 of a checkpoint on a validation split",
+    parser = _command(
+        subparsers, "eval", run_eval,
+        help="top-1 and top-5 of a checkpoint on a validation split",
         description="Evaluate a checkpoint written by `skdsl train` on the validation split of a "
                     "data source (by default the one it was trained on).",
-        epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_shared(parser)
+        epilog=EVAL_EPILOG)
     parser.add_argument("--checkpoint", metavar="FILE", help="last.pt or best.pt (required)")
     parser.add_argument("--json", action="store_true", help="the results as one JSON object")
     parser.add_argument("--ema", action="store_true",
                         help="evaluate the moving average of the weights (a run with --ema)")
-    parser.set_defaults(run=run_eval)
 
 
 # -- flags into configs -------------------------------------------------------------------------
