@@ -30,6 +30,8 @@ visited twice: a block that repeats with the same body on the same input shape i
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -259,7 +261,9 @@ def _moved(start, step):
 
 
 def _field(state) -> tuple[int, int] | None:
-    return (state[0], state[1]) if state else None
+    # After an upsample the jump is a fraction of an input pixel, and so may a field be: a
+    # field covers whole pixels, so it rounds up.
+    return (math.ceil(state[0]), math.ceil(state[1])) if state else None
 
 
 def _roll_up(graph: LoweredGraph, costs: dict[str, Cost], fields: dict, key: str) -> tuple:
@@ -311,6 +315,8 @@ def field_step(node: Node, state: dict):
     inputs = node.inputs
     if len(inputs) == 1:  # most nodes: one input, and most of those keep its field
         incoming = state[inputs[0][0]]
+        if incoming is not None and op in _OWN_RULE:
+            return node.attrs.field(node, incoming)
         if incoming is None or op not in _WINDOWED:
             return incoming
         rf_h, rf_w, jump_h, jump_w = incoming
@@ -335,4 +341,5 @@ def field_step(node: Node, state: dict):
 # dilation), by their `field_rule`; the others keep their input's field.
 _GLOBAL = frozenset(name for name, op in ops.OPS.items() if op.field_rule == "global")
 _WINDOWED = frozenset(name for name, op in ops.OPS.items() if op.field_rule == "window")
-_CHANGES_FIELD = _GLOBAL | _WINDOWED
+_OWN_RULE = frozenset(name for name, op in ops.OPS.items() if op.field_rule == "own")
+_CHANGES_FIELD = _GLOBAL | _WINDOWED | _OWN_RULE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,8 @@ from . import ops
 from . import spec as S
 from . import syntax as A
 from .errors import Span, SpecError, did_you_mean
-from .parser import LAYER_KEYWORDS, check_spec_file, file_error, parse_text, read_source
+from .parser import (LAYER_KEYWORDS, check_repeat, check_spec_file, file_error, parse_text,
+                     read_source)
 from .syntax import MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING, MAX_PATH_LENGTH
 
 STD_PREFIX = "std/"
@@ -216,6 +217,8 @@ def evaluate(expr: A.Expr, env: Env) -> Value:
 
 
 def _operand(expr: A.Expr, env: Env) -> Value:
+    if isinstance(expr, A.Call):
+        return _function(expr, env)
     if isinstance(expr, (A.Int, A.Float, A.Quantity)):
         return Value(expr.value, expr.span)
     if isinstance(expr, A.String):
@@ -226,6 +229,8 @@ def _operand(expr: A.Expr, env: Env) -> Value:
         value = env[expr.id]
         if value.value is _UNBOUND:
             raise _Unbound(expr.id)
+        if isinstance(value.value, InputChannels):
+            return Value(value.value.count(expr.span), expr.span)
         return value
     return Value(Symbol(expr.id), expr.span, tuple(env))
 
@@ -246,15 +251,116 @@ def _unknown_name(value: Value) -> SpecError:
 
 
 def _arithmetic(expr: A.Binary, left, right):
-    result = _operation(expr, left, right)
+    return _in_range(_operation(expr, left, right), expr.span)
+
+
+def _in_range(result, span: Span):
+    """An integer within MAX_INTEGER or a finite number; SK213 otherwise."""
     if isinstance(result, int) and abs(result) > MAX_INTEGER:
-        raise SpecError(f"this value is too large: it passes {MAX_INTEGER:,}", expr.span,
+        raise SpecError(f"this value is too large: it passes {MAX_INTEGER:,}", span,
                         code="SK213", hint="skdsl's integers are sizes and counts; check the "
                         "expression")
     if isinstance(result, float) and not math.isfinite(result):
-        raise SpecError("this value is too large to represent", expr.span, code="SK213",
+        raise SpecError("this value is too large to represent", span, code="SK213",
                         hint="numbers are at most about 1.8e308; check the expression")
     return result
+
+
+def make_divisible(value: float, divisor: int, least: int | None = None) -> int:
+    """timm's and TensorFlow's rounding of a width to a multiple of `divisor`: to the nearest
+    multiple (halves up), at least `least` (default `divisor`), and one multiple more when
+    rounding lost over 10% of `value`."""
+    least = divisor if least is None else least
+    rounded = max(least, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def _make_divisible(value, divisor, least=None):
+    return make_divisible(value, divisor, least)
+
+
+# The built-in functions of expressions: name -> (the function, its parameters, how many of them
+# are required). Every argument is a number; `int` truncates towards zero, `round` rounds halves
+# to even (Python's).
+FUNCTIONS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
+    "int": (int, ("x",), 1),
+    "round": (round, ("x",), 1),
+    "make_divisible": (_make_divisible, ("v", "divisor", "least"), 2),
+}
+
+
+def _function(expr: A.Call, env: Env) -> Value:
+    entry = FUNCTIONS.get(expr.name)
+    if entry is None:
+        raise SpecError(f"unknown function '{expr.name}'", expr.name_span, code="SK230",
+                        hint=did_you_mean(expr.name, FUNCTIONS) or
+                        f"the functions are: {', '.join(FUNCTIONS)}")
+    function, parameters, required = entry
+    usage = f"write it as: {expr.name}({', '.join(parameters[:required])}" + (
+        f"[, {', '.join(parameters[required:])}])" if len(parameters) > required else ")")
+    if len(expr.args) < required:
+        raise SpecError(f"{expr.name}() needs {required} argument{'s' * (required > 1)}, got "
+                        f"{len(expr.args)}", expr.span, code="SK204", hint=usage)
+    if len(expr.args) > len(parameters):
+        raise SpecError(f"too many arguments for {expr.name}()", expr.args[len(parameters)].span,
+                        code="SK207", hint=usage)
+    values = [evaluate(arg, env) for arg in expr.args]
+    numbers = [_number(value) for value in values]
+    if function is _make_divisible:
+        for parameter, value in zip(parameters[1:], values[1:]):
+            _positive(value, f"make_divisible's {parameter}")
+    return Value(_in_range(function(*numbers), expr.span), expr.span)
+
+
+# -- conditions ------------------------------------------------------------------------------
+
+
+def condition_holds(condition: A.Condition, env: Env) -> bool:
+    """The truth of an `if`'s condition; a located SpecError if it has none."""
+    if isinstance(condition, A.Logic):
+        left = condition_holds(condition.left, env)
+        if condition.op == "not":
+            return not left
+        if condition.op == "and":
+            return left and condition_holds(condition.right, env)
+        return left or condition_holds(condition.right, env)
+    if isinstance(condition, A.Compare):
+        return _compare(condition, env)
+    value = evaluate(condition, env)
+    if isinstance(value.value, bool):
+        return value.value
+    if isinstance(value.value, int) and not isinstance(value.value, bool):
+        return value.value != 0
+    if isinstance(value.value, str) and value.value.lower() in _TRUE + _FALSE:
+        return value.value.lower() in _TRUE
+    if isinstance(condition, A.Name) and condition.id not in env:
+        raise _unknown_name(value)
+    raise SpecError(f"a condition is true or false, got {_show(value.value)}", value.span,
+                    code="SK231", hint="compare it: if stride == 1:   (or name a flag such as "
+                    "yes or no, or an integer: 0 is false)")
+
+
+_ORDER = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b,
+          ">=": lambda a, b: a >= b}
+
+
+def _compare(condition: A.Compare, env: Env) -> bool:
+    left, right = evaluate(condition.left, env), evaluate(condition.right, env)
+    if condition.op in _ORDER:
+        return _ORDER[condition.op](_number(left), _number(right))
+    # A bare word is compared as a word (`act == relu`) only against a word: `strde == 1` is a
+    # typo, not a false condition.
+    unbound = [isinstance(e, A.Name) and e.id not in env for e in (condition.left, condition.right)]
+    for is_unbound, value, other, other_unbound in ((unbound[0], left, right, unbound[1]),
+                                                     (unbound[1], right, left, unbound[0])):
+        if is_unbound and (other_unbound or not isinstance(other.value, str)):
+            raise _unknown_name(value)
+    same = _plain(left.value) == _plain(right.value)
+    if isinstance(left.value, str) and isinstance(right.value, str):
+        same = left.value.lower() == right.value.lower()
+    return same if condition.op == "==" else not same
 
 
 def _operation(expr: A.Binary, left, right):
@@ -285,6 +391,48 @@ def _show(value) -> str:
     return f"'{value}'" if isinstance(value, str) else str(value)
 
 
+# -- the input's channels inside a block -------------------------------------------------------
+
+IN_CHANNELS = "in_channels"
+
+
+class InputChannels:
+    """`in_channels` inside a block: the channels of the call's input. Expansion knows no
+    shapes, so the first read lowers the network as expanded up to the call (`prefix`: the
+    finished stages, then the open scopes' items so far, innermost last)."""
+
+    def __init__(self, network: tuple[str, tuple[int, ...]], stages: list, prefix: list):
+        self.network, self.stages, self.prefix = network, stages, prefix
+        self.read = False  # whether the block read it: then its repeats are expanded anew
+        self._count: int | None = None
+
+    def count(self, span: Span) -> int:
+        self.read = True
+        if self._count is None:
+            self._count = self._lower(span)
+        return self._count
+
+    def _lower(self, span: Span) -> int:
+        items: list = []
+        stages = self.stages
+        for kind, name, written in reversed(self.prefix):
+            if kind == "opaque":
+                raise SpecError(f"{IN_CHANNELS} is not known in a block called inside a "
+                                "branch or a shortcut", span, code="SK232",
+                                hint="pass the width to the block as an argument")
+            items = [*written, *items]
+            if kind == "block" and items:
+                items = [S.Block(name=name, template=name, body=items)]
+            elif kind == "stage":
+                stages = [*self.stages, S.Stage(name=name, body=items)] if items else self.stages
+        name, shape = self.network
+        if not stages:
+            return shape[0]
+        # graph.py comes after this module in the pipeline: imported here, where it is needed.
+        from .graph import lower, output_shape
+        return output_shape(lower(S.Network(name=name, input=shape, stages=stages)))[0]
+
+
 # -- typed arguments ---------------------------------------------------------------------------
 
 ACTIVATIONS = tuple(S.ACTIVATIONS)
@@ -295,11 +443,17 @@ def _positive(value: Value, what: str, minimum: int = 1) -> int:
     number = _number(value)
     if not isinstance(number, int) or number < minimum:
         bound = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
-        raise SpecError(f"{what} must be {bound}, got {_show(number)}", value.span, code="SK203")
+        raise SpecError(f"{what} must be {bound}, got {_show(number)}", value.span, code="SK203",
+                        hint=_WHOLE_NUMBER_HINT if number >= minimum else None)
     if number > S.LARGEST:
         raise SpecError(f"{what} is too large: {number} (at most {S.LARGEST})", value.span,
                         code="SK203")
     return number
+
+
+# A width such as 64 * k is a number, not a count: say how to make it one.
+_WHOLE_NUMBER_HINT = ("make it a whole number: int(...) rounds down, round(...) to the nearest, "
+                      "make_divisible(..., 8) to a multiple of 8 as timm does")
 
 
 def _kernel(value: Value, what: str) -> tuple[int, int]:
@@ -441,7 +595,16 @@ CONVERTERS: dict[str, Convert] = {
     "millions": lambda v, w: _number_value(v, w) / 1e6 if _number_value(v, w) >= 1e3
     else _number_value(v, w),
     "text": lambda v, w: str(v.value),
+    "tensor": lambda v, w: _tensor_name(v, w),
 }
+
+
+def _tensor_name(value: Value, what: str) -> str:
+    """A tensor's name, as written (a word that no param or formal binds)."""
+    if not isinstance(value.value, Symbol):
+        raise SpecError(f"{what} is a tensor's name, got {_show(value.value)}", value.span,
+                        code="SK203", hint="name a layer, a branch or input: upsample to input")
+    return str(value.value)
 
 
 def _converter(entry) -> Convert:
@@ -474,30 +637,139 @@ PAPER_OPTIONS = (ops.Option("params_millions", ("params",), "millions", "params"
 _BASE_NAMES = {word: keyword.base_name for word, keyword in ops.KEYWORDS.items()}
 
 
-def _plan_names(statements: list[A.Statement]) -> dict:
+def _chosen(statements: list[A.Statement], env: Env) -> list[A.Statement]:
+    """The statements with each `if` replaced by the side its condition chooses. An `if` on a
+    formal of a block no network calls (check_block) is left out: its value is unknown."""
+    chosen: list[A.Statement] = []
+    pending = list(reversed(statements))
+    while pending:
+        st = pending.pop()
+        if isinstance(st, A.ForStmt):
+            pending += reversed(_unrolled(st))
+            continue
+        if not isinstance(st, A.IfStmt):
+            chosen.append(st)
+            continue
+        try:
+            holds = condition_holds(st.condition, env)
+        except _Unbound:
+            continue
+        pending += reversed(st.body if holds else st.orelse)
+    return chosen
+
+
+def _unrolled(st: A.ForStmt) -> list[A.Statement]:
+    """A `for`'s body once per row, each loop name replaced by the row's value (made once, so
+    that naming and expansion see the same statements)."""
+    if st.unrolled is not None:
+        return st.unrolled
+    seen = set()
+    for name in st.names:
+        if name.name in seen:
+            raise SpecError(f"the loop name '{name.name}' is given twice", name.span, code="SK205")
+        seen.add(name.name)
+    unrolled = []
+    for values, span in zip(st.rows, st.row_spans):
+        if len(values) != len(st.names):
+            names = ", ".join(n.name for n in st.names)
+            raise SpecError(f"this row has {len(values)} value{'s' * (len(values) != 1)} for the "
+                            f"{len(st.names)} names {names}", span, code="SK233",
+                            hint=f"give each row one value per name, in order: ({names})")
+        mapping = {name.name: value for name, value in zip(st.names, values)}
+        unrolled += [_substitute(statement, mapping) for statement in st.body]
+    st.unrolled = unrolled
+    return unrolled
+
+
+def _substitute(node, mapping: dict):
+    """A copy of a syntax node with each Name in `mapping` replaced by its expression."""
+    if isinstance(node, A.Name):
+        return mapping.get(node.id, node)
+    if isinstance(node, A.StageDecl) and node.name.name in mapping:
+        return _substitute(replace(node, name=_stage_name(mapping[node.name.name])), mapping)
+    if isinstance(node, A.Binary):
+        return _substitute_binary(node, mapping)
+    if isinstance(node, list):
+        return [_substitute(item, mapping) for item in node]
+    if isinstance(node, tuple):
+        return tuple(_substitute(item, mapping) for item in node)
+    if is_dataclass(node) and not isinstance(node, Span):
+        return replace(node, **{f.name: _substitute(getattr(node, f.name), mapping)
+                                for f in fields(node) if f.init})
+    return node
+
+
+def _stage_name(value: A.Expr) -> A.Label:
+    """A stage named by a loop name: the row's word (`conv2`), where the row wrote it."""
+    if not isinstance(value, A.Name):
+        raise SpecError(f"a stage's name is a word such as conv2, got {_show(_literal(value))}",
+                        value.span, code="SK203", hint="write the stage names in the table as "
+                        "words: for name, c in (conv2, 256), (conv3, 512):")
+    return A.Label(value.id, value.span)
+
+
+def _substitute_binary(expr: A.Binary, mapping: dict) -> A.Expr:
+    # Post-order with a stack of its own, as `evaluate`: `1+1+…` is a tree as deep as its terms.
+    results: list = []
+    pending: list[tuple[A.Expr, bool]] = [(expr, False)]
+    while pending:
+        node, operands_done = pending.pop()
+        if not isinstance(node, A.Binary):
+            results.append(_substitute(node, mapping))
+        elif operands_done:
+            right, left = results.pop(), results.pop()
+            results.append(replace(node, left=left, right=right))
+        else:
+            pending += [(node, True), (node.right, False), (node.left, False)]
+    return results[0]
+
+
+def _residual_holds(st: A.ResidualStmt, env: Env) -> bool:
+    """Whether a residual adds its shortcut: always, unless `residual if COND:` says not."""
+    return st.condition is None or condition_holds(st.condition, env)
+
+
+def _repeat_count(st: A.CallStmt, env: Env) -> int:
+    """How many times a call repeats: `x3`, or `x depth` read from a param or formal."""
+    if st.repeat is None or isinstance(st.repeat, int):
+        return st.repeat or 1
+    value = evaluate(st.repeat, env)  # a name, or what a `for` put in its place
+    if isinstance(value.value, Symbol):
+        raise _unknown_name(value)
+    return check_repeat(_positive(value, "a repeat count"), value.span)
+
+
+def _plan_names(statements: list[A.Statement], env: Env) -> dict:
     """Local names for a scope: a kind's base name, numbered when it occurs more than once.
 
     A residual is transparent: its body is named in the enclosing scope, beside its shortcut,
     add and act. Block calls are always numbered (block1, block2 ...), as the paper's conv3_1.
+    Only the chosen side of an `if` is named.
     """
     entries: list[tuple[object, str, A.Label | None]] = []
     # In source order, with a stack of its own: `residual: residual: …` may nest deeply on one
     # line, and the expander's depth limit comes only after this.
-    pending: list = list(reversed(statements))
+    pending: list = list(reversed(_chosen(statements, env)))
     while pending:
         st = pending.pop()
         if isinstance(st, A.LayerStmt):
             entries.append((id(st), _BASE_NAMES[st.keyword], st.label))
         elif isinstance(st, A.CallStmt):
-            for index in range(st.repeat or 1):
+            for index in range(_known_repeat_count(st, env)):
                 entries.append(((id(st), index), "block", st.label))
         elif isinstance(st, A.SplitStmt):
             entries.append((id(st), "split", st.label))
         elif isinstance(st, A.BranchStmt):
             entries.append((id(st), "branch", st.name))
         elif isinstance(st, A.ResidualStmt):
-            pending.append(("after", st))
-            pending += reversed([s for s in st.body if not isinstance(s, A.ShortcutStmt)])
+            try:
+                holds = _residual_holds(st, env)
+            except _Unbound:  # check_block: this residual is checked at each call
+                continue
+            if holds:
+                pending.append(("after", st))
+            body = _chosen(st.body, env)
+            pending += reversed([s for s in body if not isinstance(s, A.ShortcutStmt)])
         elif isinstance(st, tuple):  # ("after", residual): its parts follow its body
             for part in ("shortcut", "add", "act"):
                 entries.append(((id(st[1]), part), part, None))
@@ -533,6 +805,13 @@ def _plan_names(statements: list[A.Statement]) -> dict:
     return names
 
 
+def _known_repeat_count(st: A.CallStmt, env: Env) -> int:
+    try:
+        return _repeat_count(st, env)
+    except _Unbound:  # check_block: the call is checked where the block is called
+        return 1
+
+
 def _check_label(label: A.Label, name: str) -> None:
     try:
         S.check_name(name)
@@ -555,6 +834,9 @@ class Expander:
         self.depth = 0  # items nested in items: residuals, branches, block calls
         self.layers = 0  # layers of the network so far, repeats unrolled
         self.called: set[str] = set()  # block templates some call reached
+        self.stages: list[S.Stage] = []  # the stages expanded so far
+        self.open: list[tuple[str, str, list]] = []  # the scopes being expanded: kind, name, items
+        self.network_shape: tuple[str, tuple[int, ...]] = ("", (1, 1, 1))
 
     @contextmanager
     def nested(self, span: Span):
@@ -606,13 +888,17 @@ class Expander:
             raise SpecError(f"network {decl.name.name} has no stages", decl.name.span,
                             code="SK204", hint="add stages such as: stage conv1: conv 7x7, 64, "
                             "stride 2")
+        decl_stages = _chosen(decl.stages, env)
         seen = set()
-        for stage in decl.stages:
+        for stage in decl_stages:
             if stage.name.name in seen:
                 raise SpecError(f"two stages are named '{stage.name.name}'", stage.name.span,
                                 code="SK205", hint="stage names must be unique")
             seen.add(stage.name.name)
-        stages = [self.stage(stage, env) for stage in decl.stages]
+        self.network_shape = (decl.name.name, decl.input.values)
+        for stage in decl_stages:
+            self.stages.append(self.stage(stage, env))
+        stages = self.stages
         parameters = {k: v.value for k, v in self.program.env.items()}
         network = _build(S.Network, decl.span, {"name": decl.name.span, "input": decl.input.span},
                          name=decl.name.name, input=decl.input.values, classes=classes,
@@ -629,15 +915,16 @@ class Expander:
 
         Formals have no value here; a statement that uses one is left for its calls."""
         definition = template.definition
-        env = {**template.env, **{f.name: Value(_UNBOUND, f.span) for f in definition.formals}}
-        context = _Context(env, _plan_names(definition.body), (definition.name,))
+        env = {IN_CHANNELS: Value(_UNBOUND, definition.span), **template.env,
+               **{f.name: Value(_UNBOUND, f.span) for f in definition.formals}}
+        context = _Context(env, _plan_names(definition.body, env), (definition.name,))
         try:
             self.check_scope(definition.body, context)
         except SpecError as error:
             raise error.with_note(f"in block {definition.name}, which no network calls") from None
 
     def check_scope(self, statements: list, context: _Context) -> None:
-        for st in statements:
+        for st in _chosen(statements, context.env):
             try:
                 self.check_statement(st, context)
             except _Unbound:
@@ -646,14 +933,15 @@ class Expander:
     def check_statement(self, st: A.Statement, context: _Context) -> None:
         if isinstance(st, A.ResidualStmt):  # its body is named in the enclosing scope
             with self.nested(_first_line(st.span)):
-                shortcuts = [s for s in st.body if isinstance(s, A.ShortcutStmt)]
-                self.check_scope([s for s in st.body if s not in shortcuts], context)
+                body = _chosen(st.body, context.env)
+                shortcuts = [s for s in body if isinstance(s, A.ShortcutStmt)]
+                self.check_scope([s for s in body if s not in shortcuts], context)
                 for shortcut in shortcuts:
                     self.check_scope(shortcut.body, _Context(
-                        context.env, _plan_names(shortcut.body), context.calls))
+                        context.env, _plan_names(shortcut.body, context.env), context.calls))
         elif isinstance(st, A.BranchStmt):
             with self.nested(_first_line(st.span)):
-                self.check_scope(st.body, _Context(context.env, _plan_names(st.body),
+                self.check_scope(st.body, _Context(context.env, _plan_names(st.body, context.env),
                                                    context.calls))
         else:
             self.statement(st, context)
@@ -677,16 +965,23 @@ class Expander:
             call = body[0]
             body = [A.CallStmt(call.label, call.name, call.name_span, call.args, decl.repeat,
                                decl.repeat_span, call.span)]
-        context = _Context(env, _plan_names(body), ())
-        items = self.scope(body, context)
+        context = _Context(env, _plan_names(body, env), ())
+        items = self.scope(body, context, ("stage", decl.name.name))
         return _build(S.Stage, decl.span, {"name": decl.name.span}, name=decl.name.name, body=items)
 
     # -- scopes and statements ---------------------------------------------------------------
 
-    def scope(self, statements: list[A.Statement], context: _Context) -> list:
-        items = []
-        for statement in statements:
-            items.extend(self.statement(statement, context))
+    def scope(self, statements: list[A.Statement], context: _Context,
+              kind: tuple[str, str] = ("flat", "")) -> list:
+        """The items of `statements`; `kind` says how an `in_channels` read inside them sees
+        them: a stage's or a block's items, a residual's (flat), or a branch's (opaque)."""
+        items: list = []
+        self.open.append((*kind, items))
+        try:
+            for statement in _chosen(statements, context.env):
+                items.extend(self.statement(statement, context))
+        finally:
+            self.open.pop()
         return items
 
     def statement(self, st: A.Statement, context: _Context) -> list:
@@ -695,7 +990,7 @@ class Expander:
         if isinstance(st, A.CallStmt):
             return self.call(st, context)
         if isinstance(st, A.ResidualStmt):
-            return [self.residual(st, context)]
+            return self.residual(st, context)
         if isinstance(st, A.BranchStmt):
             return [self.branch(st, context)]
         if isinstance(st, A.SplitStmt):
@@ -727,34 +1022,43 @@ class Expander:
             raise SpecError(f"block '{st.name}' calls itself: {chain}", st.name_span, code="SK208")
         bound = self.bind(template.definition, st, context.env, template.env)
         self.called.add(st.name)
-        blocks, body = [], None
-        for index in range(st.repeat or 1):
-            if index == 1 and "stride" in bound:
-                # The first block of a repeat takes the stride; the others keep the size.
-                bound = {**bound, "stride": Value(1, bound["stride"].span)}
-                body = None
-            if body is None:
-                # Equal arguments expand to equal items: the repeats share them, which saves
-                # expanding them again and lets the lowering recognise them.
-                before = self.layers
-                body = self.expand_body(template.definition, bound, st, context)
-                body_layers = self.layers - before
-                arguments = {k: _plain(v.value) for k, v in bound.items()}
-            else:
-                self.count_layers(body_layers, st.repeat_span or st.span)
-            name = context.names[(id(st), index)]
-            blocks.append(_build(S.Block, _first_line(st.span), {}, name=name,
-                                 template=template.definition.name, arguments=arguments,
-                                 body=body))
+        blocks, body, channels = [], None, None
+        self.open.append(("flat", "", blocks))  # the earlier copies feed the later ones
+        try:
+            for index in range(_repeat_count(st, context.env)):
+                if index == 1 and "stride" in bound:
+                    # The first block of a repeat takes the stride; the others keep the size.
+                    bound = {**bound, "stride": Value(1, bound["stride"].span)}
+                    body = None
+                name = context.names[(id(st), index)]
+                if body is None or channels.read:
+                    # Equal arguments expand to equal items: the repeats share them, which saves
+                    # expanding them again and lets the lowering recognise them. A block that
+                    # reads in_channels may differ with its input, so each copy is expanded.
+                    before = self.layers
+                    open_now = [(kind, n, list(items)) for kind, n, items in self.open]
+                    channels = InputChannels(self.network_shape, list(self.stages), open_now)
+                    body = self.expand_body(template.definition, bound, st, context, name, channels)
+                    body_layers = self.layers - before
+                    arguments = {k: _plain(v.value) for k, v in bound.items()}
+                else:
+                    self.count_layers(body_layers, st.repeat_span or st.span)
+                blocks.append(_build(S.Block, _first_line(st.span), {}, name=name,
+                                     template=template.definition.name, arguments=arguments,
+                                     body=body))
+        finally:
+            self.open.pop()
         return blocks
 
     def expand_body(self, definition: A.BlockDef, bound: Env, st: A.CallStmt,
-                    context: _Context) -> list:
-        inner = _Context({**self.program.templates[definition.name].env, **bound},
-                         _plan_names(definition.body), context.calls + (definition.name,))
+                    context: _Context, name: str, channels: InputChannels) -> list:
+        # A formal or a parameter may be called in_channels: then it is that, not the input's.
+        env = {IN_CHANNELS: Value(channels, st.span), **self.program.templates[definition.name].env,
+               **bound}
+        inner = _Context(env, _plan_names(definition.body, env), context.calls + (definition.name,))
         try:
             with self.nested(st.span):
-                return self.scope(definition.body, inner)
+                return self.scope(definition.body, inner, ("block", name))
         except SpecError as error:
             raise error.with_note(f"in block {definition.name}, called at {st.span}") from None
 
@@ -791,23 +1095,28 @@ class Expander:
             bound[formal.name] = evaluate(formal.default, {**template_env, **bound})
         return bound
 
-    def residual(self, st: A.ResidualStmt, context: _Context) -> S.Residual:
+    def residual(self, st: A.ResidualStmt, context: _Context) -> list:
+        """[the residual], or its body's items alone when `residual if COND:` is false."""
         args = _Args("residual", st.args, context.env, _first_line(st.span))
         found = args.options(RESIDUAL_OPTIONS)
         args.finish()
-        shortcuts = [s for s in st.body if isinstance(s, A.ShortcutStmt)]
+        statements = _chosen(st.body, context.env)
+        shortcuts = [s for s in statements if isinstance(s, A.ShortcutStmt)]
         if len(shortcuts) > 1:
             raise SpecError("a residual has one shortcut", shortcuts[1].span, code="SK212")
         shortcut = None
         with self.nested(_first_line(st.span)):
-            body = self.scope([s for s in st.body if not isinstance(s, A.ShortcutStmt)], context)
+            body = self.scope([s for s in statements if s not in shortcuts], context)
+            if not _residual_holds(st, context.env):
+                return body
             if shortcuts:
-                inner = _Context(context.env, _plan_names(shortcuts[0].body), context.calls)
-                shortcut = self.scope(shortcuts[0].body, inner)
+                inner = _Context(context.env, _plan_names(shortcuts[0].body, context.env),
+                                 context.calls)
+                shortcut = self.scope(shortcuts[0].body, inner, ("opaque", ""))
         names = {part: context.names[(id(st), part)] for part in ("shortcut", "add", "act")}
-        return _build(S.Residual, args.spans[""], args.spans, body=body, shortcut=shortcut,
-                      shortcut_name=names["shortcut"], add_name=names["add"],
-                      act_name=names["act"], **found)
+        return [_build(S.Residual, args.spans[""], args.spans, body=body, shortcut=shortcut,
+                       shortcut_name=names["shortcut"], add_name=names["add"],
+                       act_name=names["act"], **found)]
 
     def branch(self, st: A.BranchStmt, context: _Context) -> S.Branch:
         spans = {"name": st.name.span, "inputs": st.source.span if st.source else st.span}
@@ -825,8 +1134,8 @@ class Expander:
         else:
             before = self.layers
             with self.nested(_first_line(st.span)):
-                body = self.scope(st.body, _Context(context.env, _plan_names(st.body),
-                                                    context.calls))
+                body = self.scope(st.body, _Context(context.env, _plan_names(st.body, context.env),
+                                                    context.calls), ("opaque", ""))
             layers = self.layers - before
         item = _build(S.Branch, _first_line(st.span), spans, name=context.names[id(st)],
                       source=st.source.name if st.source else None, body=body, shares=shares)

@@ -480,6 +480,20 @@ class _Lowering:
         attrs = op.from_item(item, shape, path)
         return self.emit(path, attrs, [x], [attrs.output(shape)], item.span(), path, scope)
 
+    def upsample(self, item: S.Upsample, x: Ref, scope: _Scope, env) -> Ref:
+        """`upsample F` by the generic rule; `upsample to NAME` to that tensor's H×W."""
+        if item.to is None:
+            return self.primitive(item, x, scope, env)
+        path = f"{scope.path}.{item.name}"
+        shape = self.feature_map(x, item, "upsample", path)
+        target = self.feature_map(self.tensor(env, item.to, item, "to"), item, "upsample", path)
+        if target[1] < shape[1] or target[2] < shape[2]:
+            raise SpecError(f"upsample to {item.to} would shrink {_fmt(shape[1:])} to "
+                            f"{_fmt(target[1:])} at {path}", item.span("to"), code="SK234",
+                            hint="upsample enlarges; a pool or a strided conv shrinks")
+        attrs = ops.OPS["upsample"](tuple(target[1:]), item.mode)
+        return self.emit(path, attrs, [x], [attrs.output(shape)], item.span(), path, scope)
+
     def activation(self, item: S.Activation, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
         if item.function == "none":
@@ -619,6 +633,7 @@ class _Lowering:
         "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
         "act": activation, "split": split, "add": merge, "concat": merge,
         "mul": merge, "branch": branch, "residual": residual, "block": block,
+        "upsample": upsample,
     }
 
 

@@ -34,7 +34,8 @@ TERMINAL_PHRASES = {
     "NAME": "a name", "INT": "an integer", "FLOAT": "a number", "QUANTITY": "a number such as 27.5M",
     "DIMS": "a size such as 3x3", "STRING": 'a quoted path such as "std/resnext.sk"',
     "LAYER": "a layer such as conv or SK", "REPEAT": "a repeat count such as x3",
-    "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'", "_NL": "the end of the line",
+    "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'",
+    "COMPARE": "a comparison such as == or <", "_NL": "the end of the line",
     "_INDENT": "an indented block", "_DEDENT": "the end of the indented block",
     "$END": "the end of the file",
 }
@@ -265,10 +266,18 @@ def _unknown_layer(error: UnexpectedToken, file: str) -> SpecError | None:
     """`cnv 3x3, 64`: a statement starts with a word that is neither a layer nor a call."""
     history = getattr(error, "token_history", None) or []
     previous = history[-1] if history else None
-    if previous is None or previous.type != "NAME" or "LPAR" not in _expected_terminals(error):
+    expected = _expected_terminals(error)
+    # A name in a condition (`if s 1:`) may also be followed by '(' (a function): not a layer.
+    if previous is None or previous.type != "NAME" or "LPAR" not in expected:
+        return None
+    if "COMPARE" in expected:
         return None
     word = str(previous)
     span = _token_span(previous, file)
+    if word == "else":
+        return SpecError("`else:` without an `if` just above it", span, code="SK212",
+                         hint="write `if CONDITION:` and its body, then `else:` at the same "
+                         "indentation as the `if`")
     suggestion = did_you_mean(word, LAYER_KEYWORDS + STATEMENT_KEYWORDS)
     if suggestion is None:
         return None
@@ -337,6 +346,15 @@ MISTAKES = {
     "a repeat count is written right after the call, as x3: sk_unit(128, 256) x3": [
         "network n:\n    stage s: unit(1) 3\n",
         "network n:\n    stage s: unit(1) * 3\n",
+    ],
+    "a condition compares values: if stride == 1 and c_in == c:": [
+        "block b(s):\n    if s 1:\n        gap\n",
+        "block b(s):\n    residual if s 1:\n        gap\n",
+    ],
+    "each row of a `for` table is in parentheses: for c, n in (16, 1), (24, 2):": [
+        "block b(s):\n    for c in 1, 2:\n        gap\n",
+        "block b(s):\n    for c in [1, 2]:\n        gap\n",
+        "block b(s):\n    for c, n in (1, 2) (3, 4):\n        gap\n",
     ],
     "a network is written `network NAME:` with its input, classes and stages indented below": [
         "network:\n    input 3x32x32\n",
@@ -411,6 +429,29 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
                             code="SK216", hint="compute the value outside and write the number")
         return A.Binary(str(op), left, right, span, terms)
 
+    @v_args(meta=True)
+    def function(self, meta, children):
+        name, *args = children
+        args = tuple(a for a in args if a is not None)  # `f()` has one empty placeholder
+        return A.Call(str(name), args, _span(self.file, meta), self._tok(name))
+
+    @v_args(meta=True)
+    def compare(self, meta, children):
+        left, op, right = children
+        return A.Compare(str(op), left, right, _span(self.file, meta))
+
+    @v_args(meta=True)
+    def both(self, meta, children):
+        return A.Logic("and", children[0], children[1], _span(self.file, meta))
+
+    @v_args(meta=True)
+    def either(self, meta, children):
+        return A.Logic("or", children[0], children[1], _span(self.file, meta))
+
+    @v_args(meta=True)
+    def negated(self, meta, children):
+        return A.Logic("not", children[0], None, _span(self.file, meta))
+
     def _dims(self, token: Token) -> A.Dims:
         span = self._tok(token)
         values = tuple(_integer(v, span) for v in token.replace("×", "x").split("x"))
@@ -457,8 +498,30 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
 
     @v_args(meta=True)
     def residual(self, meta, children):
-        args, *body = children
-        return A.ResidualStmt(args or [], body, _span(self.file, meta))
+        args, condition, *body = children
+        return A.ResidualStmt(args or [], body, _span(self.file, meta), condition)
+
+    @v_args(meta=True)
+    def if_stmt(self, meta, children):
+        condition, *body, orelse = children
+        return A.IfStmt(condition, body, orelse or [], _span(self.file, meta))
+
+    def else_body(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def row(self, meta, children):
+        return (tuple(c for c in children if c is not None), _span(self.file, meta))
+
+    @v_args(meta=True)
+    def for_stmt(self, meta, children):
+        names = [A.Label(str(c), self._tok(c)) for c in children if isinstance(c, Token)]
+        rows = [c for c in children if isinstance(c, tuple)]
+        body = [c for c in children[len(names):] if c is not None and not isinstance(c, tuple)]
+        return A.ForStmt(names, [values for values, _ in rows], [span for _, span in rows], body,
+                         _span(self.file, meta))
+
+    stage_table = for_stmt  # `for` around stages: expand.py unrolls it as around statements
 
     @v_args(meta=True)
     def shortcut(self, meta, children):
@@ -494,7 +557,7 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
         decl = A.NetworkDecl(A.Label(str(name), self._tok(name)), None, None, None, [],
                              _span(self.file, meta))
         for item in items:
-            if isinstance(item, A.StageDecl):
+            if isinstance(item, (A.StageDecl, A.ForStmt)):
                 decl.stages.append(item)
                 continue
             header, value, span = item
@@ -548,10 +611,18 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
         return source
 
 
-def _repeat(token: Token | None, span: Span | None) -> int | None:
+def _repeat(token: Token | None, span: Span | None) -> int | A.Name | None:
     if not token:
         return None
-    count = _integer(token[1:], span)
+    written = token[1:].strip()
+    if not written[0].isdigit():  # `x depth`: expand.py reads the name's value
+        return A.Name(written, Span(span.file, span.line, span.end_column - len(written),
+                                    span.line, span.end_column))
+    return check_repeat(_integer(written, span), span)
+
+
+def check_repeat(count: int, span: Span) -> int:
+    """A repeat count within MAX_REPEAT (literal here, or a name's value in expand.py)."""
     if count > MAX_REPEAT:
         raise SpecError(f"repeat count {count:,} is over the limit of {MAX_REPEAT:,}", span,
                         code="SK214", hint="a network of that many blocks would not fit in "

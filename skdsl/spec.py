@@ -224,6 +224,23 @@ class Scale(Layer):
     factor: float = Field(allow_inf_nan=False, description="The constant factor.")
 
 
+class Upsample(Layer):
+    """Enlarge H×W by an integer factor, `upsample 2` (nearest) or `upsample 2, mode bilinear`,
+    or to a named tensor's size, `upsample to x` (Residual Attention Networks' mask branch)."""
+
+    kind: Literal["upsample"] = "upsample"
+    factor: PositiveInt | None = Field(None, description="The integer factor of both H and W.")
+    to: str | None = Field(None, description="Or: the tensor whose H×W the output takes.")
+    mode: Literal["nearest", "bilinear"] = Field("nearest", description="Interpolation.")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.factor is None) == (self.to is None):
+            raise ValueError("upsample takes a factor (upsample 2) or a tensor to match "
+                             "(upsample to x), one of the two")
+        return self
+
+
 class ChannelShuffle(Layer):
     """ShuffleNet's channel shuffle with g groups: `shuffle 2`."""
 
@@ -295,7 +312,8 @@ class Block(Layer):
 Item = Annotated[
     Union[
         Conv, SelectiveKernel, SqueezeExcite, Pool, GlobalPool, ChannelPool, Linear, Dropout,
-        BatchNorm, Activation, Scale, ChannelShuffle, ChannelSplit, Merge, Branch, Residual, Block,
+        BatchNorm, Activation, Scale, Upsample, ChannelShuffle, ChannelSplit, Merge, Branch,
+        Residual, Block,
     ],
     Field(discriminator="kind"),
 ]

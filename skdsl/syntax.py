@@ -73,7 +73,38 @@ class Binary:
     terms: int = 2  # operands in the whole expression, counted once as it is built
 
 
-Expr = Union[Int, Float, Quantity, String, Name, Dims, Binary]
+@dataclass(frozen=True)
+class Call:
+    """A built-in function applied to values: `make_divisible(64 * k, 8)`."""
+
+    name: str
+    args: tuple["Expr", ...]
+    span: Span
+    name_span: Span
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`stride == 1`: only in a condition."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    span: Span
+
+
+@dataclass(frozen=True)
+class Logic:
+    """`a and b`, `a or b`, `not a` (right None): only in a condition."""
+
+    op: str
+    left: "Condition"
+    right: "Condition | None"
+    span: Span
+
+
+Expr = Union[Int, Float, Quantity, String, Name, Dims, Binary, Call]
+Condition = Union[Expr, Compare, Logic]
 
 
 @dataclass(frozen=True)
@@ -110,7 +141,7 @@ class CallStmt:
     name: str
     name_span: Span
     args: list[Arg]
-    repeat: int | None
+    repeat: int | Name | None  # `x3`, or `x depth` (a param or formal)
     repeat_span: Span | None
     span: Span
 
@@ -119,6 +150,17 @@ class CallStmt:
 class ResidualStmt:
     args: list[Arg]
     body: list["Statement"]
+    span: Span
+    condition: Condition | None = None  # `residual if stride == 1:`; false: the body alone
+
+
+@dataclass
+class IfStmt:
+    """`if COND:` body [`else:` body]: the statements of the chosen side, in place."""
+
+    condition: Condition
+    body: list["Statement"]
+    orelse: list["Statement"]
     span: Span
 
 
@@ -145,7 +187,21 @@ class SplitStmt:
     span: Span
 
 
-Statement = Union[LayerStmt, CallStmt, ResidualStmt, ShortcutStmt, BranchStmt, SplitStmt]
+@dataclass
+class ForStmt:
+    """`for c, n in (16, 1), (24, 2):` body: the body once per row, each name replaced by the
+    row's value (expand.py); `unrolled` keeps those copies, made once."""
+
+    names: list[Label]
+    rows: list[tuple["Expr", ...]]
+    row_spans: list[Span]
+    body: list["Statement"]
+    span: Span
+    unrolled: list | None = None
+
+
+Statement = Union[LayerStmt, CallStmt, ResidualStmt, ShortcutStmt, BranchStmt, SplitStmt, IfStmt,
+                  ForStmt]
 
 
 @dataclass
@@ -182,7 +238,7 @@ class UseDecl:
 @dataclass
 class StageDecl:
     name: Label
-    repeat: int | None
+    repeat: int | Name | None
     repeat_span: Span | None
     body: list[Statement]
     span: Span
@@ -194,7 +250,7 @@ class NetworkDecl:
     input: Dims | None
     classes: Expr | None
     paper: list[Arg] | None
-    stages: list[StageDecl]
+    stages: list[StageDecl | ForStmt]  # a `for` unrolls to stages in expand.py
     span: Span
 
 

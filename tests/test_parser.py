@@ -202,3 +202,33 @@ def test_a_file_over_the_size_cap_is_not_read(tmp_path):
     error = caught.value
     assert error.code == "SK116" and "200,001 bytes (at most 200,000)" in error.message
     assert len(read_source(path)) == 200_001  # a JSON spec may be larger than a .sk file
+
+
+# -- expressions and control (issue 11) --------------------------------------------------------
+
+
+def test_functions_conditions_repeat_names_and_tables_parse_to_their_nodes():
+    tree = parse_text("block b(c, s=1, n=2):\n"
+                      "    residual act none if s == 1 and not c < 8 or c >= 100:\n"
+                      "        conv 1x1, make_divisible(c * 1.5, 8)\n"
+                      "    if s != 1:\n        conv 1x1, int(c)\n    else:\n        gap\n"
+                      "    b2(c) x n\n"
+                      "    for w, k in (8, 1), (16, 2):\n        conv 3x3, w, stride k\n")
+    residual, branch, call, loop = tree.blocks[0].body
+    condition = residual.condition
+    assert isinstance(condition, A.Logic) and condition.op == "or"
+    assert condition.left.op == "and" and condition.left.right.op == "not"
+    assert residual.body[0].args[1].value.name == "make_divisible"
+    assert [type(s).__name__ for s in branch.body + branch.orelse] == ["LayerStmt", "LayerStmt"]
+    assert call.repeat == A.Name("n", call.repeat.span) and call.repeat_span.column == 11
+    assert [n.name for n in loop.names] == ["w", "k"] and len(loop.rows) == 2
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("block b(s):\n    if s 1:\n        gap\n", "a condition compares values"),
+    ("block b(s):\n    for c in 1, 2:\n        gap\n", "each row of a `for` table"),
+])
+def test_control_syntax_mistakes_get_catalogue_hints(text, hint):
+    with pytest.raises(SpecError) as error:
+        parse_text(text)
+    assert error.value.code == "SK101" and error.value.hint.startswith(hint)

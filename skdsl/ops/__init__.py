@@ -2,7 +2,7 @@
 
     OPS        graph op name -> its class (attributes, shape rule, costs, receptive-field rule,
                torch module, text), one module per family: conv, norm, pool, dense, tensor,
-               attention
+               attention, resample
     KEYWORDS   layer keyword -> how it is written (takes, options, defaults, usage line)
 
 Grammar keywords, expansion, lowering, analysis, compilation, reports and the hypothesis
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import CONVENTIONS, KEYWORDS, OPS, Keyword, Op, Option, Take, attribute_names
 # Imported in the order the keywords are listed (messages that list them keep it).
-from . import conv, attention, pool, dense, norm, tensor  # noqa: E402,F401  (they register)
+from . import conv, attention, pool, dense, norm, tensor, resample  # noqa: E402,F401
 
 LAYER_KEYWORDS = tuple(KEYWORDS)  # in the order the families define them
 

@@ -32,7 +32,8 @@ class Op:
     name: ClassVar[str] = ""  # the graph op: "conv2d"
     spec_kinds: ClassVar[tuple[str, ...]] = ()  # spec kinds that lower to this op alone
     spatial: ClassVar[str | None] = None  # for those: the noun of SK304 if it needs C×H×W
-    field_rule: ClassVar[str] = "keep"  # receptive field: "keep", "window" or "global"
+    field_rule: ClassVar[str] = "keep"  # receptive field: "keep", "window", "global" or
+    # "own": the op's `field(incoming)` gives it (upsample)
     counted_by: ClassVar[str | None] = None  # the --count convention that counts it
 
     def cost(self, node) -> tuple[int, int, int]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 from .assertions import ExactReport, assert_compiles_exactly, assert_rejected, assert_shapes
 from .broken import INSERT_TOKENS, INVALID_UTF8, MUTATION_KINDS, broken_specs, mutations
 from .harness import run_check, time_limit
+from .language import conditions, width_expressions
 from .meetings import MEETING_KINDS, meeting_inputs
 from .spelling import ACTIVATIONS
 from .strategies import WIDTHS, networks, specs, variants
@@ -42,4 +43,5 @@ __all__ = [
     "specs", "networks", "variants", "mutations", "broken_specs", "assert_compiles_exactly",
     "assert_shapes", "assert_rejected", "run_check", "ExactReport", "WIDTHS", "MUTATION_KINDS",
     "INSERT_TOKENS", "INVALID_UTF8", "time_limit", "meeting_inputs", "MEETING_KINDS",
+    "width_expressions", "conditions",
 ]
