@@ -310,7 +310,7 @@ def test_eval_refuses_a_checkpoint_of_another_spec(spec, tmp_path, capsys):
 
 def test_plot_needs_matplotlib_and_says_so_before_training(spec, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
-    with pytest.raises(CliError, match="--plot needs matplotlib") as error:
+    with pytest.raises(CliError, match="plot needs matplotlib") as error:
         train(config(spec, tmp_path / "run", plot=True))
     assert "skdsl[plot]" in error.value.hint and not (tmp_path / "run").exists()
 

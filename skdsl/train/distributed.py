@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..errors import CliError
+from ..loading import SettingError
 from .config import DEVICES
 
 
@@ -82,8 +83,8 @@ def pick_device(request: str, local_rank: int = 0) -> torch.device:
     if request == "cpu" or (request == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise CliError("--device cuda: this machine has no CUDA GPU that torch can use",
-                       code="SK510", hint="use --device cpu (or leave --device out)")
+        raise SettingError("{device} cuda: this machine has no CUDA GPU that torch can use",
+                           code="SK510", hint="use {device} cpu (or leave {device} out)")
     if local_rank >= torch.cuda.device_count():
         raise CliError(f"process {local_rank} on this node has no GPU: only "
                        f"{torch.cuda.device_count()} are visible", code="SK510",

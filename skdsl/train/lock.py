@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from .. import state_io
-from ..errors import CliError
+from ..loading import SettingError
 
 try:
     import fcntl
@@ -39,18 +39,18 @@ class RunLock:
             self.folder.mkdir(parents=True, exist_ok=True)
             descriptor = os.open(self.folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
-            raise CliError(f"cannot write to --out '{self.folder}': {error.strerror or error}",
-                           code="SK514") from None
+            raise SettingError(f"cannot write to {{out}} '{self.folder}': "
+                               f"{error.strerror or error}", code="SK514") from None
         if fcntl is not None:
             try:
                 fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 holder = os.read(descriptor, 200).decode(errors="replace").strip() or "unknown"
                 os.close(descriptor)
-                raise CliError(f"--out '{self.folder}' is in use by another run ({holder})",
-                               code="SK608",
-                               hint="wait for it to end (or stop it: it saves last.pt), or "
-                                    "choose another --out") from None
+                raise SettingError(f"{{out}} '{self.folder}' is in use by another run ({holder})",
+                                   code="SK608",
+                                   hint="wait for it to end (or stop it: it saves last.pt), or "
+                                        "choose another {out}") from None
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
         self._descriptor = descriptor

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..errors import CliError
+from ..loading import SettingError
 
 
 def topk_correct(logits: Tensor, labels: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
@@ -136,7 +136,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise CliError("--plot needs matplotlib", code="SK513",
+        raise SettingError("{plot} needs matplotlib", code="SK513",
                        hint="pip install 'skdsl[plot]'  (or: pip install matplotlib)") from None
 
 
