@@ -197,23 +197,29 @@ class _Unbound(Exception):
 _UNBOUND = object()
 
 
-def evaluate(expr: A.Expr, env: Env) -> Value:
-    if not isinstance(expr, A.Binary):
-        return _operand(expr, env)
-    # Post-order with a stack of its own: `1+1+…` is a tree as deep as it has terms.
-    results: list[Value] = []
+def fold_binary(expr: A.Expr, leaf, combine):
+    """`expr` folded bottom-up: `leaf(operand)` for each operand, `combine(node, left, right)`
+    for each binary node. Post-order with a stack of its own: `1+1+…` is a tree as deep as it
+    has terms, too deep for recursion."""
+    results: list = []
     pending: list[tuple[A.Expr, bool]] = [(expr, False)]
     while pending:
         node, operands_done = pending.pop()
         if not isinstance(node, A.Binary):
-            results.append(_operand(node, env))
+            results.append(leaf(node))
         elif operands_done:
             right, left = results.pop(), results.pop()
-            left, right = _number(left), _number(right)
-            results.append(Value(_arithmetic(node, left, right), node.span))
+            results.append(combine(node, left, right))
         else:
             pending += [(node, True), (node.right, False), (node.left, False)]
     return results[0]
+
+
+def evaluate(expr: A.Expr, env: Env) -> Value:
+    if not isinstance(expr, A.Binary):
+        return _operand(expr, env)
+    return fold_binary(expr, lambda operand: _operand(operand, env), lambda node, left, right:
+                       Value(_arithmetic(node, _number(left), _number(right)), node.span))
 
 
 def _operand(expr: A.Expr, env: Env) -> Value:
@@ -709,19 +715,8 @@ def _stage_name(value: A.Expr) -> A.Label:
 
 
 def _substitute_binary(expr: A.Binary, mapping: dict) -> A.Expr:
-    # Post-order with a stack of its own, as `evaluate`: `1+1+…` is a tree as deep as its terms.
-    results: list = []
-    pending: list[tuple[A.Expr, bool]] = [(expr, False)]
-    while pending:
-        node, operands_done = pending.pop()
-        if not isinstance(node, A.Binary):
-            results.append(_substitute(node, mapping))
-        elif operands_done:
-            right, left = results.pop(), results.pop()
-            results.append(replace(node, left=left, right=right))
-        else:
-            pending += [(node, True), (node.right, False), (node.left, False)]
-    return results[0]
+    return fold_binary(expr, lambda operand: _substitute(operand, mapping),
+                       lambda node, left, right: replace(node, left=left, right=right))
 
 
 def _residual_holds(st: A.ResidualStmt, env: Env) -> bool:
