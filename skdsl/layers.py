@@ -134,40 +134,37 @@ class ChannelShuffle(nn.Module):
         return f"groups={self.groups}"
 
 
-class GlobalPool(nn.Module):
+class _Reduce(nn.Module):
+    """Average or max over fixed dimensions, kept as size-1 dimensions; subclasses name them."""
+
+    dims: tuple[int, ...]
+    where: str
+
+    def __init__(self, mode: str):
+        super().__init__()
+        if mode not in ("avg", "max"):
+            raise ValueError(f"unknown {self.where} pooling mode '{mode}'; known: avg, max")
+        self.mode = mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "avg":
+            return x.mean(dim=self.dims, keepdim=True)
+        return x.amax(dim=self.dims, keepdim=True)
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode}"
+
+
+class GlobalPool(_Reduce):
     """Global average or max pooling to a C×1×1 map."""
 
-    def __init__(self, mode: str):
-        super().__init__()
-        if mode not in ("avg", "max"):
-            raise ValueError(f"unknown global pooling mode '{mode}'; known: avg, max")
-        self.mode = mode
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.mode == "avg":
-            return x.mean(dim=(2, 3), keepdim=True)  # N×C×1×1
-        return x.amax(dim=(2, 3), keepdim=True)  # N×C×1×1
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}"
+    dims, where = (2, 3), "global"
 
 
-class ChannelPool(nn.Module):
+class ChannelPool(_Reduce):
     """Average or max over the channels to a 1×H×W map (CBAM's spatial attention input)."""
 
-    def __init__(self, mode: str):
-        super().__init__()
-        if mode not in ("avg", "max"):
-            raise ValueError(f"unknown channel pooling mode '{mode}'; known: avg, max")
-        self.mode = mode
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.mode == "avg":
-            return x.mean(dim=1, keepdim=True)  # N×1×H×W
-        return x.amax(dim=1, keepdim=True)  # N×1×H×W
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode}"
+    dims, where = (1,), "channel"
 
 
 class FlattenLinear(nn.Linear):

@@ -181,11 +181,16 @@ class Pool(Layer):
     ceil_mode: bool = False
 
 
-class GlobalPool(Layer):
+class _Reduction(Layer):
+    """A pooling whose extent is fixed by its kind, so only the mode is written."""
+
+    mode: Literal["max", "avg"] = "avg"
+
+
+class GlobalPool(_Reduction):
     """Global pooling to 1×1: `avgpool global`."""
 
     kind: Literal["global_pool"] = "global_pool"
-    mode: Literal["max", "avg"] = "avg"
 
 
 class Linear(Layer):
@@ -196,11 +201,10 @@ class Linear(Layer):
     bias: bool = True
 
 
-class ChannelPool(Layer):
+class ChannelPool(_Reduction):
     """Pool across channels to a 1×H×W map (CBAM's spatial attention): `channelpool max`."""
 
     kind: Literal["channel_pool"] = "channel_pool"
-    mode: Literal["max", "avg"] = "avg"
 
 
 class Dropout(Layer):
