@@ -182,7 +182,7 @@ def cli_section(settings: Settings) -> Section:
     spec = str(settings.cli_spec.file(Path(tempfile.mkdtemp(prefix="skdsl-bench-"))))
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
-        "python -c 'import skdsl.cli'": [sys.executable, "-c", "import skdsl.cli"],
+        "python -c 'import skdsl.commands'": [sys.executable, "-c", "import skdsl.commands"],
         f"skdsl build {Path(spec).name} --report": [sys.executable, "-m", "skdsl", "build", spec,
                                                     "--report"],
     }
@@ -197,9 +197,9 @@ def cli_section(settings: Settings) -> Section:
     medians = {name: statistics.median(values) for name, values in times.items()}
     build = list(commands)[-1]
     probe = _run([sys.executable, "-c",
-                  "import sys, skdsl.cli, contextlib, io\n"
+                  "import sys, skdsl.commands, contextlib, io\n"
                   "with contextlib.redirect_stdout(io.StringIO()):\n"
-                  f"    skdsl.cli.main(['build', {spec!r}, '--report'])\n"
+                  f"    skdsl.commands.main(['build', {spec!r}, '--report'])\n"
                   "print(sorted(m for m in ('torch', 'networkx', 'rich', 'lark', 'pydantic') "
                   "if m in sys.modules))"])
     section = Section("b", "CLI latency (fresh interpreter per run)")

@@ -375,7 +375,7 @@ def caption(comparison: Comparison) -> list[str]:
         lines.append("paper: the spec's `paper` line; ours − paper in millions of params and "
                      "G multiply-adds.")
     if any(row.changed and row.spec.paper is not None for row in comparison.rows):
-        lines.append("No paper figures for a variant whose --set or --sweep changes the spec: "
+        lines.append("No paper figures for a variant whose overrides or sweep change the spec: "
                      "the paper's network is the spec as written.")
     shapes = {tuple(row.analysis.input) for row in comparison.rows}
     if len(shapes) > 1:

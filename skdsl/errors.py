@@ -6,12 +6,33 @@ prints before exiting with status 2. Codes are stable and documented in docs/err
     SK1xx  reading and syntax          SK2xx  names, arguments and values
     SK3xx  shapes and channels         SK4xx  JSON specs
     SK5xx  command line and files      SK6xx  checkpoints and training
+
+Library code names a caller's settings (config fields and parameters such as `batch_size` or
+`overrides`), never flags: a message, hint or note writes each as `{batch_size}`. A Python caller
+sees the name (`str(error)`, `.message`, `.hint`, `render()`); the command line renders the error
+with its flags instead (`render(flag)`: `--batch-size`, `--set`).
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
+from typing import Callable
+
+# A setting named in a message: `{batch_size}`, a lower-case snake_case word in braces.
+_SETTING = re.compile(r"\{([a-z][a-z0-9]*(?:_[a-z0-9]+)*)\}")
+
+
+def named(setting: str) -> str:
+    """A setting as the Python API spells it: its own name."""
+    return setting
+
+
+def spell(text: str, spelled: Callable[[str], str] = named) -> str:
+    """`text` with each `{setting}` written as `spelled(setting)`."""
+    return _SETTING.sub(lambda match: spelled(match.group(1)), text)
+
 
 # Source text by file name, so an error raised long after parsing can still show its line.
 _SOURCES: dict[str, str] = {}
@@ -42,16 +63,27 @@ class SkdslError(Exception):
     exit_status = 2
 
     def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        super().__init__(spell(message))
+        self._templates = (message, hint)  # with `{setting}`s, for `render(spelled)`
+        self.message = spell(message)
+        self.hint = spell(hint) if hint else hint
         if code is not None:
             self.code = code
 
-    def render(self) -> str:
-        text = f"error {self.code}: {self.message}"
-        if self.hint:
-            text += f"\n  = hint: {self.hint}"
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The settings the message and hint name, in order."""
+        return tuple(dict.fromkeys(_SETTING.findall(" ".join(filter(None, self._texts())))))
+
+    def _texts(self) -> list[str | None]:
+        return list(self._templates)
+
+    def render(self, spelled: Callable[[str], str] = named) -> str:
+        """The error as printed, each setting written `spelled(name)` (default: its name)."""
+        message, hint = self._templates
+        text = f"error {self.code}: {spell(message, spelled)}"
+        if hint:
+            text += f"\n  = hint: {spell(hint, spelled)}"
         return text
 
 
@@ -80,15 +112,19 @@ class SpecError(SkdslError):
             self.notes.append(note)
         return self
 
-    def render(self) -> str:
+    def _texts(self) -> list[str | None]:
+        return [*self._templates, *self.notes]
+
+    def render(self, spelled: Callable[[str], str] = named) -> str:
+        message, hint = self._templates
         where = f"{self.span}: " if self.span else ""
-        lines = [f"{where}error {self.code}: {self.message}"]
+        lines = [f"{where}error {self.code}: {spell(message, spelled)}"]
         lines += _excerpt(self.span)
         if self.expected:
             lines.append(f"  = expected: {_or_list(self.expected)}")
-        lines += [f"  = {note}" for note in self.notes]
-        if self.hint:
-            lines.append(f"  = hint: {self.hint}")
+        lines += [f"  = {spell(note, spelled)}" for note in self.notes]
+        if hint:
+            lines.append(f"  = hint: {spell(hint, spelled)}")
         return "\n".join(lines)
 
 
@@ -102,6 +138,20 @@ class CheckpointError(SkdslError):
     """A checkpoint that cannot be used: missing, corrupt, foreign or of another spec."""
 
     code = "SK600"
+
+
+class APIError(SkdslError):
+    """A Python call given something it cannot use: skdsl.train(...) given a model that is
+    neither a spec nor a module, data that is neither a Dataset nor a DataLoader, one split
+    without the other, no `out`; a module that is no skdsl network with a `data` source."""
+
+    code = "SK652"
+
+
+class SettingError(CliError):
+    """A setting's value that cannot be used (a CliError for callers that catch those)."""
+
+    code = "SK510"
 
 
 _WIDEST = 100  # characters of a source line shown in an excerpt

@@ -62,7 +62,7 @@ class Result:
                      f"(outputs up to {self.max_abs_output:.3g}; run with {self.verified_with})")
         text = f"exported {self.network} ({self.format}{folding}) to {self.path}: {check}"
         if self.format == "torchscript":
-            text += "\nnote: torch deprecates TorchScript; --format exported is its successor"
+            text += "\nnote: torch deprecates TorchScript; the exported format is its successor"
         return text
 
 

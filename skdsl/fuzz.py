@@ -1,6 +1,6 @@
 """Grammar-aware fuzzing of the front end: every input ends in a spec or a located SkdslError.
 
-    python -m skdsl.fuzz [--count N] [--seed S] [--timeout SECONDS] [--save DIR]
+    python -m skdsl.commands.fuzz [--count N] [--seed S] [--timeout SECONDS] [--save DIR]
 
 Mutants are the shipped specs (specs/, skdsl/std/) edited token by token and line by line,
 token soup from the grammar's keywords and terminals, and small folders of files that import
@@ -9,11 +9,13 @@ Each runs as `skdsl check FILE` and `skdsl build FILE --json` in a worker proces
 time limit; the run prints how many were tried, ended ok, in a located error, in an internal
 error (exit 70, or a dead worker) or in a hang, and saves the first offenders to reproduce.
 `mutants()` is the same generator as a hypothesis strategy, for tests/test_fuzz.py.
+
+The command line under test is given to `run_in_process` and `campaign` as `main` (an entry point
+such as `skdsl.commands.main`): the library does not import it (skdsl/commands/fuzz.py does).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import random
@@ -39,7 +41,10 @@ EXTREMES = ["0", "-1", "2147483648", "9223372036854775808", "9" * 5000, "0" * 50
 ODD_TEXT = ["\x00", "\ufeff", "×", "é", "\u2028", "\r", "\t", "\f", "\\\n", "\n", "\n    ",
             "\n        ", "#", "\udcff".encode("utf-8", "surrogatepass").decode("utf-8", "replace")]
 SAMPLES = ["3", "64", "3x3", "3x224x224", "0.2", "4k", "x3", "relu", "none", "global", "dw",
-           "width", "M", "G=32", "stride 2", "r=16", '"std/resnext.sk"', "sk_unit(64, 128)"]
+           "width", "M", "G=32", "stride 2", "r=16", '"std/resnext.sk"', "sk_unit(64, 128)",
+           "if", "else", "for", "in", "==", "int(", "round(", "make_divisible(", "in_channels",
+           "upsample", "scale", "to", "x depth", "if stride == 1:", "residual if in_channels == c:",
+           "for c, n in (16, 1), (24, 2):", "make_divisible(64 * 0.75, 8)", "upsample to input"]
 
 
 @dataclass
@@ -237,12 +242,12 @@ def write(mutant: Mutant, folder: Path) -> Path:
 
 COMMANDS = (("check",), ("build", "--json"))
 _LOCATED = re.compile(r"^\S.*:\d+:\d+: error SK\d{3}", re.M)
+Main = Callable[[list[str]], int]  # a command line's entry point: arguments in, exit status out
 
 
-def run_in_process(mutant: Mutant) -> Outcome:
-    """What `skdsl check` and `skdsl build --json` make of the mutant, in this process."""
-    from .cli import main
-
+def run_in_process(mutant: Mutant, main: Main) -> Outcome:
+    """What `skdsl check` and `skdsl build --json` (run by `main`) make of the mutant, in this
+    process."""
     with tempfile.TemporaryDirectory(prefix="skdsl-fuzz-") as folder:
         path = str(write(mutant, Path(folder)))
         outcomes = []
@@ -263,7 +268,7 @@ def _classify(status: int, stderr: str, command: tuple[str, ...]) -> Outcome:
     return Outcome("internal", False, f"skdsl {' '.join(command)} exited {status}:\n{stderr}")
 
 
-def _worker(connection, memory_bytes: int) -> None:
+def _worker(connection, memory_bytes: int, main: Main) -> None:
     """A process that runs mutants sent to it until its parent closes the pipe."""
     import resource
 
@@ -274,16 +279,17 @@ def _worker(connection, memory_bytes: int) -> None:
             mutant = connection.recv()
         except EOFError:
             return
-        connection.send(run_in_process(mutant))
+        connection.send(run_in_process(mutant, main))
 
 
 class _Worker:
-    def __init__(self, memory_bytes: int):
+    def __init__(self, memory_bytes: int, main: Main):
         import multiprocessing
 
         context = multiprocessing.get_context("fork")  # skdsl is imported already: starts fast
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, memory_bytes), daemon=True)
+        self.process = context.Process(target=_worker, args=(child, memory_bytes, main),
+                                       daemon=True)
         self.process.start()
 
     def run(self, mutant: Mutant, timeout: float) -> Outcome:
@@ -300,30 +306,31 @@ class _Worker:
         self.process.join()
 
 
-def campaign(count: int, seed: int, timeout: float, memory_mb: int = 2048,
+def campaign(count: int, seed: int, timeout: float, main: Main, memory_mb: int = 2048,
              report=print) -> Tally:
-    """Run `count` mutants of `seed`, restarting the worker after a hang or a crash."""
+    """Run `count` mutants of `seed` through `main`, restarting the worker after a hang or a
+    crash."""
     rng, tally = random.Random(seed), Tally()
-    worker = _Worker(memory_mb * 2**20)
+    worker = _Worker(memory_mb * 2**20, main)
     try:
         for index in range(count):
             mutant = generate(rng)
             outcome = worker.run(mutant, timeout)
             if outcome.kind in ("hang", "internal"):
                 worker.stop()
-                worker = _Worker(memory_mb * 2**20)
+                worker = _Worker(memory_mb * 2**20, main)
                 tally.offenders.append((index, mutant, outcome))
             tally.tried += 1
             tally.counts[outcome.kind] += 1
             tally.located += outcome.located
             if (index + 1) % 500 == 0:
-                report(f"  {index + 1:,} tried: {_summary(tally)}")
+                report(f"  {index + 1:,} tried: {summary(tally)}")
     finally:
         worker.stop()
     return tally
 
 
-def _summary(tally: Tally) -> str:
+def summary(tally: Tally) -> str:
     counts = tally.counts
     return (f"ok {counts['ok']:,}, errors {counts['error']:,} ({tally.located:,} located), "
             f"internal errors {counts['internal']:,}, hangs {counts['hang']:,}")
@@ -339,31 +346,3 @@ def save_offenders(tally: Tally, folder: Path, limit: int = 50) -> list[Path]:
             encoding="utf-8", errors="replace")
         saved.append(case)
     return saved
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m skdsl.fuzz",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=1000, help="mutants to try (default 1000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--timeout", type=float, default=10.0,
-                        help="seconds a mutant may take before it counts as a hang (default 10)")
-    parser.add_argument("--memory-mb", type=int, default=2048,
-                        help="address-space limit of the worker (default 2048)")
-    parser.add_argument("--save", type=Path, default=Path("fuzz-offenders"),
-                        help="folder for the offenders (default ./fuzz-offenders)")
-    args = parser.parse_args(argv)
-    print(f"fuzzing the front end: {args.count:,} mutants, seed {args.seed}, "
-          f"timeout {args.timeout:g} s")
-    tally = campaign(args.count, args.seed, args.timeout, args.memory_mb)
-    print(f"tried {tally.tried:,}: {_summary(tally)}")
-    if not tally.offenders:
-        return 0
-    for case in save_offenders(tally, args.save)[:10]:
-        first = (case / "OUTCOME.txt").read_text(encoding="utf-8").splitlines()
-        print(f"  {case}: {first[0]}; {' '.join(first[3:5])[:160]}")
-    return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,9 +7,10 @@
 `use` reads only files under the spec's folder and std/ unless `allow_imports_outside`.
 
 Library code (this module, the runner, export, weights) speaks of settings: config fields and
-parameters such as `batch_size` or `overrides`, never of flags. A `SettingError` writes the
-settings it names as `{batch_size}`: shown as `batch_size` to a Python caller, and by the
-command line as its flag (`--batch-size`) through `render(spell)`. No torch here.
+parameters such as `batch_size` or `overrides`, never of flags. Its errors write them as
+`{batch_size}` (skdsl/errors.py): shown as `batch_size` to a Python caller, and by the command
+line as its flag (`--batch-size`). `SettingError` is one such error, kept importable from here.
+No torch here.
 """
 
 from __future__ import annotations
@@ -17,43 +18,8 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Callable
 
-from .errors import CliError, SkdslError, Span, SpecError, register_source
-
-_SETTING = re.compile(r"\{([a-z][a-z0-9]*(?:_[a-z0-9]+)*)\}")
-
-
-def _field_name(setting: str) -> str:
-    return setting
-
-
-class SettingError(CliError):
-    """A setting's value that cannot be used; message and hint write settings as `{name}`.
-
-    (A CliError for callers that catch those; its text names settings, not flags.)
-    """
-
-    code = "SK510"
-
-    def __init__(self, message: str, *, hint: str | None = None, code: str | None = None):
-        super().__init__(message, hint=hint, code=code)  # the templates, rebuilt from these
-        self.args = (spell(message, _field_name),)
-
-    @property
-    def settings(self) -> tuple[str, ...]:
-        """The settings the message and hint name, in order."""
-        return tuple(dict.fromkeys(_SETTING.findall(f"{self.message} {self.hint or ''}")))
-
-    def render(self, spelled: Callable[[str], str] = _field_name) -> str:
-        """The error as printed, each setting written `spelled(name)` (default: its name)."""
-        hint = spell(self.hint, spelled) if self.hint else None
-        return SkdslError(spell(self.message, spelled), hint=hint, code=self.code).render()
-
-
-def spell(text: str, spelled: Callable[[str], str]) -> str:
-    """`text` with each `{setting}` written as `spelled(setting)`."""
-    return _SETTING.sub(lambda match: spelled(match.group(1)), text)
+from .errors import SettingError, Span, SpecError, register_source
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -221,4 +187,4 @@ class _JsonLocator:
         return match.end()
 
 
-__all__ = ["SettingError", "spell", "load", "load_json_spec"]
+__all__ = ["SettingError", "load", "load_json_spec"]

@@ -64,12 +64,12 @@ class Reader:
 
 
 CHECKPOINTS = Reader(CheckpointError, "checkpoint", "SK601", "SK602", "SK603", "SK603",
-                     "train first, or name the file with --checkpoint")
+                     "train first, or name the file with {checkpoint}")
 WEIGHTS = Reader(CliError, "weights file", "SK520", "SK521", "SK521", "SK522",
                  "name a .pth file saved with torch.save(model.state_dict(), ...)",
                  "it may be truncated, or of another format (safetensors, numpy)")
 EXPORT = Reader(CheckpointError, "checkpoint", "SK531", "SK602", "SK603", "SK531",
-                "name a last.pt or best.pt that `skdsl train` wrote, or pass --random-init")
+                "name a last.pt or best.pt that `skdsl train` wrote, or pass {random_init}")
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -526,7 +526,7 @@ def check_spec(payload: Mapping, path: Path | str, spec_sha256: str) -> None:
             f"'{path}' holds weights of spec '{payload.get('spec_name')}' "
             f"(sha256 {payload['spec_sha256'][:12]}), not of this spec (sha256 {spec_sha256[:12]})",
             code="SK604", hint="use the spec it was trained with (its text is in the checkpoint, "
-                               "under 'spec_source'), with the same --set values")
+                               "under 'spec_source'), with the same {overrides} values")
 
 
 # -- weights into a model --------------------------------------------------------------------------
@@ -564,7 +564,7 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], path: Path | str
         except (RuntimeError, ValueError) as error:
             details = [first_line(error)]
     raise CheckpointError(f"the weights in '{path}' do not fit {spec_name}: {'; '.join(details)}",
-                          code="SK532", hint="use the spec (and --set values) the weights were "
+                          code="SK532", hint="use the spec (and {overrides} values) the weights were "
                                              "trained with")
 
 

@@ -6,7 +6,7 @@ parser.py builds it from Lark's tree; expand.py gives it meaning. Every node kee
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Generic, TypeVar, Union
 
 from .errors import Span
 
@@ -22,17 +22,27 @@ MAX_TERMS = 50_000  # operands of one expression
 MAX_REPEAT = 10_000  # a repeat count such as x3
 MAX_LAYERS = 20_000  # layers of the expanded network, every repeat unrolled
 
-
-@dataclass(frozen=True)
-class Int:
-    value: int
-    span: Span
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Float:
-    value: float
+class Literal(Generic[T]):
+    """A value written out: its kind is the subclass (Int, Float, String)."""
+
+    value: T
     span: Span
+
+
+class Int(Literal[int]):
+    """An integer: `64`."""
+
+
+class Float(Literal[float]):
+    """A number with a point or exponent: `0.25`."""
+
+
+class String(Literal[str]):
+    """A quoted string: `"std/resnext.sk"`."""
 
 
 @dataclass(frozen=True)
@@ -41,12 +51,6 @@ class Quantity:
 
     value: float
     text: str
-    span: Span
-
-
-@dataclass(frozen=True)
-class String:
-    value: str
     span: Span
 
 

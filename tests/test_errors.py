@@ -3,7 +3,7 @@
 Sections read `## SKnnn — title`; fenced blocks `sk file=NAME` (optionally `encoding=latin-1`),
 `json file=NAME` or `text file=NAME` are written into a fresh directory; a note "(`NAME` is a directory)" makes a
 directory; a note "(`NAME` as written by `skdsl spec PATH --json`)" writes that JSON; the
-`console` block's `$ skdsl ...` line is run with `skdsl.cli.main` and its stderr compared verbatim.
+`console` block's `$ skdsl ...` line is run with `skdsl.commands.main` and its stderr compared verbatim.
 """
 
 import re
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from skdsl import cli
+from skdsl import commands
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
@@ -40,10 +40,10 @@ def test_documented_example_prints_what_the_page_shows(code, body, tmp_path, mon
     for name in re.findall(r"\(`([^`]+)` is a directory\)", body):
         (tmp_path / name).mkdir()
     for name, spec in re.findall(r"\(`([^`]+)` as written by `skdsl spec (\S+) --json`\)", body):
-        assert cli.main(["spec", str(ROOT / spec), "--json"]) == 0
+        assert commands.main(["spec", str(ROOT / spec), "--json"]) == 0
         (tmp_path / name).write_text(capsys.readouterr().out)
     assert command[0] == "skdsl"
-    status = cli.main(command[1:])
+    status = commands.main(command[1:])
     captured = capsys.readouterr()
     assert status == 2
     assert captured.err == expected, f"{code}: the page shows another message"
@@ -58,7 +58,7 @@ def test_unreadable_file(tmp_path, monkeypatch, capsys):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(Path, "read_bytes", refuse)
-    assert cli.main(["check", str(path)]) == 2
+    assert commands.main(["check", str(path)]) == 2
     assert f"error SK114: cannot read '{path}': Permission denied" in capsys.readouterr().err
 
 
@@ -73,3 +73,44 @@ def test_every_code_in_the_source_is_documented():
 def test_codes_are_unique_and_ordered():
     codes = [code for code, _ in SECTIONS]
     assert codes == sorted(set(codes))
+
+
+# -- settings: named in Python, spelled as flags by the command line ------------------------------
+
+
+def test_an_error_names_settings_that_the_command_line_spells_as_flags():
+    import pickle
+
+    from skdsl.commands.arguments import flag
+    from skdsl.errors import CheckpointError
+
+    error = CheckpointError("{resume}: no checkpoint 'run/last.pt'", code="SK601",
+                            hint="leave out {resume}, or change {batch_size} and {overrides}")
+    assert str(error) == error.message == "resume: no checkpoint 'run/last.pt'"
+    assert error.hint == "leave out resume, or change batch_size and overrides"
+    assert error.settings == ("resume", "batch_size", "overrides")
+    assert error.render(flag) == ("error SK601: --resume: no checkpoint 'run/last.pt'\n"
+                                  "  = hint: leave out --resume, or change --batch-size and --set")
+    again = pickle.loads(pickle.dumps(error))  # as a resumed run's processes receive it
+    assert type(again) is CheckpointError and again.render(flag) == error.render(flag)
+
+
+def test_a_located_error_spells_its_settings_but_not_the_source_line():
+    from skdsl.commands.arguments import flag
+    from skdsl.errors import Span, SpecError, register_source
+
+    register_source("s.sk", "param width = 8  # {width}\n")
+    error = SpecError("{overrides} width=x: expected an integer", Span("s.sk", 1, 7, 1, 12),
+                      code="SK210").with_note("see {input_shape}")
+    assert error.render(flag).splitlines() == [
+        "s.sk:1:7: error SK210: --set width=x: expected an integer", "  |",
+        "1 | param width = 8  # {width}", "  |       ^^^^^", "  = see --input"]
+    assert error.settings == ("overrides", "input_shape") and "{" not in error.render()[:60]
+
+
+def test_the_command_line_spells_a_checkpoint_error_with_its_flags(tmp_path, capsys):
+    spec = str(ROOT / "specs" / "sknet_tiny.sk")
+    status = commands.main(["train", spec, "--out", str(tmp_path / "run"), "--resume"])
+    assert status == 2 and capsys.readouterr().err.startswith(
+        f"error SK601: --resume: no checkpoint '{tmp_path / 'run' / 'last.pt'}' to resume from\n"
+        f"  = hint: leave out --resume to start a new run there")

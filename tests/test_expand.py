@@ -53,6 +53,7 @@ def test_overrides_replace_declared_parameters():
     assert len(expand(text, M=3).stages[0].body[0].branches) == 3
     assert len(expand(text, M="4").stages[0].body[0].branches) == 4
     assert error_of(text, N=3).code == "SK210"
+    assert error_of(text, N=3).message.startswith("overrides N: this spec declares no parameter")
     assert "did you mean 'M'" in error_of(text, m=3).hint
     assert error_of(text, M="three").code == "SK210"
 

@@ -8,7 +8,6 @@ import torch
 
 from skdsl import commands as cli
 from skdsl import compiler, export
-from skdsl.errors import SkdslError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = str(ROOT / "examples" / "tiny_sk.sk")
@@ -16,20 +15,7 @@ SPEC = str(ROOT / "examples" / "tiny_sk.sk")
 
 def main(argv: list[str], capsys) -> tuple[int, str, str]:
     """`skdsl export ...` as the CLI runs it: exit status, stdout, stderr."""
-    commands = {action.dest: action for action in cli.build_parser()._actions
-                if isinstance(action, argparse._SubParsersAction)}
-    wired = "export" in next(iter(commands.values())).choices
-    if wired:
-        status = cli.main(["export", *argv])
-    else:  # cli.py registers export.register; until then, the same steps here
-        parser = argparse.ArgumentParser(prog="skdsl")
-        export.register(parser.add_subparsers(dest="command"))
-        try:
-            args = parser.parse_args(["export", *argv])
-            status = args.run(args)
-        except SkdslError as error:
-            print(error.render(), file=__import__("sys").stderr)
-            status = error.exit_status
+    status = cli.main(["export", *argv])
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 

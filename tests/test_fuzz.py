@@ -4,14 +4,15 @@ import random
 
 from hypothesis import HealthCheck, given, settings
 
-from skdsl import fuzz
+from skdsl import commands, fuzz
+from skdsl.commands import fuzz as fuzz_command
 
 
 @settings(max_examples=250, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(mutant=fuzz.mutants())
 def test_no_mutant_ends_in_an_internal_error(mutant):
-    outcome = fuzz.run_in_process(mutant)
+    outcome = fuzz.run_in_process(mutant, commands.main)
     assert outcome.kind in ("ok", "error"), f"{mutant.origin}\n{outcome.detail}"
 
 
@@ -31,13 +32,14 @@ def test_an_internal_error_is_told_from_a_located_one():
 
 
 def test_a_campaign_counts_each_mutant_once(tmp_path):
-    tally = fuzz.campaign(count=12, seed=3, timeout=30, report=lambda line: None)
+    tally = fuzz.campaign(count=12, seed=3, timeout=30, main=commands.main,
+                          report=lambda line: None)
     assert tally.tried == 12 and sum(tally.counts.values()) == 12
     assert tally.counts["internal"] == tally.counts["hang"] == 0
 
 
 def test_a_hang_is_reported_and_the_worker_replaced(monkeypatch, tmp_path):
-    worker = fuzz._Worker(2**31)
+    worker = fuzz._Worker(2**31, commands.main)
     try:
         monkeypatch.setattr(worker.connection, "poll", lambda timeout: False)
         outcome = worker.run(fuzz.Mutant({fuzz.MAIN: fuzz.HEADER}, "header"), timeout=0.1)
@@ -48,3 +50,9 @@ def test_a_hang_is_reported_and_the_worker_replaced(monkeypatch, tmp_path):
     saved = fuzz.save_offenders(tally, tmp_path)
     assert (saved[0] / fuzz.MAIN).read_text() == "x"
     assert "skdsl check" in (saved[0] / "OUTCOME.txt").read_text()
+
+
+def test_the_command_line_runs_a_campaign_and_says_how_it_went(tmp_path, capsys):
+    assert fuzz_command.main(["--count", "3", "--seed", "5", "--save", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 mutants, seed 5" in out and "tried 3: ok" in out and not any(tmp_path.iterdir())

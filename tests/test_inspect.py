@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import skdsl
-from skdsl import cli
 from skdsl import inspect as I
+from skdsl.commands import main
 from skdsl.inspect import attention as A
 from skdsl.inspect.output import FIGURES, plotting_available
 from skdsl.inspect.record import AttentionRecorder
@@ -208,7 +208,7 @@ def test_scales_must_enlarge(scales):
 @pytest.fixture
 def skdsl_main():
     """skdsl's own entry point, where `inspect` is registered like every command."""
-    return cli.main
+    return main
 
 
 @pytest.fixture(scope="module")

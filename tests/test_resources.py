@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 import skdsl
-from skdsl import cli
 from skdsl import resources as R
 from skdsl import testing as T
+from skdsl.commands import main
 from skdsl.graph import lower_table
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,8 +264,8 @@ def test_check_and_build_report_of_absurd_specs_finish(name, tmp_path, capsys):
     path = tmp_path / "absurd.sk"
     path.write_text(ABSURD.get(name, HUGE_INPUT))
     with T.time_limit(20):  # a hang detector, not a timing
-        assert cli.main(["check", str(path)]) == 0
-        assert cli.main(["build", str(path), "--report"]) == 0
+        assert main(["check", str(path)]) == 0
+        assert main(["build", str(path), "--report"]) == 0
     assert "params" in capsys.readouterr().out
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import skdsl
-from skdsl import cli, state_io
+from skdsl import commands, state_io
 from skdsl.errors import CheckpointError, CliError, SkdslError
 from skdsl.train import EvalConfig, TrainConfig, evaluate, train
 from skdsl.train import checkpoint as C
@@ -165,7 +165,7 @@ def test_crafted_fields_end_a_resume_and_an_eval_with_a_clear_error(spec, tmp_pa
     torch.save(crafted, tmp_path / "run" / "last.pt")
     for command in (["train", spec, "--out", str(tmp_path / "run"), "--resume"],
                     ["eval", spec, "--checkpoint", str(tmp_path / "run" / "last.pt")]):
-        assert cli.main(command) == 2
+        assert commands.main(command) == 2
         err = capsys.readouterr().err
         assert "error SK602" in err and "setting seed is '7'" in err and "Traceback" not in err
 
@@ -192,19 +192,19 @@ def _readers(spec, tmp_path):
             os.mkfifo(out / "last.pt")
         else:
             (out / "last.pt").write_bytes(Path(path).read_bytes())
-        return cli.main(["train", spec, "--out", str(out), "--resume"])
+        return commands.main(["train", spec, "--out", str(out), "--resume"])
 
     def fresh_out():
         return str(tmp_path / f"run{len(list(tmp_path.iterdir()))}")
 
     return {
-        "eval": lambda path: cli.main(["eval", spec, "--checkpoint", str(path)]),
+        "eval": lambda path: commands.main(["eval", spec, "--checkpoint", str(path)]),
         "train --resume": resume,
-        "train --init": lambda path: cli.main(["train", spec, "--out", fresh_out(), "--init",
+        "train --init": lambda path: commands.main(["train", spec, "--out", fresh_out(), "--init",
                                                str(path), "--data", "synthetic:train=8,val=4"]),
-        "export": lambda path: cli.main(["export", spec, "--checkpoint", str(path), "--output",
+        "export": lambda path: commands.main(["export", spec, "--checkpoint", str(path), "--output",
                                          str(tmp_path / "model.pt2")]),
-        "weights convert": lambda path: cli.main(["weights", "convert", "--from", "timm", spec,
+        "weights convert": lambda path: commands.main(["weights", "convert", "--from", "timm", spec,
                                                   str(path), str(tmp_path / "converted.pt")]),
         "skdsl.train.evaluate": lambda path: evaluate(EvalConfig(spec, checkpoint=str(path))),
         "skdsl.train.train --init": lambda path: train(TrainConfig(
@@ -269,10 +269,10 @@ def test_a_file_of_another_spec_is_a_clear_error(spec, tmp_path, capsys):
     other = tmp_path / "other.sk"
     other.write_text(TINY_SPEC.replace("conv 3x3, 4", "conv 3x3, 6"))
     C.save(checkpoint_payload(), tmp_path / "last.pt")
-    assert cli.main(["eval", str(other), "--checkpoint", str(tmp_path / "last.pt")]) == 2
+    assert commands.main(["eval", str(other), "--checkpoint", str(tmp_path / "last.pt")]) == 2
     assert "error SK604" in capsys.readouterr().err
     torch.save(checkpoint_payload()["model"], tmp_path / "bare.pt")
-    assert cli.main(["eval", str(other), "--checkpoint", str(tmp_path / "bare.pt")]) == 2
+    assert commands.main(["eval", str(other), "--checkpoint", str(tmp_path / "bare.pt")]) == 2
     err = capsys.readouterr().err
     assert "error SK532" in err and "other shapes for body.conv.conv.weight" in err
 
@@ -323,17 +323,17 @@ def test_a_run_lock_refuses_a_second_holder_naming_the_first(tmp_path):
 
 def test_outputs_are_checked_before_the_work(spec, tmp_path, capsys):
     # The input does not even exist: the output is refused first.
-    assert cli.main(["weights", "convert", "--from", "timm", spec, str(tmp_path / "none.pth"),
+    assert commands.main(["weights", "convert", "--from", "timm", spec, str(tmp_path / "none.pth"),
                      str(tmp_path / "nodir" / "m.pt")]) == 2
     assert "error SK526: cannot write" in capsys.readouterr().err
-    assert cli.main(["export", spec, "--random-init", "-o", str(tmp_path / "nodir" / "m.pt")]) == 2
+    assert commands.main(["export", spec, "--random-init", "-o", str(tmp_path / "nodir" / "m.pt")]) == 2
     assert "error SK535: cannot write" in capsys.readouterr().err
     assert not (tmp_path / "nodir").exists()
 
 
 @pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's read-only /sys")
 def test_a_read_only_folder_is_refused_before_the_work(spec, capsys):
-    assert cli.main(["export", spec, "--random-init", "-o", "/sys/kernel/m.pt"]) == 2
+    assert commands.main(["export", spec, "--random-init", "-o", "/sys/kernel/m.pt"]) == 2
     err = capsys.readouterr().err
     assert "error SK535: cannot write '/sys/kernel/m.pt'" in err and "Traceback" not in err
 
@@ -342,7 +342,7 @@ def test_a_read_only_folder_is_refused_before_the_work(spec, capsys):
 def test_a_folder_without_write_permission_is_refused(spec, tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    assert cli.main(["weights", "convert", "--from", "timm", spec, spec,
+    assert commands.main(["weights", "convert", "--from", "timm", spec, spec,
                      str(locked / "m.pt")]) == 2
     assert "error SK526" in capsys.readouterr().err
 
@@ -359,7 +359,7 @@ def test_a_folder_without_write_permission_is_refused(spec, tmp_path, capsys):
     (["--classes", "0"], "error SK510: --classes 0: must be at least 1"),
 ])
 def test_absurd_settings_are_bounded(spec, tmp_path, capsys, flags, message):
-    assert cli.main(["train", spec, "--out", str(tmp_path / "run"), *flags]) == 2
+    assert commands.main(["train", spec, "--out", str(tmp_path / "run"), *flags]) == 2
     assert message in capsys.readouterr().err
 
 

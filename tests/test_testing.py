@@ -3,7 +3,6 @@ fail (a check that cannot fail checks nothing)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -444,14 +443,17 @@ def test_run_check_statuses(tmp_path):
     assert status == 2 and f"{bad}:8:" in output and "Traceback" not in output
 
 
-def test_run_check_without_the_cli(tmp_path, monkeypatch):
-    bad = tmp_path / "bad.sk"
+def test_run_check_says_what_skdsl_check_says(tmp_path, capsys):
+    from skdsl import commands
+
+    good, bad = tmp_path / "good.sk", tmp_path / "bad.sk"
+    good.write_text(SMALL)
     bad.write_text(SMALL.replace("SE[r=4]", "SE[r=0]"))
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "skdsl.cli" else real(name, *a))
-    status, output = T.run_check(bad)
-    assert status == 2 and output.startswith(f"{bad}:8:")
+    for path in (good, bad):
+        status = commands.main(["check", str(path)])
+        captured = capsys.readouterr()
+        assert T.run_check(path) == (status, captured.out + captured.err)
+    assert T.run_check(bad)[1].startswith(f"{bad}:8:")
 
 
 def test_time_limit_turns_a_hang_into_an_error():

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import skdsl
 import skdsl.train.runner as runner
+from skdsl.commands.arguments import flag
 from skdsl.train import TrainConfig, train
 from skdsl.train import threads as T
 from skdsl.train.api import APIError
@@ -128,10 +129,11 @@ def test_a_config_file_sets_what_flags_leave_out_and_the_run_records_it(spec, tm
 
 
 @pytest.mark.parametrize("text, message", [
-    ("epochs = 0\n", "--config 'FILE', line 1: epochs = 0: input should be greater than or equal to 1"),
-    ("bach-size = 16\n", "--config 'FILE', line 1: unknown setting 'bach_size'"),
-    ("ema = 1.5\n", "--config 'FILE', line 1: ema = 1.5: input should be less than 1"),
-    ("epochs = \n", "--config 'FILE' is not valid TOML: "),
+    ("epochs = 0\n",
+     "config_file 'FILE', line 1: epochs = 0: input should be greater than or equal to 1"),
+    ("bach-size = 16\n", "config_file 'FILE', line 1: unknown setting 'bach_size'"),
+    ("ema = 1.5\n", "config_file 'FILE', line 1: ema = 1.5: input should be less than 1"),
+    ("epochs = \n", "config_file 'FILE' is not valid TOML: "),
 ])
 def test_a_bad_config_file_is_refused_before_anything_starts(tmp_path, text, message):
     path = tmp_path / "run.toml"
@@ -140,6 +142,9 @@ def test_a_bad_config_file_is_refused_before_anything_starts(tmp_path, text, mes
         read_config_file(path)
     assert error.value.code == "SK650"
     assert error.value.message.startswith(message.replace("FILE", str(path)))
+    # The command line names the setting by its flag.
+    assert error.value.render(flag).startswith(
+        "error SK650: " + message.replace("config_file", "--config").replace("FILE", str(path)))
     assert not (tmp_path / "out").exists()
 
 
@@ -184,6 +189,8 @@ def test_skdsl_train_takes_dataloaders_and_a_spec_with_a_source(spec, tmp_path):
      "SK652", "train_data is a list"),
     (lambda out: skdsl.train(SPEC_PATH, out=out, epoch=3), ConfigFileError, "SK650",
      "unknown setting 'epoch'"),
+    (lambda out: skdsl.train(torch.nn.Linear(2, 2), out=out, data=DATA, threads=1), APIError,
+     "SK652", "a Linear module is no skdsl network: data sources need"),
 ])
 def test_skdsl_train_refuses_what_it_cannot_use(tmp_path, call, error_type, code, message):
     with pytest.raises(error_type) as error:

@@ -91,8 +91,10 @@ def test_eval_config_defaults():
 
 
 def test_main_prints_errors_without_a_traceback(capsys, tmp_path):
-    status = commands.main(["train", "specs/sknet_tiny.sk", "--out", str(tmp_path), "--epochs",
-                            "-2"])
+    from skdsl.commands.program import main, training_parser  # python -m skdsl.train's
+
+    status = main(["train", "specs/sknet_tiny.sk", "--out", str(tmp_path), "--epochs", "-2"],
+                  training_parser)
     err = capsys.readouterr().err
     assert status == 2
     assert err.startswith("error SK510: --epochs -2: must be at least 1")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import skdsl
-from skdsl import cli
+from skdsl import commands
 from skdsl.errors import CheckpointError, CliError
 from skdsl.train import TrainConfig, distributed, runner, train
 from skdsl.train import checkpoint as C
@@ -83,17 +83,17 @@ def test_init_and_resume_do_not_go_together(trained, tmp_path):
 def test_a_fine_tuned_run_resumes_and_evaluates_with_its_class_count(trained, tmp_path, capsys):
     spec, best = trained
     out = tmp_path / "ft"
-    assert cli.main(["train", str(spec), "--init", str(best), "--classes", "5", "--data", DATA,
+    assert commands.main(["train", str(spec), "--init", str(best), "--classes", "5", "--data", DATA,
                      "--batch-size", "8", "--epochs", "1", "--out", str(out)]) == 0
-    assert cli.main(["train", str(spec), "--out", str(out), "--resume", "--epochs", "2"]) == 0
-    assert cli.main(["eval", str(spec), "--checkpoint", str(out / "last.pt")]) == 0
+    assert commands.main(["train", str(spec), "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    assert commands.main(["eval", str(spec), "--checkpoint", str(out / "last.pt")]) == 0
     assert "(epoch 2, step 4)" in capsys.readouterr().out
 
 
 def test_eval_takes_converted_weights(trained, tmp_path, capsys):
     spec, best = trained
     torch.save(C.load(best)["model"], tmp_path / "converted.pt")
-    assert cli.main(["eval", str(spec), "--checkpoint", str(tmp_path / "converted.pt"),
+    assert commands.main(["eval", str(spec), "--checkpoint", str(tmp_path / "converted.pt"),
                      "--data", DATA, "--json"]) == 0
     import json
 

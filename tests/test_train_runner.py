@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import skdsl.train.runner as runner
+from skdsl import commands
+from skdsl.commands.arguments import flag
 from skdsl.errors import CheckpointError, CliError
-from skdsl.train import TrainConfig, commands, train
+from skdsl.train import TrainConfig, train
 from skdsl.train import checkpoint as C
 from skdsl.train.display import Display, Progress
 from skdsl.train.metrics import read_metrics
@@ -104,10 +106,11 @@ def train_history(out):
     return C.load(Path(out) / "last.pt")["history"]
 
 
-def test_resuming_in_the_middle_of_an_epoch_is_exact_too(spec, tmp_path):
+def test_resuming_in_the_middle_of_an_epoch_is_exact_too(spec, tmp_path, capsys):
     train(config(spec, tmp_path / "straight"))
-    stopped = train(config(spec, tmp_path / "resumed", max_steps=4))
+    stopped = runner.train(config(spec, tmp_path / "resumed", max_steps=4), spelled=flag)
     assert stopped.status == "max-steps" and stopped.exit_status == 0
+    assert "continue with --resume and a larger --max-steps" in capsys.readouterr().out
     saved = C.load(tmp_path / "resumed" / "last.pt")
     assert (saved["epoch"], saved["batch_in_epoch"], saved["step"]) == (0, 4, 4)
     train(config(spec, tmp_path / "resumed", resume=True))  # flags left out: the run's own
@@ -117,16 +120,18 @@ def test_resuming_in_the_middle_of_an_epoch_is_exact_too(spec, tmp_path):
 
 def test_resume_refuses_what_would_not_continue_the_run(spec, tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(CheckpointError, match="no checkpoint '.*last.pt' to resume") as error:
+    with pytest.raises(CheckpointError, match="^resume: no checkpoint '.*last.pt'") as error:
         train(config(spec, out, resume=True))
-    assert error.value.code == "SK601"
+    assert error.value.code == "SK601" and error.value.settings == ("resume",)
     train(config(spec, out, epochs=1))
     with pytest.raises(CliError, match="already holds a run") as error:
         train(config(spec, out, epochs=1))
     assert error.value.code == "SK514"
-    with pytest.raises(CheckpointError, match="--seed and --batch-size differ from the run") as error:
+    with pytest.raises(CheckpointError, match="^resume continues a run exactly, but seed and "
+                                              "batch_size differ from the run") as error:
         train(config(spec, out, resume=True, batch_size=32, seed=2))
-    assert error.value.code == "SK606"
+    assert error.value.code == "SK606" and "--" not in error.value.render()
+    assert "but --seed and --batch-size differ" in error.value.render(flag)
 
 
 def test_a_bad_checkpoint_stops_resume_and_is_left_untouched(spec, tmp_path):
@@ -229,8 +234,9 @@ def test_out_of_memory_suggests_a_batch_size_that_fits(spec, tmp_path, monkeypat
     with pytest.raises(runner.TrainingError) as error:
         train(config(spec, tmp_path / "run", batch_size=32))
     assert error.value.code == "SK611"
-    assert "out of memory on cpu at --batch-size 32" in error.value.message
-    assert error.value.hint.startswith("try --batch-size 4;")
+    assert "out of memory on cpu at batch_size 32" in error.value.message
+    assert error.value.hint.startswith("try batch_size 4;")
+    assert error.value.settings == ("batch_size", "precision", "channels_last")
 
 
 def test_fp16_needs_a_gpu_and_batches_need_two_images_per_process(spec, tmp_path):
@@ -252,10 +258,12 @@ def test_a_source_with_other_classes_than_the_network(spec, tmp_path):
 # -- speed paths on a CPU -------------------------------------------------------------------------
 
 
-def test_bf16_autocast_and_channels_last_train(spec, tmp_path):
+def test_bf16_autocast_and_channels_last_train(spec, tmp_path, capsys):
     result = train(config(spec, tmp_path / "run", precision="bf16", channels_last=True,
                           max_steps=2))
     assert result.status == "max-steps"
+    # From Python the closing line names the settings as TrainConfig spells them.
+    assert "continue with resume and a larger max_steps" in capsys.readouterr().out
     losses = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)
 

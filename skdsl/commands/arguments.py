@@ -1,13 +1,16 @@
 """Arguments several commands share: SPEC and its flags, --input, --count, --sweep.
 
-Each `add_*` puts one argument on a parser; each `parse_*` turns its text into a value, or a
-CliError (SK50x) naming the flag. `load_spec(args)` loads the SPEC the flags name.
+`add_command` makes a command's parser; `add_switches` and `add_values` declare flags named after
+their settings (`fuse_bn`: --fuse-bn). Each other `add_*` puts one argument on a parser; each
+`parse_*` turns its text into a value, or a CliError (SK50x) naming the flag. `load_spec(args)`
+loads the SPEC the flags name.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+from typing import Callable
 
 from ..errors import CliError, did_you_mean
 
@@ -15,6 +18,40 @@ _DIMS = re.compile(r"(\d+)[x×X](\d+)[x×X](\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
+
+
+def add_command(commands, name: str, run: Callable[[argparse.Namespace], int], summary: str,
+                description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The parser of command `name`, which runs `run`: `summary` in `skdsl --help`, and its
+    `description` and `epilog` shown as written."""
+    parser = commands.add_parser(name, help=summary, description=description, epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_switches(parser: argparse.ArgumentParser, default: bool | None = False,
+                 **helps: str) -> None:
+    """On/off flags, one per keyword with its help; `default` None tells a flag left out from
+    one given (a resumed run keeps its own)."""
+    for setting, text in helps.items():
+        parser.add_argument(flag(setting), action="store_true", default=default, help=text)
+
+
+def add_values(parser: argparse.ArgumentParser, **flags: tuple[str, str]) -> None:
+    """Flags that take a value, kept as text for the command to check: setting=(METAVAR, help)."""
+    for setting, (metavar, text) in flags.items():
+        parser.add_argument(flag(setting), metavar=metavar, help=text)
+
+
+# The flag of each setting whose flag is not its name with dashes (`batch_size`: --batch-size).
+FLAGS = {"overrides": "--set", "sweeps": "--sweep", "num_classes": "--classes",
+         "origin": "--from", "input_shape": "--input", "config_file": "--config"}
+
+
+def flag(setting: str) -> str:
+    """The command-line flag of a setting (one named in an error): batch_size -> --batch-size."""
+    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
 
 
 def add_spec_argument(parser: argparse.ArgumentParser, optional: bool = False,

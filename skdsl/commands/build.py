@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ..errors import CliError
-from .arguments import (add_count_argument, add_input_argument, add_spec_argument,
-                        add_sweep_argument, load_spec, parse_count, parse_input_shape,
-                        parse_overrides, variant_flags)
+from .arguments import (add_command, add_count_argument, add_input_argument, add_spec_argument,
+                        add_sweep_argument, add_switches, load_spec, parse_count,
+                        parse_input_shape, parse_overrides, variant_flags)
 from .output import print_json, print_rich, to_json_text
 
 
 def register(commands) -> None:
-    parser = commands.add_parser(
-        "build", help="count a network's parameters and multiply-adds (Table 1)",
-        description="Parse, expand and analyse a spec: parameters, multiply-adds and shapes,\n"
-                    "without building a model (no torch).",
-        epilog="examples:\n  skdsl build specs/sknet50.sk --report\n"
-               "  skdsl build specs/sknet50.sk --json --input 3x320x320",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        commands, "build", run, "count a network's parameters and multiply-adds (Table 1)",
+        "Parse, expand and analyse a spec: parameters, multiply-adds and shapes,\n"
+        "without building a model (no torch).",
+        "examples:\n  skdsl build specs/sknet50.sk --report\n"
+        "  skdsl build specs/sknet50.sk --json --input 3x320x320")
     add_spec_argument(parser)
     add_input_argument(parser)
-    parser.add_argument("--report", action="store_true",
-                        help="the stage table, laid out like the paper's Table 1")
-    parser.add_argument("--layers", action="store_true",
-                        help="every layer with its output shape, parameters and multiply-adds")
-    parser.add_argument("--json", action="store_true",
-                        help="one JSON object on stdout (the contract is in docs/cli.md)")
+    add_switches(parser, report="the stage table, laid out like the paper's Table 1",
+                 layers="every layer with its output shape, parameters and multiply-adds",
+                 json="one JSON object on stdout (the contract is in docs/cli.md)")
     add_count_argument(parser)
     add_sweep_argument(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from .arguments import add_input_argument, add_spec_argument, load_spec, parse_input_shape
+from .arguments import (add_command, add_input_argument, add_spec_argument, load_spec,
+                        parse_input_shape)
 
 
 def register(commands) -> None:
-    parser = commands.add_parser(
-        "check", help="parse, expand and infer every shape; report the first mistake",
-        description="Check a spec: parse, expand and lower it, inferring every shape.")
+    parser = add_command(commands, "check", run,
+                         "parse, expand and infer every shape; report the first mistake",
+                         "Check a spec: parse, expand and lower it, inferring every shape.")
     add_spec_argument(parser)
     add_input_argument(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:

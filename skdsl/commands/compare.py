@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .arguments import (add_count_argument, add_imports_argument, add_input_argument,
-                        add_overrides_argument, add_sweep_argument, variant_flags)
+from .arguments import (add_command, add_count_argument, add_imports_argument,
+                        add_input_argument, add_overrides_argument, add_sweep_argument,
+                        add_switches, variant_flags)
 from .output import print_rich, to_json_text
 
 EPILOG = """\
@@ -26,11 +25,11 @@ paper's "GFLOPs" column counts multiply-adds.
 def register(commands) -> None:
     from ..compare import FORMATS
 
-    parser = commands.add_parser(
-        "compare", help="networks side by side: params, multiply-adds, Δ vs a baseline, paper",
-        description="Compare networks: parameters, multiply-adds and FLOPs, their difference from\n"
-                    "a baseline, and the paper's own figures where a spec has a `paper` line.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        commands, "compare", run,
+        "networks side by side: params, multiply-adds, Δ vs a baseline, paper",
+        "Compare networks: parameters, multiply-adds and FLOPs, their difference from\n"
+        "a baseline, and the paper's own figures where a spec has a `paper` line.", EPILOG)
     parser.add_argument("specs", metavar="SPEC", nargs="+",
                         help=".sk spec files (or .json specs written by `skdsl spec --json`)")
     add_overrides_argument(parser, "of the specs that declare it")
@@ -39,12 +38,10 @@ def register(commands) -> None:
                         help="the spec the Δ columns compare with (default: the first row)")
     parser.add_argument("--format", choices=FORMATS, default="rich",
                         help="rich (a table, the default), markdown, csv or json")
-    parser.add_argument("--stages", action="store_true",
-                        help="also one row per stage of every network")
+    add_switches(parser, stages="also one row per stage of every network")
     add_input_argument(parser)
     add_count_argument(parser)
     add_imports_argument(parser)
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from ..errors import CliError
-from .arguments import add_input_argument, add_spec_argument, load_spec, parse_input_shape
+from .arguments import (add_command, add_input_argument, add_spec_argument, add_switches,
+                        load_spec, parse_input_shape)
 
 EPILOG = """\
 examples:
@@ -19,23 +19,21 @@ examples:
 def register(subparsers) -> None:
     from ..export import FORMATS  # no torch until an export runs
 
-    parser = subparsers.add_parser(
-        "export", help="write a deployable inference artifact (TorchScript, torch.export, ONNX)",
-        description="Compile a spec, load its weights, optionally fold BN into the convolutions,\n"
-                    "and write an inference artifact whose outputs are checked against the\n"
-                    "eager model (the largest absolute difference is printed).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        subparsers, "export", run,
+        "write a deployable inference artifact (TorchScript, torch.export, ONNX)",
+        "Compile a spec, load its weights, optionally fold BN into the convolutions,\n"
+        "and write an inference artifact whose outputs are checked against the\n"
+        "eager model (the largest absolute difference is printed).", EPILOG)
     add_spec_argument(parser)
     add_input_argument(parser)
     parser.add_argument("--checkpoint", metavar="FILE",
                         help="the weights: an skdsl checkpoint, a {'model': ...} dict or a "
                              "state dict")
-    parser.add_argument("--random-init", action="store_true",
-                        help="export the freshly initialised network (to try the pipeline)")
+    add_switches(parser, random_init="export the freshly initialised network (to try the pipeline)")
     parser.add_argument("--format", choices=FORMATS, default="exported",
                         help="exported (torch.export, the default), torchscript or onnx")
-    parser.add_argument("--fuse-bn", action="store_true",
-                        help="fold every batch norm into the convolution before it")
+    add_switches(parser, fuse_bn="fold every batch norm into the convolution before it")
     parser.add_argument("--batch", type=int, default=1, metavar="N",
                         help="the batch size the artifact is checked at (default 1); it "
                              "takes any batch size")
@@ -43,7 +41,6 @@ def register(subparsers) -> None:
                         help="where to write the artifact")
     parser.add_argument("--classes", metavar="N", type=int,
                         help="replace the spec's `classes`, as `skdsl train --classes` did")
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:

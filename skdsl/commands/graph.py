@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import CliError
-from .arguments import add_input_argument, add_spec_argument, load_spec, parse_input_shape
+from .arguments import (add_command, add_input_argument, add_spec_argument, load_spec,
+                        parse_input_shape)
 from .output import write_text
 
 
 def register(commands) -> None:
-    parser = commands.add_parser(
-        "graph", help="draw the network as Graphviz dot or mermaid",
-        description="Write a diagram of the lowered graph: a box per op with its output shape,\n"
-                    "arrows in execution order, one cluster per stage.",
-        epilog="examples:\n  skdsl graph specs/sknet50.sk --depth 2 -o sknet50.dot\n"
-               "  dot -Tsvg sknet50.dot -o sknet50.svg\n"
-               "  skdsl graph specs/sknet26.sk --format mermaid --depth 3",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        commands, "graph", run, "draw the network as Graphviz dot or mermaid",
+        "Write a diagram of the lowered graph: a box per op with its output shape,\n"
+        "arrows in execution order, one cluster per stage.",
+        "examples:\n  skdsl graph specs/sknet50.sk --depth 2 -o sknet50.dot\n"
+        "  dot -Tsvg sknet50.dot -o sknet50.svg\n"
+        "  skdsl graph specs/sknet26.sk --format mermaid --depth 3")
     add_spec_argument(parser)
     add_input_argument(parser)
     parser.add_argument("--format", choices=("dot", "mermaid"), default="dot",
@@ -26,7 +25,6 @@ def register(commands) -> None:
     parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
     parser.add_argument("--depth", type=int, metavar="N",
                         help="merge ops into their first N name parts: 1 = stages, 2 = blocks")
-    parser.set_defaults(run=run)
 
 
 def run(args) -> int:

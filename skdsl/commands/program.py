@@ -24,8 +24,8 @@ from typing import Callable
 
 from .. import __version__
 from ..errors import CliError, SkdslError
-from ..loading import SettingError
 from . import build, check, compare, doctor, export, graph, inspect, spec, tables, train, weights
+from .arguments import flag
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -52,16 +52,6 @@ COMMANDS = [build.register, check.register, spec.register, graph.register, train
             export.register, weights.register, compare.register, tables.register,
             inspect.register, doctor.register]
 
-# The flag of each setting whose flag is not its name with dashes (`batch_size`: --batch-size).
-FLAGS = {"overrides": "--set", "sweeps": "--sweep", "num_classes": "--classes",
-         "origin": "--from", "input_shape": "--input"}
-
-
-def flag(setting: str) -> str:
-    """The command-line flag of a setting named in an error: batch_size -> --batch-size."""
-    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
-
-
 def build_parser(commands: list[Callable] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skdsl", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -70,6 +60,14 @@ def build_parser(commands: list[Callable] | None = None) -> argparse.ArgumentPar
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for register in COMMANDS if commands is None else commands:
         register(subparsers)
+    return parser
+
+
+def training_parser() -> argparse.ArgumentParser:
+    """`python -m skdsl.train`'s parser (for torchrun): the train and eval commands alone."""
+    parser = argparse.ArgumentParser(prog="python -m skdsl.train",
+                                     description="skdsl's training and evaluation commands.")
+    train.register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     return parser
 
 
@@ -112,7 +110,7 @@ def _run(argv: list[str] | None, parser: Callable[[], argparse.ArgumentParser]) 
 
 
 def _report(error: SkdslError) -> int:
-    _tell(error.render(flag) if isinstance(error, SettingError) else error.render())
+    _tell(error.render(flag))
     return error.exit_status
 
 

@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ..errors import CliError
-from .arguments import add_spec_argument, load_spec
+from .arguments import add_command, add_spec_argument, add_switches, load_spec
 from .output import print_json
 
 
 def register(commands) -> None:
-    parser = commands.add_parser(
-        "spec", help="print the expanded spec as JSON, or the JSON schema of specs",
-        description="Print a spec fully expanded (templates called, repeats unrolled, every\n"
-                    "layer named) as JSON; `skdsl build FILE.json` reads it back.",
-        epilog="examples:\n  skdsl spec specs/sknet50.sk --json > sknet50.json\n"
-               "  skdsl spec --schema > skdsl.schema.json",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        commands, "spec", run, "print the expanded spec as JSON, or the JSON schema of specs",
+        "Print a spec fully expanded (templates called, repeats unrolled, every\n"
+        "layer named) as JSON; `skdsl build FILE.json` reads it back.",
+        "examples:\n  skdsl spec specs/sknet50.sk --json > sknet50.json\n"
+        "  skdsl spec --schema > skdsl.schema.json")
     add_spec_argument(parser, optional=True)
-    parser.add_argument("--json", action="store_true",
-                        help="the spec as JSON (the default, and the only format)")
-    parser.add_argument("--schema", action="store_true",
-                        help="the JSON schema of specs instead of a spec")
-    parser.set_defaults(run=run)
+    add_switches(parser, json="the spec as JSON (the default, and the only format)",
+                 schema="the JSON schema of specs instead of a spec")
 
 
 def run(args) -> int:

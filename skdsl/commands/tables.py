@@ -2,34 +2,32 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from ..errors import CliError
 from ..tables.command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
+from .arguments import add_command, add_switches
 from .output import write_text
 
 
 def register(commands) -> None:
-    parser = commands.add_parser(
-        "tables", help="regenerate docs/paper-tables.md: the paper's tables from the specs",
-        description="Compute every row of the paper's Tables 1–7 (and Table 2's rivals) from\n"
-                    "the specs named in the manifest, check them against the paper and\n"
-                    "tables.md, and write the page.",
-        epilog="examples:\n  skdsl tables\n  skdsl tables --check\n"
-               "  skdsl tables --output - | less\n\n"
-               "exit status: 0 written (or fresh with --check); 1 with --check when the page is\n"
-               "stale, or when a row's count differs from tables.md's or a gap to the paper has\n"
-               "no reason in the manifest; 2 a mistake in the manifest or the command line.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(
+        commands, "tables", run,
+        "regenerate docs/paper-tables.md: the paper's tables from the specs",
+        "Compute every row of the paper's Tables 1–7 (and Table 2's rivals) from\n"
+        "the specs named in the manifest, check them against the paper and\n"
+        "tables.md, and write the page.",
+        "examples:\n  skdsl tables\n  skdsl tables --check\n"
+        "  skdsl tables --output - | less\n\n"
+        "exit status: 0 written (or fresh with --check); 1 with --check when the page is\n"
+        "stale, or when a row's count differs from tables.md's or a gap to the paper has\n"
+        "no reason in the manifest; 2 a mistake in the manifest or the command line.")
     parser.add_argument("--manifest", metavar="TOML",
                         help=f"the manifest (default: {DEFAULT_MANIFEST})")
     parser.add_argument("--output", "-o", metavar="FILE",
                         help=f"the page to write or check (default: {DEFAULT_OUTPUT}); - = stdout")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 when the page differs from a fresh one")
-    parser.set_defaults(run=run)
+    add_switches(parser, check="write nothing; exit 1 when the page differs from a fresh one")
 
 
 def run(args) -> int:

@@ -1,9 +1,8 @@
 """`skdsl train` and `skdsl eval`: their flags, checked into typed configs, and the runs.
 
-    register(subparsers)          adds both commands to the skdsl parser (commands/main.py)
+    register(subparsers)          adds both commands to a parser (program.py's two)
     run_train(args) -> int        exit status: 0 done, 128+n stopped by signal n (saved)
     run_eval(args) -> int
-    main(argv) -> int             `python -m skdsl.train train|eval ...`, for torchrun and tests
 
 This module imports no torch: registering the commands must not slow down `skdsl build`. Every
 flag is read as text and checked here, so a bad value is one `CliError` (SK510) naming the flag,
@@ -19,7 +18,8 @@ import os
 from ..errors import CliError, did_you_mean
 from ..train.config import (AUGMENTS, DATA_KINDS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
                             RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig)
-from .arguments import add_spec_argument, parse_overrides
+from .arguments import (add_command, add_spec_argument, add_switches, add_values, flag,
+                        parse_overrides)
 
 TRAIN_EPILOG = """\
 examples:
@@ -48,122 +48,98 @@ def register(subparsers) -> None:
     _add_eval(subparsers)
 
 
-def _command(subparsers, name: str, run, **texts: str) -> argparse.ArgumentParser:
-    """The parser of `train` or `eval` (help, description and epilog in `texts`), running `run`,
-    with the flags both take."""
-    parser = subparsers.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   **texts)
-    parser.set_defaults(run=run)
+def _command(subparsers, name: str, run, summary: str, description: str,
+             epilog: str) -> argparse.ArgumentParser:
+    """The parser of `train` or `eval`, running `run`, with the flags both take."""
+    parser = add_command(subparsers, name, run, summary, description, epilog)
     add_spec_argument(parser, carried=True)
-    parser.add_argument("--data", metavar="SOURCE",
-                        help="synthetic (default; options: synthetic:train=N,val=N,scale=LO-HI), "
-                             "cifar10:DIR, cifar100:DIR or imagefolder:DIR")
-    parser.add_argument("--batch-size", metavar="B",
-                        help="the global batch, split evenly over the processes")
-    parser.add_argument("--precision", metavar="{fp32,bf16,fp16}",
-                        help="fp32 (default), bf16 autocast, or fp16 autocast with a grad scaler "
-                             "(CUDA only)")
-    parser.add_argument("--channels-last", action="store_true", default=None,
-                        help="NHWC memory format (faster convolutions on tensor cores)")
-    parser.add_argument("--workers", metavar="N",
-                        help="data loader processes per training process (default: 0 on CPU, "
-                             "a share of the cores with a GPU)")
-    parser.add_argument("--device", metavar="{auto,cpu,cuda}",
-                        help="auto (default): this process's GPU if CUDA is there, else the CPU")
-    parser.add_argument("--seed", metavar="S", help="seeds weights, data order and augmentation "
-                                                     "(0 to 2**63-1)")
-    parser.add_argument("--classes", metavar="N",
-                        help="replace the spec's `classes` (a head written `fc classes` "
-                             "follows): fine-tuning to another class count")
+    add_values(parser,
+               data=("SOURCE", "synthetic (default; options: synthetic:train=N,val=N,scale=LO-HI), "
+                               "cifar10:DIR, cifar100:DIR or imagefolder:DIR"),
+               batch_size=("B", "the global batch, split evenly over the processes"),
+               precision=("{fp32,bf16,fp16}", "fp32 (default), bf16 autocast, or fp16 autocast "
+                                              "with a grad scaler (CUDA only)"))
+    add_switches(parser, default=None,
+                 channels_last="NHWC memory format (faster convolutions on tensor cores)")
+    add_values(parser,
+               workers=("N", "data loader processes per training process (default: 0 on CPU, "
+                             "a share of the cores with a GPU)"),
+               device=("{auto,cpu,cuda}",
+                       "auto (default): this process's GPU if CUDA is there, else the CPU"),
+               seed=("S", "seeds weights, data order and augmentation (0 to 2**63-1)"),
+               classes=("N", "replace the spec's `classes` (a head written `fc classes` "
+                             "follows): fine-tuning to another class count"))
     return parser
 
 
 def _add_train(subparsers) -> None:
     parser = _command(
         subparsers, "train", run_train,
-        help="train a spec's network: data, the paper's recipe, checkpoints",
-        description="Train the network of a spec, writing last.pt, best.pt and metrics.jsonl to "
-                    "--out. Flags left out take the recipe's values, or on --resume the run's.",
-        epilog=TRAIN_EPILOG)
-    parser.add_argument("--out", metavar="DIR", help="where checkpoints and metrics go (required)")
-    parser.add_argument("--epochs", metavar="N", help="epochs in all (paper: 100, cifar: 300)")
-    parser.add_argument("--lr", metavar="LR",
-                        help="peak learning rate (default: the recipe's, scaled by batch/256, "
-                             "or batch/128 for cifar)")
-    parser.add_argument("--recipe", metavar="{paper,paper-light,cifar}",
-                        help="the optimiser, schedule and loss: paper (default for imagefolder), "
-                             "paper-light (wd 4e-5) or cifar (default for cifar and synthetic)")
-    parser.add_argument("--schedule", metavar="{step,cosine}",
-                        help="learning-rate decay (default: the recipe's step decay)")
-    parser.add_argument("--warmup-epochs", metavar="E", help="linear warm-up (default 0)")
-    parser.add_argument("--weight-decay", metavar="WD", help="default: the recipe's")
-    parser.add_argument("--label-smoothing", metavar="EPS",
-                        help="default: the recipe's (paper 0.1, cifar 0)")
-    parser.add_argument("--compile", action="store_true", default=None,
-                        help="torch.compile the model")
-    parser.add_argument("--sync-bn", action="store_true", default=None,
-                        help="BatchNorm statistics over the global batch when several processes "
-                             "train")
-    parser.add_argument("--deterministic", action="store_true", default=None,
-                        help="deterministic algorithms only (bit-exact --resume on GPUs too)")
+        "train a spec's network: data, the paper's recipe, checkpoints",
+        "Train the network of a spec, writing last.pt, best.pt and metrics.jsonl to "
+        "--out. Flags left out take the recipe's values, or on --resume the run's.", TRAIN_EPILOG)
+    add_values(parser,
+               out=("DIR", "where checkpoints and metrics go (required)"),
+               epochs=("N", "epochs in all (paper: 100, cifar: 300)"),
+               lr=("LR", "peak learning rate (default: the recipe's, scaled by batch/256, "
+                         "or batch/128 for cifar)"),
+               recipe=("{paper,paper-light,cifar}",
+                       "the optimiser, schedule and loss: paper (default for imagefolder), "
+                       "paper-light (wd 4e-5) or cifar (default for cifar and synthetic)"),
+               schedule=("{step,cosine}", "learning-rate decay (default: the recipe's step decay)"),
+               warmup_epochs=("E", "linear warm-up (default 0)"),
+               weight_decay=("WD", "default: the recipe's"),
+               label_smoothing=("EPS", "default: the recipe's (paper 0.1, cifar 0)"))
+    add_switches(parser, default=None,
+                 compile="torch.compile the model",
+                 sync_bn="BatchNorm statistics over the global batch when several processes "
+                         "train",
+                 deterministic="deterministic algorithms only (bit-exact --resume on GPUs too)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="auto",
                         help="continue the run in --out from its last.pt; `--resume auto`: "
                              "only if --out holds one (else start a new run there)")
-    parser.add_argument("--config", metavar="FILE",
-                        help="settings from a TOML file (keys as these flags: epochs = 4, "
-                             "batch-size = 64, ...); flags given here override it")
-    parser.add_argument("--threads", metavar="N",
-                        help="intra-op threads per process (default: the cores this process may "
-                             "run on ÷ the processes on this machine)")
-    parser.add_argument("--opt", metavar="{sgd,adamw}",
-                        help="sgd (the recipe's; weight decay on all) or adamw (lr 1e-3 and "
-                             "weight decay 0.05 per 256 images unless given; none on norm and "
-                             "bias parameters)")
-    parser.add_argument("--ema", metavar="DECAY",
-                        help="keep a moving average of the weights (such as 0.9998), evaluated "
-                             "each epoch and saved beside them")
-    parser.add_argument("--clip-grad", metavar="NORM",
-                        help="clip the global gradient norm to NORM before each step")
-    parser.add_argument("--accum-steps", metavar="K",
-                        help="gather K batches into one optimiser step (K × --batch-size images)")
-    parser.add_argument("--mixup", metavar="ALPHA",
-                        help="mixup with Beta(ALPHA, ALPHA), such as 0.2")
-    parser.add_argument("--cutmix", metavar="ALPHA",
-                        help="cutmix with Beta(ALPHA, ALPHA), such as 1.0")
-    parser.add_argument("--augment", metavar="{standard,randaugment}",
-                        help="standard (the source's crop and flip) or randaugment (2 ops, "
-                             "magnitude 9, after them)")
-    parser.add_argument("--crop-scale", metavar="LO-HI",
-                        help="imagefolder's random-resized-crop area range (default 0.08-1; "
-                             "paper-light 0.25-1)")
-    parser.add_argument("--warmup-steps", metavar="N",
-                        help="linear warm-up over N optimiser steps (instead of --warmup-epochs)")
-    parser.add_argument("--init", metavar="FILE",
-                        help="start from these weights (an skdsl checkpoint, `skdsl weights "
+    add_values(parser,
+               config=("FILE", "settings from a TOML file (keys as these flags: epochs = 4, "
+                               "batch-size = 64, ...); flags given here override it"),
+               threads=("N", "intra-op threads per process (default: the cores this process may "
+                             "run on ÷ the processes on this machine)"),
+               opt=("{sgd,adamw}", "sgd (the recipe's; weight decay on all) or adamw (lr 1e-3 and "
+                                   "weight decay 0.05 per 256 images unless given; none on norm "
+                                   "and bias parameters)"),
+               ema=("DECAY", "keep a moving average of the weights (such as 0.9998), evaluated "
+                             "each epoch and saved beside them"),
+               clip_grad=("NORM", "clip the global gradient norm to NORM before each step"),
+               accum_steps=("K", "gather K batches into one optimiser step (K × --batch-size "
+                                 "images)"),
+               mixup=("ALPHA", "mixup with Beta(ALPHA, ALPHA), such as 0.2"),
+               cutmix=("ALPHA", "cutmix with Beta(ALPHA, ALPHA), such as 1.0"),
+               augment=("{standard,randaugment}", "standard (the source's crop and flip) or "
+                                                  "randaugment (2 ops, magnitude 9, after them)"),
+               crop_scale=("LO-HI", "imagefolder's random-resized-crop area range (default "
+                                    "0.08-1; paper-light 0.25-1)"),
+               warmup_steps=("N", "linear warm-up over N optimiser steps (instead of "
+                                  "--warmup-epochs)"),
+               init=("FILE", "start from these weights (an skdsl checkpoint, `skdsl weights "
                              "convert` output or a state dict); a head of another class count "
-                             "is left out and initialised afresh")
-    parser.add_argument("--memory-budget", metavar="SIZE",
-                        help="memory one process may use, such as 8GiB (default: what the device "
-                             "has free); a run that would not fit is refused before it starts")
-    parser.add_argument("--max-steps", metavar="N", help="stop after N optimiser steps in all")
-    parser.add_argument("--log-every", metavar="N",
-                        help="steps between reading losses back from the device (default: 1 on "
-                             "CPU, 10 on GPU)")
-    parser.add_argument("--plot", action="store_true", default=None,
-                        help="write curves.png (needs matplotlib: pip install 'skdsl[plot]')")
+                             "is left out and initialised afresh"),
+               memory_budget=("SIZE", "memory one process may use, such as 8GiB (default: what "
+                                      "the device has free); a run that would not fit is "
+                                      "refused before it starts"),
+               max_steps=("N", "stop after N optimiser steps in all"),
+               log_every=("N", "steps between reading losses back from the device (default: 1 "
+                               "on CPU, 10 on GPU)"))
+    add_switches(parser, default=None,
+                 plot="write curves.png (needs matplotlib: pip install 'skdsl[plot]')")
 
 
 def _add_eval(subparsers) -> None:
     parser = _command(
-        subparsers, "eval", run_eval,
-        help="top-1 and top-5 of a checkpoint on a validation split",
-        description="Evaluate a checkpoint written by `skdsl train` on the validation split of a "
-                    "data source (by default the one it was trained on).",
-        epilog=EVAL_EPILOG)
-    parser.add_argument("--checkpoint", metavar="FILE", help="last.pt or best.pt (required)")
-    parser.add_argument("--json", action="store_true", help="the results as one JSON object")
-    parser.add_argument("--ema", action="store_true",
-                        help="evaluate the moving average of the weights (a run with --ema)")
+        subparsers, "eval", run_eval, "top-1 and top-5 of a checkpoint on a validation split",
+        "Evaluate a checkpoint written by `skdsl train` on the validation split of a "
+        "data source (by default the one it was trained on).", EVAL_EPILOG)
+    add_values(parser, checkpoint=("FILE", "last.pt or best.pt (required)"))
+    add_switches(parser, json="the results as one JSON object",
+                 ema="evaluate the moving average of the weights (a run with --ema)")
 
 
 # -- flags into configs -------------------------------------------------------------------------
@@ -262,46 +238,46 @@ def _memory_budget(text: str | None) -> int | None:
         raise CliError(f"--memory-budget {error.message}", code="SK510", hint=error.hint) from None
 
 
-def _integer(text: str | None, flag: str, minimum: int) -> int | None:
+def _integer(text: str | None, option: str, minimum: int) -> int | None:
     """A whole number of at least `minimum` and at most the setting's INTEGER_RANGES bound."""
     if text is None:
         return None
     try:
         value = int(text)
     except ValueError:
-        raise CliError(f"{flag} {text[:40]!r}: expected a whole number", code="SK510") from None
+        raise CliError(f"{option} {text[:40]!r}: expected a whole number", code="SK510") from None
     if value < minimum:
-        reason = " (BatchNorm needs 2 images per batch)" if flag == "--batch-size" else ""
-        raise CliError(f"{flag} {value}: must be at least {minimum}{reason}", code="SK510")
-    _, maximum = INTEGER_RANGES.get(flag[2:].replace("-", "_"), (minimum, None))
+        reason = " (BatchNorm needs 2 images per batch)" if option == "--batch-size" else ""
+        raise CliError(f"{option} {value}: must be at least {minimum}{reason}", code="SK510")
+    _, maximum = INTEGER_RANGES.get(option[2:].replace("-", "_"), (minimum, None))
     if maximum is not None and value > maximum:
         shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}…"
-        raise CliError(f"{flag} {shown}: must be at most {maximum:,}", code="SK510")
+        raise CliError(f"{option} {shown}: must be at most {maximum:,}", code="SK510")
     return value
 
 
-def _number(text: str | None, flag: str, low: float, high: float | None = None,
+def _number(text: str | None, option: str, low: float, high: float | None = None,
             low_open: bool = False, high_open: bool = False) -> float | None:
     if text is None:
         return None
     try:
         value = float(text)
     except ValueError:
-        raise CliError(f"{flag} {text!r}: expected a number such as 0.1", code="SK510") from None
+        raise CliError(f"{option} {text!r}: expected a number such as 0.1", code="SK510") from None
     too_low = value <= low if low_open else value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high or value != value or value in (float("inf"), float("-inf")):
         bounds = f"{'>' if low_open else '>='} {low:g}"
         if high is not None:
             bounds += f" and {'<' if high_open else '<='} {high:g}"
-        raise CliError(f"{flag} {text}: must be a finite number {bounds}", code="SK510")
+        raise CliError(f"{option} {text}: must be a finite number {bounds}", code="SK510")
     return value
 
 
-def _choice(text: str | None, flag: str, choices: tuple[str, ...]) -> str | None:
+def _choice(text: str | None, option: str, choices: tuple[str, ...]) -> str | None:
     if text is None or text in choices:
         return text
-    raise CliError(f"{flag} {text!r}: expected one of {', '.join(choices)}", code="SK510",
+    raise CliError(f"{option} {text!r}: expected one of {', '.join(choices)}", code="SK510",
                    hint=did_you_mean(text, choices))
 
 
@@ -330,7 +306,7 @@ def run_train(args: argparse.Namespace) -> int:
     prefer_passive_waiting()  # before torch loads OpenMP (skdsl/train/threads.py says why)
     from ..train.runner import train
 
-    return train(config).exit_status
+    return train(config, spelled=flag).exit_status
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -352,18 +328,4 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m skdsl.train train|eval ...`: the two commands without the rest of the CLI."""
-    from .program import main as run_main
-
-    return run_main(argv, _parser)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m skdsl.train",
-                                     description="skdsl's training and evaluation commands.")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    return parser
-
-
-__all__ = ["register", "run_train", "run_eval", "train_config", "eval_config", "main"]
+__all__ = ["register", "run_train", "run_eval", "train_config", "eval_config"]

@@ -18,10 +18,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         epilog="example:\n  skdsl weights convert --from timm specs/sknet50.sk "
                "skresnext50_32x4d.pth sknet50.pt")
     actions = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
-    families = "; ".join(f"{f.name}* -> specs of {f.block}" for f in FAMILIES["timm"])
+    families = "; ".join(f"{f.models} -> specs of {f.library}'s {f.built_of}"
+                         for f in FAMILIES["timm"])
     parser = actions.add_parser(
         "convert", help="map a foreign state dict onto a spec (all tensors, or an error)",
-        description="Map a state dict of timm's ResNeXt, SE-ResNeXt or SK-ResNeXt onto the "
+        description="Map a state dict of timm's ResNeXt, SE-ResNeXt, SK-ResNeXt or SK-ResNet(-D) "
+                    "onto the "
                     "compiled module of SPEC. Every tensor must land on exactly one parameter "
                     "or buffer of the same shape; otherwise each misfit is named and nothing "
                     "is written (exit status 2).",

@@ -231,8 +231,8 @@ def inspect_attention(request: AttentionRequest) -> dict:
     if data is None:
         raise DataSourceNeededError(
             f"'{request.checkpoint}' holds weights alone, which do not say what data they "
-            f"were trained on", hint="name a data source, as `skdsl train --data` takes them: "
-                                     "imagefolder:DIR for converted ImageNet weights")
+            f"were trained on", hint="name their data source ({data}), such as imagefolder:DIR "
+                                     "for converted ImageNet weights")
     source = open_data(data, spec, trained.get("seed") or 0)
     if request.protocol == "zoom":
         images_at, base = zoomed(source.val), None

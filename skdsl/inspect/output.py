@@ -77,7 +77,7 @@ def write_results(result: dict, out: str | Path, figure_units: list[str]) -> lis
             written += write_figures(result, folder, figure_units)
     except OSError as error:
         raise OutputError(f"cannot write the results to '{folder}': {error.strerror or error}",
-                          hint="name a writable folder with --out") from None
+                          hint="name a writable folder as {out}") from None
     return written
 
 

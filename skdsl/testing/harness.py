@@ -1,47 +1,31 @@
-"""Running what a property test runs: `run_check()`, the `skdsl check` command in process,
-and `time_limit()`, which turns a hang into a TimeoutError.
+"""Running what a property test runs: `run_check()`, what the `skdsl check` command does, in
+process, and `time_limit()`, which turns a hang into a TimeoutError.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import io
 import signal
 import threading
 from pathlib import Path
 
 import skdsl
-from skdsl.errors import SpecError
+from skdsl.errors import SkdslError
 
 
-def run_check(path: str | Path, *extra: str) -> tuple[int, str]:
-    """Run `skdsl check PATH` in process: (exit status, stdout + stderr).
-
-    Uses skdsl.cli.main when skdsl/cli.py exists; otherwise does what `check` does: load and
-    lower the spec, exit status 0, or 2 with the SpecError rendered. Exceptions other than
-    SystemExit propagate (a crash is a bug).
+def run_check(path: str | Path, overrides: dict | None = None) -> tuple[int, str]:
+    """What `skdsl check PATH` (with `--set` `overrides`) does, through the library: (exit
+    status, output). 0 and the check line, or the error's status (2) and the error rendered;
+    any other exception propagates (a crash is a bug). The command line itself is fuzzed
+    (skdsl/fuzz.py) and tested (tests/test_cli.py); this is the same in the library's words.
     """
-    if importlib.util.find_spec("skdsl.cli") is None:
-        try:
-            skdsl.analyze(skdsl.load(path))
-        except SpecError as error:
-            return error.exit_status, error.render() + "\n"
-        return 0, f"{path}: ok\n"
-    from skdsl import cli
+    from skdsl import report
 
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-        try:
-            status = cli.main(["check", str(path), *extra])
-        except SystemExit as exit_:
-            status = exit_.code
-    if status is None:
-        status = 0
-    elif not isinstance(status, int):
-        buffer.write(str(status))
-        status = 1
-    return status, buffer.getvalue()
+    try:
+        analysis = skdsl.analyze(skdsl.load(path, overrides))
+    except SkdslError as error:
+        return error.exit_status, error.render() + "\n"
+    return 0, report.check_line(analysis) + "\n"
 
 
 @contextlib.contextmanager

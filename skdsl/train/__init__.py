@@ -7,8 +7,9 @@
 
 Modules, one job each: config (settings), data (sources, transforms, loaders), recipe (optimiser,
 schedule, loss), checkpoint (atomic, checked files), distributed (torchrun, collectives,
-SyncBatchNorm), runner (the loop), display and metrics (what is shown and logged), commands (the
-`train` and `eval` subcommands). Importing this package does not import torch; `train` does.
+SyncBatchNorm), runner (the loop), display and metrics (what is shown and logged), api (the
+`skdsl.train(...)` call). The `train` and `eval` commands are skdsl/commands/train.py. Importing
+this package does not import torch; `train` does.
 """
 
 from __future__ import annotations

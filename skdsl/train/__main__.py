@@ -3,7 +3,7 @@
 
 import sys
 
-from ..commands.train import main
+from ..commands.program import main, training_parser
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(None, training_parser))

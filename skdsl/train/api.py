@@ -18,17 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import SkdslError
+from ..errors import APIError
 from .config import TrainConfig
 from .config_file import check_settings
-
-
-class APIError(SkdslError):
-    """skdsl.train(...) given something it cannot train or read: a model that is neither a
-    spec nor a module, data that is neither a Dataset nor a DataLoader, one split without the
-    other, no `out`."""
-
-    code = "SK652"
 
 
 def train(model_or_spec, train_data=None, val_data=None, **config):
@@ -71,32 +63,4 @@ def _check_data(train_data, val_data, settings: dict) -> None:
                        hint="leave out one of them")
 
 
-class GivenSplit:
-    """A Dataset given from Python, indexed as the run's samplers index a Split: by (epoch,
-    index) keys in training, by plain indices in evaluation. Its items are used as they are."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        return self.dataset[key[1] if isinstance(key, tuple) else key]
-
-
-def given_source(train_data, val_data, seed: int, analysis):
-    """A data.Source over Datasets (or DataLoaders' datasets) given from Python; its classes are
-    the network's outputs (None when the module is no skdsl network)."""
-    from torch.utils.data import DataLoader
-
-    from .data import Source
-
-    def split(data):
-        return GivenSplit(data.dataset if isinstance(data, DataLoader) else data)
-
-    classes = analysis.output[0] if analysis is not None and len(analysis.output) == 1 else None
-    return Source("python", classes, split(train_data), split(val_data))
-
-
-__all__ = ["train", "APIError", "GivenSplit", "given_source"]
+__all__ = ["train", "APIError"]

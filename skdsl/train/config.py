@@ -185,7 +185,7 @@ def _setting_problem(name: str, value) -> str | None:
         return f"is {shown}, not text"
     elif name == "overrides" and not (isinstance(value, dict) and all(
             isinstance(k, str) and isinstance(v, (int, float, str)) for k, v in value.items())):
-        return f"is {shown}, not a dict of --set values"
+        return f"is {shown}, not a dict of parameter values"
     return None
 
 

@@ -105,8 +105,7 @@ def _explained(error: ValidationError, origin: str, text: str) -> ConfigFileErro
     shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
     return ConfigFileError(f"{where}: {key} = {shown}: {problem['msg'][0].lower()}"
                            f"{problem['msg'][1:]}",
-                           hint=f"it takes what --{key.replace('_', '-')} takes "
-                                f"(docs/cli.md, skdsl train)")
+                           hint=f"it takes what {{{key}}} takes (docs/cli.md, skdsl train)")
 
 
 def _line_of(key: str, text: str) -> int | None:
@@ -123,13 +122,13 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise ConfigFileError(f"cannot read --config '{path}': {reason}") from None
+        raise ConfigFileError(f"cannot read {{config_file}} '{path}': {reason}") from None
     try:
         values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise ConfigFileError(f"--config '{path}' is not valid TOML: {error}",
+        raise ConfigFileError(f"{{config_file}} '{path}' is not valid TOML: {error}",
                               hint="write one `name = value` per line, such as epochs = 4") from None
-    return check_settings(values, f"--config '{path}'", text)
+    return check_settings(values, f"{{config_file}} '{path}'", text)
 
 
 def with_config_file(config: TrainConfig) -> TrainConfig:

@@ -2,6 +2,8 @@
 
 A CI log or a file gets one line every `interval` seconds and one at the end of each epoch, not
 a redrawn bar. Only rank 0 shows anything; the other processes get a `Display(enabled=False)`.
+A line that names a setting writes it `spelled(name)`: its name from Python, its flag from the
+command line (which passes its own speller to runner.train).
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import named
 
 
 @dataclass
@@ -33,8 +38,10 @@ class Progress:
 class Display:
     """One epoch at a time: `start`, `update` as losses come back, `finish` with its results."""
 
-    def __init__(self, enabled: bool = True, stream=None, interval: float = 10.0):
+    def __init__(self, enabled: bool = True, stream=None, interval: float = 10.0,
+                 spelled: Callable[[str], str] = named):
         self.enabled = enabled
+        self.spelled = spelled  # how a line writes a setting: `epochs`, or the CLI's `--epochs`
         self.stream = stream or sys.stdout
         self.interval = interval
         self.interactive = enabled and self.stream.isatty()

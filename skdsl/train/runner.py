@@ -22,13 +22,14 @@ import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import state_io
-from ..errors import CheckpointError, CliError, SkdslError
+from ..errors import APIError, CheckpointError, SkdslError, named
 from ..loading import SettingError
 from . import checkpoint as ckpt
 from . import data as D
@@ -88,6 +89,27 @@ class Given:
     model: nn.Module | None = None
     train: object = None
     val: object = None
+
+    def source(self, analysis) -> D.Source:
+        """A data source over the Datasets (or the DataLoaders' datasets); its classes are the
+        network's outputs (None when the module is no skdsl network)."""
+        classes = analysis.output[0] if analysis is not None and len(analysis.output) == 1 else None
+        return D.Source("python", classes, GivenSplit(self.train), GivenSplit(self.val))
+
+
+class GivenSplit:
+    """A Dataset (or a DataLoader's) given from Python, indexed as the run's samplers index a
+    Split: by (epoch, index) keys in training, by plain indices in evaluation. Its items are used
+    as they are."""
+
+    def __init__(self, data):
+        self.dataset = data.dataset if isinstance(data, torch.utils.data.DataLoader) else data
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        return self.dataset[key[1] if isinstance(key, tuple) else key]
 
 
 @dataclass
@@ -164,21 +186,25 @@ class Result:
         return 0
 
 
-def train(config: TrainConfig, given: Given | None = None) -> Result:
+def train(config: TrainConfig, given: Given | None = None,
+          spelled: Callable[[str], str] = named) -> Result:
     """Train a spec as `config` says; the one entry point of the command and the Python API.
-    A --config file is read and checked first; torch's threads are set for the run's length."""
+    A --config file is read and checked first; torch's threads are set for the run's length.
+    The progress lines write a setting `spelled(name)` (the command line: its flag)."""
     from .config_file import with_config_file
 
     config = with_config_file(config)
     with dist_.process_group(config.device or "auto") as context:
         with using_threads(config.threads or default_threads()) as threads:
-            return _train(config, context, given or Given(), threads)
+            return _train(config, context, given or Given(), threads, spelled)
 
 
-def _train(config: TrainConfig, context: dist_.Context, given: Given, threads: int) -> Result:
+def _train(config: TrainConfig, context: dist_.Context, given: Given, threads: int,
+           spelled: Callable[[str], str]) -> Result:
     with StopSignals() as stop:
         run = prepare(config, context, stop, given)
         run.threads = threads
+        run.display.spelled = spelled
         try:
             _announce(run)
             status = train_epochs(run)
@@ -339,11 +365,10 @@ def _resumed_checkpoint(config: TrainConfig, out: Path,
         try:
             outcome, lock = _read_resumed(config, out)
         except SkdslError as error:
-            outcome = (type(error), error.message, error.code, error.hint)
+            outcome = error  # pickled whole: its settings stay settings in every process
     outcome = dist_.broadcast_object(outcome, context)  # a collective: every process waits
-    if isinstance(outcome, tuple):
-        error_type, message, code, hint = outcome
-        raise error_type(message, code=code, hint=hint)
+    if isinstance(outcome, SkdslError):
+        raise outcome
     return outcome, lock
 
 
@@ -356,8 +381,8 @@ def _read_resumed(config: TrainConfig, out: Path) -> tuple[dict | None, RunLock]
         raise SettingError("{init} starts a new run from weights; {resume} continues the run in "
                            "{out} from its last.pt", hint="leave out one of them")
     if config.resume and not (out / "last.pt").exists():
-        raise CheckpointError(f"--resume: no checkpoint '{out / 'last.pt'}' to resume from",
-                              code="SK601", hint="leave out --resume to start a new run there")
+        raise CheckpointError(f"{{resume}}: no checkpoint '{out / 'last.pt'}' to resume from",
+                              code="SK601", hint="leave out {resume} to start a new run there")
     lock = RunLock(out).acquire()
     try:
         return _saved_run(config, out), lock
@@ -377,13 +402,14 @@ def _saved_run(config: TrainConfig, out: Path) -> dict | None:
     saved = ckpt.load(last)
     changed = config.changed_on_resume(TrainConfig.from_dict(saved["config"]))
     if changed:
-        flags = [f"--{name.replace('_', '-')}" for name in changed]
-        listed = " and ".join([", ".join(flags[:-1]), flags[-1]] if len(flags) > 1 else flags)
-        raise CheckpointError(f"--resume continues a run exactly, but {listed} "
-                              f"{'differ' if len(flags) > 1 else 'differs'} from the run in "
+        settings = [f"{{{name}}}" for name in changed]
+        listed = " and ".join([", ".join(settings[:-1]), settings[-1]] if len(settings) > 1
+                              else settings)
+        raise CheckpointError(f"{{resume}} continues a run exactly, but {listed} "
+                              f"{'differ' if len(settings) > 1 else 'differs'} from the run in "
                               f"'{out}'", code="SK606",
                               hint="resume with the same values (or none: the run's own apply), "
-                                   "or start a new run in another --out")
+                                   "or start a new run in another {out}")
     return saved
 
 
@@ -472,9 +498,7 @@ def _source(config: TrainConfig, spec, recipe: Recipe, given: Given) -> D.Source
     from .augment import RandAugment
 
     if given.train is not None:
-        from .api import given_source
-
-        return given_source(given.train, given.val, config.seed, network_analysis(spec))
+        return given.source(network_analysis(spec))
     policy = RandAugment() if recipe.augment == "randaugment" else None
     return open_data(config.data, spec, config.seed, recipe.light_augmentation,
                      crop_scale=recipe.crop_scale, policy=policy)
@@ -508,9 +532,7 @@ def open_data(text: str, spec, seed: int, light_augmentation: bool = False, *,
     """The --data source, checked against the spec: one class per output of the network."""
     analysis = network_analysis(spec)
     if analysis is None:
-        from .api import APIError
-
-        raise APIError(f"a {spec.name} module is no skdsl network: --data sources need its "
+        raise APIError(f"a {spec.name} module is no skdsl network: {{data}} sources need its "
                        f"input size and classes", hint="pass train_data and val_data")
     output = tuple(analysis.output)
     if len(output) != 1:
@@ -614,7 +636,7 @@ def train_epochs(run: Run) -> str:
     state = run.state
     if state.epoch >= run.recipe.epochs:
         run.display.line(f"{run.out} has trained {state.epoch} epochs already: pass a larger "
-                         f"--epochs to go on")
+                         f"{run.display.spelled('epochs')} to go on")
         return "finished"
     if run.config.max_steps is not None and state.step >= run.config.max_steps:
         return "max-steps"
@@ -905,10 +927,10 @@ def evaluate_checkpoint(config: EvalConfig) -> dict:
 def _ema_weights(saved: dict | None, path: str) -> dict:
     """`eval --ema`: the checkpoint's moving average of the weights (SK651 without one)."""
     if saved is None or saved.get("ema") is None:
-        what = "a run trained without --ema" if saved is not None else "weights alone"
+        what = "a run trained without {ema}" if saved is not None else "weights alone"
         raise CheckpointError(f"'{path}' holds no moving average of the weights: it is {what}",
-                              code="SK651", hint="leave out --ema, or evaluate a checkpoint of "
-                                                 "a run trained with --ema DECAY")
+                              code="SK651", hint="leave out {ema}, or evaluate a checkpoint of "
+                                                 "a run trained with {ema} DECAY")
     return saved["ema"]
 
 
@@ -953,7 +975,7 @@ def _stop_on_nan(run: Run, step: int, loss: float, epoch: int) -> None:
             else "no checkpoint was written before it")
     raise TrainingError(f"the loss became {loss} at step {step + 1} (epoch {epoch + 1}): "
                         f"training stopped; {kept}", code="SK610",
-                        hint="lower --lr, add --warmup-epochs, or train in --precision fp32")
+                        hint="lower {lr}, add {warmup_epochs}, or train in {precision} fp32")
 
 
 def _out_of_memory(run: Run, images: Tensor, labels: Tensor) -> TrainingError:
@@ -962,11 +984,11 @@ def _out_of_memory(run: Run, images: Tensor, labels: Tensor) -> TrainingError:
     fits = largest_fitting_batch(run, images, labels)
     world = run.context.world_size
     name = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else str(run.device)
-    suggestion = (f"try --batch-size {fits * world}" if fits else
+    suggestion = (f"try {{batch_size}} {fits * world}" if fits else
                   "even 2 images per process do not fit: use a smaller network or input")
-    return TrainingError(f"out of memory on {name} at --batch-size {run.recipe.batch_size} "
+    return TrainingError(f"out of memory on {name} at {{batch_size}} {run.recipe.batch_size} "
                          f"({run.batch_per_process} images per process)", code="SK611",
-                         hint=f"{suggestion}; --precision bf16 and --channels-last also need "
+                         hint=f"{suggestion}; {{precision}} bf16 and {{channels_last}} also need "
                               f"less memory")
 
 
@@ -1000,9 +1022,9 @@ def _raise_compile_failure(run: Run, error: Exception) -> None:
     """torch.compile fails on the first call, deep inside dynamo or inductor: say so plainly."""
     if not run.config.compile or not type(error).__module__.startswith("torch._"):
         return
-    raise TrainingError(f"--compile failed: {type(error).__name__}: "
+    raise TrainingError(f"{{compile}} failed: {type(error).__name__}: "
                         f"{str(error).strip().splitlines()[0][:200]}", code="SK612",
-                        hint="train without --compile (set SKDSL_DEBUG=1 for the details)") from error
+                        hint="train without {compile} (set SKDSL_DEBUG=1 for the details)") from error
 
 
 class StopSignals:
@@ -1050,6 +1072,7 @@ def _report(run: Run, status: str) -> None:
     from rich.console import Console
 
     state, display = run.state, run.display
+    resume, max_steps = display.spelled("resume"), display.spelled("max_steps")
     if state.history:
         width = None if display.stream.isatty() else 160
         Console(file=display.stream, width=width).print(summary_table(state.history,
@@ -1060,10 +1083,10 @@ def _report(run: Run, status: str) -> None:
     where = f"epoch {state.epoch + 1}, batch {state.batch_in_epoch}"
     if status.startswith("SIG"):
         display.line(f"stopped by {status} at step {state.step} ({where}): saved "
-                     f"{run.out / 'last.pt'}; continue with --resume")
+                     f"{run.out / 'last.pt'}; continue with {resume}")
     elif status == "max-steps":
-        display.line(f"stopped after --max-steps {run.config.max_steps} ({where}): saved "
-                     f"{run.out / 'last.pt'}; continue with --resume and a larger --max-steps")
+        display.line(f"stopped after {max_steps} {run.config.max_steps} ({where}): saved "
+                     f"{run.out / 'last.pt'}; continue with {resume} and a larger {max_steps}")
     else:
         display.line(f"done: {counted(state.epoch, 'epoch')}, {counted(state.step, 'step')}; "
                      f"weights in {run.out / 'last.pt'} and {run.out / 'best.pt'}")
