@@ -1,4 +1,4 @@
-"""Output equality of timm's ResNeXt, SE-ResNeXt and SK-ResNeXt and skdsl's compiled specs.
+"""Output equality of timm's ResNeXt, SE-ResNeXt, SK-ResNeXt and SK-ResNet(-D) and skdsl's specs.
 
 Equal parameter counts do not prove equal wiring (stride placement, padding, branch order, the
 softmax layout over M·C): equal outputs do. For each pair this script builds timm's model with
@@ -20,9 +20,11 @@ ResNet code uses neither).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import io
 import json
 import sys
 import tempfile
@@ -36,12 +38,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import skdsl  # noqa: E402
-from skdsl import weights  # noqa: E402
+from skdsl import commands  # noqa: E402
 
 PAIRS = [  # timm model, skdsl spec
     ("resnext50_32x4d", "specs/resnext50_32x4d.sk"),
     ("seresnext50_32x4d", "specs/senet50.sk"),
     ("skresnext50_32x4d", "specs/sknet50.sk"),
+    ("skresnet18", "specs/skresnet18.sk"),
+    ("skresnet34", "specs/skresnet34.sk"),
+    ("skresnet50", "specs/skresnet50.sk"),
+    ("skresnet50d", "specs/skresnet50d.sk"),
 ]
 
 
@@ -149,9 +155,9 @@ def _manifest_text(data: dict) -> str:
     return "{\n" + "\n".join(lines) + '\n  "tensors": {\n' + ",\n".join(tensors) + "\n  }\n}\n"
 
 
-def write_manifests(timm, directory: Path) -> None:
+def write_manifests(timm, directory: Path, pairs) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for model_name, spec in PAIRS:
+    for model_name, spec in pairs:
         data = manifest(timm, model_name, spec)
         path = directory / f"{model_name}.json"
         path.write_text(_manifest_text(data), encoding="utf-8")
@@ -159,12 +165,10 @@ def write_manifests(timm, directory: Path) -> None:
 
 
 def convert_with_cli(spec: str, source: Path, output: Path) -> None:
-    """`skdsl weights convert --from timm SPEC IN OUT`, through the command's own parser."""
-    parser = argparse.ArgumentParser(prog="skdsl")
-    weights.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["weights", "convert", "--from", "timm", spec, str(source),
-                              str(output)])
-    status = args.run(args)
+    """`skdsl weights convert --from timm SPEC IN OUT`, through the command line's own entry."""
+    with contextlib.redirect_stdout(io.StringIO()):  # its "ok: ..." line; errors go to stderr
+        status = commands.main(["weights", "convert", "--from", "timm", spec, str(source),
+                                str(output)])
     if status != 0:
         raise SystemExit(f"convert failed with status {status}")
 
@@ -177,10 +181,7 @@ def compare(timm, model_name: str, spec: str, size: int, batch: int, dtypes, see
     with tempfile.TemporaryDirectory() as folder:
         source, output = Path(folder) / "timm.pth", Path(folder) / "skdsl.pt"
         torch.save(reference.state_dict(), source)
-        try:
-            convert_with_cli(str(ROOT / spec), source, output)
-        except skdsl.SkdslError as error:
-            raise SystemExit(error.render()) from None
+        convert_with_cli(str(ROOT / spec), source, output)  # prints its own errors
         compiled.load_state_dict(torch.load(output, weights_only=True))
     image = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed + 1))
     rows = []
@@ -211,9 +212,10 @@ def main(argv=None) -> int:
     parser.add_argument("--write-manifests", metavar="DIR", type=Path,
                         help="write the key/shape manifests to DIR and stop")
     args = parser.parse_args(argv)
+    pairs = [(name, spec) for name, spec in PAIRS if not args.only or name in args.only]
     timm = import_timm()
     if args.write_manifests:
-        write_manifests(timm, args.write_manifests)
+        write_manifests(timm, args.write_manifests, pairs)
         return 0
     dtypes = [torch.float32] if args.float32_only else [torch.float32, torch.float64]
     print(f"timm {timm.__version__}, torch {torch.__version__}, skdsl {skdsl.__version__}, "
@@ -221,9 +223,7 @@ def main(argv=None) -> int:
     print(f"{'timm model':<20} {'skdsl spec':<27} {'dtype':<8} {'max |Δ|':>10} "
           f"{'max |out|':>10} {'top-1':>6} {'s':>6}")
     worst = {}
-    for model_name, spec in PAIRS:
-        if args.only and model_name not in args.only:
-            continue
+    for model_name, spec in pairs:
         for row in compare(timm, model_name, spec, args.size, args.batch, dtypes, args.seed):
             name, spec_, dtype, difference, scale, same, seconds = row
             print(f"{name:<20} {spec_:<27} {dtype:<8} {difference:>10.3e} {scale:>10.3f} "

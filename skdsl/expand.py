@@ -147,7 +147,7 @@ def _confine(use: A.UseDecl, resolved: Path, folders: tuple[Path, ...] | None) -
     raise SpecError(f"cannot import '{use.path}': it is outside the spec's folder",
                     use.span, code="SK117", hint="a spec imports files from its own folder "
                     "(and those below it) and std/; copy the file there, or allow it with "
-                    "--allow-imports-outside (in Python: allow_imports_outside=True)")
+                    "{allow_imports_outside}")
 
 
 def _file_params(source: A.SourceFile, overrides: dict) -> Env:
@@ -155,7 +155,7 @@ def _file_params(source: A.SourceFile, overrides: dict) -> Env:
     declared = {p.name for p in source.params}
     for name in overrides:
         if name not in declared:
-            raise SpecError(f"--set {name}: this spec declares no parameter '{name}'",
+            raise SpecError(f"{{overrides}} {name}: this spec declares no parameter '{name}'",
                             code="SK210", hint=did_you_mean(name, declared) or
                             (f"its parameters are: {', '.join(sorted(declared))}" if declared
                              else "declare one in the spec: param NAME = VALUE"))
@@ -180,8 +180,8 @@ def _override(param: A.ParamDecl, default: Value, raw) -> Value:
         elif isinstance(default.value, str):
             raw = Symbol(str(raw))
     except ValueError:
-        raise SpecError(f"--set {param.name}={raw}: expected {_TYPE_WORDS[wanted]} like its "
-                        f"default {default.value}", param.span, code="SK210") from None
+        raise SpecError(f"{{overrides}} {param.name}={raw}: expected {_TYPE_WORDS[wanted]} "
+                        f"like its default {default.value}", param.span, code="SK210") from None
     return Value(raw, param.span)
 
 
@@ -1265,7 +1265,8 @@ def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
     args.options(())
     if len(inputs) < 2:
         raise SpecError(f"{st.keyword} combines two or more named tensors", args.span,
-                        code="SK204", hint=f"write it as: {st.keyword} left, right")
+                        code="SK204", hint=ops.KEYWORDS[st.keyword].usage
+                        or f"write it as: {st.keyword} left, right")
     return _build(S.Merge, args.spans[""], args.spans, name=name, kind=st.keyword, inputs=inputs)
 
 

@@ -20,6 +20,7 @@ Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -390,7 +391,8 @@ class _Lowering:
                 f"(stride {stride}, dilation {dilation}, padding {_fmt(padding)}) on a "
                 f"{_fmt(size)} input gives {_fmt(out)}",
                 item.span(field), code="SK302",
-                hint="use a larger input (--input), fewer stride-2 layers, or a smaller kernel",
+                hint="use a larger input ({input_shape}), fewer stride-2 layers, or a smaller "
+                     "kernel",
             )
         return out
 
@@ -398,11 +400,13 @@ class _Lowering:
         span = item.span()
         path = f"{scope.path}.{item.name}"
         branch_outputs = []
-        for index, branch in enumerate(item.branches, start=1):
+        sources = self.branch_inputs(item, x, scope, path)
+        for index, (branch, source) in enumerate(zip(item.branches, sources), start=1):
             branch_conv = _Conv(f"branch{index}", branch.kernel, item.out_channels,
                                 stride=item.stride, groups=branch.groups,
                                 dilation=branch.dilation, written=(branch, item))
-            branch_outputs.append(self.conv(branch_conv, x, scope, env, f"{path}.branch{index}"))
+            branch_outputs.append(self.conv(branch_conv, source, scope, env,
+                                            f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
         for ref in branch_outputs:
             if self.shape(ref) != shape:
@@ -411,17 +415,83 @@ class _Lowering:
         fused = self.emit(f"{path}.fuse", _ADD, branch_outputs, [shape], span, path, scope)
         if not item.attention:
             return fused
+        return self.attend(item, fused, branch_outputs, scope, env, path)
+
+    def attend(self, item: S.SelectiveKernel, fused: Ref, branch_outputs: list[Ref],
+               scope: _Scope, env, path: str) -> Ref:
+        """The rest of Fuse (Eq. 2-3) and Select (Eq. 5-6): U -> s -> z -> logits, and the
+        branches weighted by a softmax over them."""
+        span = item.span()
         channels, d = item.out_channels, item.attention_width
+        groups, bias = item.attention_groups, item.attention_bias
+        self.check_attention_groups(item, path)
         summary = self.emit(f"{path}.pool", _AVERAGE, [fused], [(channels, 1, 1)], span, path,
                             scope)  # s = F_gp(U), Eq. 2
-        reduce = _Conv("reduce", (1, 1), d, written=(item,))  # z = ReLU(BN(W s)), Eq. 3
+        reduce = _Conv("reduce", (1, 1), d, groups=groups, bias=bias, norm=item.attention_norm,
+                       act=item.attention_act, written=(item,))  # z = δ(B(W s)), Eq. 3
         compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
         branches = len(item.branches)
-        # One bias-free 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
-        logits = self.emit(f"{path}.logits", C.pointwise(d, branches * channels, bias=False),
+        # One 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
+        logits = self.emit(f"{path}.logits", C.Conv2d(d, branches * channels, (1, 1), 1, (0, 0),
+                                                      1, groups, bias),
                            [compact], [(branches * channels, 1, 1)], span, path, scope)
         return self.emit(f"{path}.select", ops.attention.Select(branches, channels),
-                         [logits, *branch_outputs], [shape], span, path, scope)
+                         [logits, *branch_outputs], [self.shape(fused)], span, path, scope)
+
+    @staticmethod
+    def check_attention_groups(item: S.SelectiveKernel, path: str) -> None:
+        """Raise SK311 unless fc_groups divides both C and d (and so M·C)."""
+        channels, d, groups = item.out_channels, item.attention_width, item.attention_groups
+        for width, what in ((channels, f"the {channels} channels"),
+                            (d, f"the attention width d={d}")):
+            if width % groups:
+                raise SpecError(f"fc_groups={groups} does not divide {what} of {path}",
+                                item.span("attention_groups"), code="SK311",
+                                hint=f"the attention fcs map C={channels} → d={d} → M·C "
+                                f"channels, so their groups must divide C and d: try fc_groups="
+                                f"{_largest_divisor(math.gcd(channels, d), groups)}")
+
+    def branch_inputs(self, item: S.SelectiveKernel, x: Ref, scope: _Scope,
+                      path: str) -> list[Ref]:
+        """What each SK branch reads: x, or with `split` (timm's split_input) its own slice of
+        x's channels, branch m the m-th of M equal parts."""
+        count = len(item.branches)
+        if not item.split_input or count == 1:
+            return [x] * count
+        channels, *size = self.feature_map(x, item, "SK", path)
+        if channels % count:
+            lower = channels - channels % count
+            widths = " or ".join(str(w) for w in (lower, lower + count) if w > 0)
+            raise SpecError(f"the {channels} input channels of {path} do not split into "
+                            f"{count} equal parts, one per branch", item.span("split_input"),
+                            code="SK310", hint=f"`split` gives each of the {count} branches "
+                            f"1/{count} of the input: give it a multiple of {count} channels "
+                            f"({widths}), or drop `split`")
+        part = channels // count
+        node, _ = self.emit(f"{path}.split", ops.tensor.Split((part,) * count), [x],
+                            [(part, *size)] * count, item.span(), path, scope)
+        return [(node, port) for port in range(count)]
+
+    def select(self, item: S.Merge, x: Ref, scope: _Scope, env) -> Ref:
+        """`select logits, a, b, ...`: SK's Select (Eq. 5-6) written by hand, the op an SK
+        convolution ends in. The logits hold M·C values, branch by branch (path-major)."""
+        path = f"{scope.path}.{item.name}"
+        refs = [self.tensor(env, name, item, f"inputs.{i}") for i, name in enumerate(item.inputs)]
+        logits, *shapes = [self.shape(ref) for ref in refs]
+        if any(len(s) != 3 or s != shapes[0] for s in shapes):
+            raise SpecError(f"select weighs feature maps of one C×H×W shape, got "
+                            f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
+                            code="SK303", hint="the tensors after the logits are the branches "
+                            "of one SK: give them one width, stride and padding")
+        count, channels = len(shapes), shapes[0][0]
+        if logits not in ((count * channels,), (count * channels, 1, 1)):
+            raise SpecError(f"the logits {item.inputs[0]} of {path} are {_fmt(logits)}, but "
+                            f"{count} branches of {channels} channels need {count * channels}"
+                            f"×1×1", item.span("inputs.0"), code="SK312",
+                            hint=f"the first tensor holds one logit per branch and channel: end "
+                            f"it with conv 1x1, {count * channels}, bn no, act none")
+        return self.emit(path, ops.attention.Select(count, channels), refs, [shapes[0]],
+                         item.span(), path, scope)
 
     def reject_unequal_branches(self, item: S.SelectiveKernel, path: str, source: Shape,
                                 outputs: list[Ref]) -> None:
@@ -467,7 +537,8 @@ class _Lowering:
                             hint="PyTorch pools accept padding up to half the kernel")
         size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
                                    1, item.ceil_mode)
-        window = ops.OPS[f"{item.mode}_pool"](item.kernel, item.stride, padding, item.ceil_mode)
+        window = ops.OPS[f"{item.mode}_pool"](item.kernel, item.stride, padding, item.ceil_mode,
+                                              item.count_include_pad)
         return self.emit(path, window, [x], [(channels, *size)], item.span(), path, scope)
 
     def primitive(self, item: S.Layer, x: Ref, scope: _Scope, env) -> Ref:
@@ -633,7 +704,7 @@ class _Lowering:
         "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
         "act": activation, "split": split, "add": merge, "concat": merge,
         "mul": merge, "branch": branch, "residual": residual, "block": block,
-        "upsample": upsample,
+        "upsample": upsample, "select": select,
     }
 
 

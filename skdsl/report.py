@@ -28,7 +28,7 @@ helpers are free to import; it never imports torch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import ops
 from . import spec as S
@@ -203,8 +203,22 @@ def _sk_text(sk: S.SelectiveKernel, show_stride: bool) -> str:
             options.append(f"L={sk.min_attention_width}")
         if sk.attention_width_override is not None:
             options.append(f"d={sk.attention_width_override}")
+        options += _changed_attention_fcs(sk)
+    if sk.split_input:
+        options.append("split")
     text = f"{'SK' if sk.attention else 'SUM'}[{', '.join(options)}], {sk.out_channels}"
     return f"{text}, stride {sk.stride}" if show_stride and sk.stride > 1 else text
+
+
+def _changed_attention_fcs(sk: S.SelectiveKernel) -> list[str]:
+    """The attention fcs' options that differ from the paper's (no bias, 1 group, BN + ReLU),
+    spelt as the language writes them."""
+    defaults = S.SelectiveKernel.model_fields
+    written = {"attention_bias": "fc_bias", "attention_groups": "fc_groups",
+               "attention_norm": "fc_bn", "attention_act": "fc_act"}
+    spell = {True: "yes", False: "no"}
+    return [f"{word}={spell.get(value, value)}" for field, word in written.items()
+            if (value := getattr(sk, field)) != defaults[field].default]
 
 
 # -- Table 1 -------------------------------------------------------------------------------------
@@ -510,16 +524,15 @@ def to_dot(graph, depth: int | None = None) -> str:
              f"  graph [rankdir=TB, labelloc=t, fontname=Helvetica, label={_dot_quote(title)}];",
              "  node [shape=box, style=rounded, fontname=Helvetica, fontsize=10];",
              "  edge [arrowsize=0.6];"]
-    for stage, members in _by_stage(boxes).items():
-        statements = [f"{_dot_quote(b['name'])} [label={_dot_quote(chr(10).join(b['lines']))}];"
-                      for b in members]
-        if stage == "input":
-            lines += [f"  {line}" for line in statements]
-            continue
-        lines.append(f"  subgraph {_dot_quote('cluster_' + stage)} {{")
-        lines.append(f"    label={_dot_quote(stage)}; style=dashed; color=gray50;")
-        lines += [f"    {line}" for line in statements]
-        lines.append("  }")
+
+    def box_statement(box: dict) -> str:
+        return f"{_dot_quote(box['name'])} [label={_dot_quote(chr(10).join(box['lines']))}];"
+
+    def cluster(stage: str) -> list[str]:
+        return [f"subgraph {_dot_quote('cluster_' + stage)} {{",
+                f"  label={_dot_quote(stage)}; style=dashed; color=gray50;"]
+
+    lines += _clustered(boxes, box_statement, cluster, "}")
     lines += [f"  {_dot_quote(a)} -> {_dot_quote(b)};" for a, b in edges]
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -552,17 +565,17 @@ def to_mermaid(graph, depth: int | None = None) -> str:
     for box in boxes:
         ids[box["name"]] = identifier(box["name"], "n_")
     lines = ["flowchart TD"]
-    for stage, members in _by_stage(boxes).items():
-        statements = [f'{ids[b["name"]]}["{"<br/>".join(map(_mermaid_text, b["lines"]))}"]'
-                      for b in members]
-        if stage == "input":
-            lines += [f"  {line}" for line in statements]
-            continue
-        lines.append(f'  subgraph {identifier(stage, "s_")}["{_mermaid_text(stage)}"]')
-        lines += [f"    {line}" for line in statements]
-        lines.append("  end")
+
+    def box_statement(box: dict) -> str:
+        return f'{ids[box["name"]]}["{"<br/>".join(map(_mermaid_text, box["lines"]))}"]'
+
+    def cluster(stage: str) -> list[str]:
+        return [f'subgraph {identifier(stage, "s_")}["{_mermaid_text(stage)}"]']
+
+    lines += _clustered(boxes, box_statement, cluster, "end")
     lines += [f"  {ids[a]} --> {ids[b]}" for a, b in edges]
     return "\n".join(lines) + "\n"
+
 
 __all__ = [
     "stage_table", "layer_table", "stage_entries", "stage_cell", "item_lines", "bracket",
@@ -570,6 +583,22 @@ __all__ = [
     "shape_text", "size_text", "MULTIPLY_ADDS_NOTE", "op_text", "diagram", "to_dot", "to_mermaid",
     "MERMAID_EDGE_LIMIT", "short_count", "Column", "FittedTable", "fit_widths",
 ]
+
+
+def _clustered(boxes: list[dict], statement: Callable[[dict], str],
+               opening: Callable[[str], list[str]], closing: str) -> list[str]:
+    """A diagram's box statements, indented, those of each stage inside a cluster (its
+    `opening` lines and `closing`); the input's outside any."""
+    lines = []
+    for stage, members in _by_stage(boxes).items():
+        statements = [statement(box) for box in members]
+        if stage == "input":
+            lines += [f"  {line}" for line in statements]
+            continue
+        lines += [f"  {line}" for line in opening(stage)]
+        lines += [f"    {line}" for line in statements]
+        lines.append(f"  {closing}")
+    return lines
 
 
 def _by_stage(boxes: list[dict]) -> dict[str, list[dict]]:

@@ -151,6 +151,16 @@ class SelectiveKernel(Layer):
     attention_width_override: PositiveInt | None = Field(
         None, description="d set explicitly, overriding max(C/r, L)."
     )
+    split_input: bool = Field(
+        False, description="timm's split_input: branch m reads only the m-th of M equal slices "
+        "of the input channels (the paper's branches all read the whole input).")
+    # The two attention fcs (Eq. 3's W and Eq. 5's A, B, ...) are 1×1 convs on s; the paper's
+    # have no bias, one group, and BN + ReLU after W.
+    attention_bias: bool = Field(False, description="Biases on both attention fcs.")
+    attention_groups: PositiveInt = Field(1, description="Groups of both attention fcs.")
+    attention_norm: bool = Field(True, description="BN after the reduce fc W (Eq. 3's B).")
+    attention_act: ActivationName = Field(
+        "relu", description="The activation after the reduce fc W (Eq. 3's δ).")
 
     @property
     def attention_width(self) -> int:
@@ -179,6 +189,9 @@ class Pool(Layer):
     stride: PositiveInt = Field(description="Defaults to the kernel size when not written.")
     padding: tuple[NonNegativeInt, NonNegativeInt] | None = Field(None, description="None = (k−1)/2.")
     ceil_mode: bool = False
+    count_include_pad: bool = Field(True, description="avg: divide by the whole window, padding "
+                                    "included (PyTorch's default); False: by the real pixels "
+                                    "only, as TensorFlow and timm's Inception-v4 pool.")
 
 
 class _Reduction(Layer):
@@ -267,9 +280,10 @@ class ChannelSplit(Layer):
 
 
 class Merge(Layer):
-    """Combine named tensors: `add a, b`, `concat left, right`, `mul x, gate` (broadcasting)."""
+    """Combine named tensors: `add a, b`, `concat left, right`, `mul x, gate` (broadcasting),
+    `select logits, a, b` (SK's Select, Eq. 5-6: the first tensor weighs the others)."""
 
-    kind: Literal["add", "concat", "mul"]
+    kind: Literal["add", "concat", "mul", "select"]
     inputs: list[str] = Field(min_length=1, description="Tensor names; 'input' is the scope's input.")
 
 

@@ -99,16 +99,38 @@ def _block(rest: str) -> str:
     return "conv{s+1}.block{b+1}." + rest
 
 
-# The torchvision-style ResNet skeleton all three timm families share: a 7×7 stem conv + BN
-# (skdsl: stage conv1, layer `conv`), stages layer1-4 (skdsl: stages conv2-conv5, each unit
-# a `blockN`), a 1×1 conv + BN projection shortcut (`downsample`) and the classifier `fc`.
-_SKELETON = (
+# The torchvision-style ResNet skeleton timm's families share: a 7×7 stem conv + BN (skdsl:
+# stage conv1, layer `conv`), stages layer1-4 (skdsl: stages conv2-conv5, each unit a
+# `blockN`), a 1×1 conv + BN projection shortcut (`downsample`) and the classifier `fc`.
+_STEM = (
     Rule("conv1.weight", "conv1.conv.conv.weight"),
     Rule("bn1.{p:tensor}", "conv1.conv.bn.{p}"),
+)
+_PROJECTION = (
     Rule("layer{s}.{b}.downsample.0.{p:tensor}", _block("shortcut.conv.{p}")),
     Rule("layer{s}.{b}.downsample.1.{p:tensor}", _block("shortcut.bn.{p}")),
-    Rule("fc.{p:tensor}", "head.fc.{p}"),
 )
+_CLASSIFIER = (Rule("fc.{p:tensor}", "head.fc.{p}"),)
+_SKELETON = _STEM + _PROJECTION + _CLASSIFIER
+
+# ResNet-D's skeleton (timm's stem_type='deep', avg_down=True): the stem is a Sequential of
+# three 3×3 convs (0, 3, 6) with BNs (1, 4; the third's is `bn1`) and ReLUs (2, 5) between;
+# the shortcut is downsample_avg, a Sequential of an AvgPool2d (an Identity where the unit
+# does not stride; either has no tensors), a 1×1 conv and a BN: skdsl's explicit `shortcut:`,
+# whose 1×1 conv layer is `shortcut.conv`.
+_DEEP_STEM = (
+    Rule("conv1.0.weight", "conv1.conv1.conv.weight"),
+    Rule("conv1.1.{p:tensor}", "conv1.conv1.bn.{p}"),
+    Rule("conv1.3.weight", "conv1.conv2.conv.weight"),
+    Rule("conv1.4.{p:tensor}", "conv1.conv2.bn.{p}"),
+    Rule("conv1.6.weight", "conv1.conv3.conv.weight"),
+    Rule("bn1.{p:tensor}", "conv1.conv3.bn.{p}"),
+)
+_AVERAGE_DOWN = (
+    Rule("layer{s}.{b}.downsample.1.weight", _block("shortcut.conv.conv.weight")),
+    Rule("layer{s}.{b}.downsample.2.{p:tensor}", _block("shortcut.conv.bn.{p}")),
+)
+_SKELETON_D = _DEEP_STEM + _AVERAGE_DOWN + _CLASSIFIER
 
 # timm's Bottleneck: conv1/bn1 1×1 reduce, conv2/bn2 3×3 grouped, conv3/bn3 1×1 expand.
 _BOTTLENECK = (
@@ -122,19 +144,54 @@ _SQUEEZE_EXCITE = (
     Rule("layer{s}.{b}.se.fc2.{p:tensor}", _block("se.expand.{p}")),
 )
 
-# timm's SelectiveKernelBottleneck: conv1 and conv3 are ConvNormAct (conv + bn); conv2 is the
-# SK convolution with `paths` (branch M has dilation M) and `attn` (fc_reduce, bn, fc_select,
-# whose M·C outputs are path-major, as skdsl's `logits`). skdsl names the 1×1 after the SK
-# unit `conv2`: it is the unit's second conv layer.
-_SELECTIVE_KERNEL = (
-    Rule("layer{s}.{b}.conv1.{l:conv_or_bn}.{p:tensor}", _block("conv1.{l}.{p}")),
-    Rule("layer{s}.{b}.conv2.paths.{m}.{l:conv_or_bn}.{p:tensor}",
-         _block("sk.branch{m+1}.{l}.{p}")),
-    Rule("layer{s}.{b}.conv2.attn.fc_reduce.{p:tensor}", _block("sk.reduce.conv.{p}")),
-    Rule("layer{s}.{b}.conv2.attn.bn.{p:tensor}", _block("sk.reduce.bn.{p}")),
-    Rule("layer{s}.{b}.conv2.attn.fc_select.{p:tensor}", _block("sk.logits.{p}")),
-    Rule("layer{s}.{b}.conv3.{l:conv_or_bn}.{p:tensor}", _block("conv2.{l}.{p}")),
-)
+
+def _conv_norm_act(module: str, layer: str) -> Rule:
+    """timm's ConvNormAct `module` of a unit (`conv`, `bn`) onto the skdsl conv layer `layer`."""
+    return Rule(f"layer{{s}}.{{b}}.{module}.{{l:conv_or_bn}}.{{p:tensor}}",
+                _block(f"{layer}.{{l}}.{{p}}"))
+
+
+def _selective_kernel(module: str) -> tuple[Rule, ...]:
+    """timm's SelectiveKernel `module` of a unit onto skdsl's `sk`: `paths` (branch M has
+    dilation M) and `attn` (fc_reduce, bn, fc_select, whose M·C outputs are path-major, as
+    skdsl's `logits`). With split_input a path's conv reads 1/M of the input channels, as the
+    branch conv of skdsl's `SK[..., split yes]`: the keys are the same, the shapes tell."""
+    sk = f"layer{{s}}.{{b}}.{module}."
+    return (
+        Rule(sk + "paths.{m}.{l:conv_or_bn}.{p:tensor}", _block("sk.branch{m+1}.{l}.{p}")),
+        Rule(sk + "attn.fc_reduce.{p:tensor}", _block("sk.reduce.conv.{p}")),
+        Rule(sk + "attn.bn.{p:tensor}", _block("sk.reduce.bn.{p}")),
+        Rule(sk + "attn.fc_select.{p:tensor}", _block("sk.logits.{p}")),
+    )
+
+
+# timm's SelectiveKernelBottleneck: conv1 and conv3 are ConvNormAct, conv2 the SK convolution.
+# skdsl names the 1×1 after the SK unit `conv2`: it is the unit's second conv layer.
+_SK_BOTTLENECK = (_conv_norm_act("conv1", "conv1"), *_selective_kernel("conv2"),
+                  _conv_norm_act("conv3", "conv2"))
+
+# timm's SelectiveKernelBasic: conv1 is the SK convolution, conv2 a 3×3 ConvNormAct, skdsl's
+# `conv` (the unit's only conv layer besides the SK).
+_SK_BASIC = (*_selective_kernel("conv1"), _conv_norm_act("conv2", "conv"))
+
+_SK_BRANCH = re.compile(r"(?P<sk>.*\.sk)\.branch(?P<m>\d+)\.conv\.weight$")
+
+
+def splits_input(state) -> bool | None:
+    """Whether the first SK convolution of `state` (skdsl keys: a compiled spec's state dict,
+    or a source one under a family's targets) gives each branch 1/M of its input channels
+    (timm's split_input, one group: a branch conv's in-channels × M = its out-channels, since
+    timm's SK keeps its width), rather than all of them in groups; None without an SK or
+    without shapes (keys alone)."""
+    firsts = [(key, match) for key in state if (match := _SK_BRANCH.match(key))]
+    if not firsts:
+        return None
+    key, first = firsts[0]
+    shape = getattr(state[key], "shape", None) if isinstance(state, Mapping) else None
+    if shape is None or len(shape) != 4:
+        return None
+    branches = {match["m"] for _, match in firsts if match["sk"] == first["sk"]}
+    return shape[1] * len(branches) == shape[0]
 
 
 @dataclass(frozen=True)
@@ -143,41 +200,79 @@ class Family:
 
     name: str      # timm's model name prefix, completed by the depth: skresnext -> skresnext50
     title: str     # for messages: "SK-ResNeXt"
-    block: str     # the std/resnext.sk block a spec uses for it
+    block: str     # the skdsl block a spec uses for it
     rules: tuple[Rule, ...]
-    marker: str    # a regex that the compiled spec's keys match when it is built of `block`
-    grouped: str   # the first unit's grouped 3×3 weight: its shape gives cardinality × width
+    markers: tuple[str, ...]  # regexes, each matched by a key of a spec built of `block`
+    models: str    # timm's models of this family, as hints name them: "skresnext*"
+    library: str = "std/resnext.sk"  # where `block` is defined
+    also: str = ""            # what such a spec has besides `block` units, for hints
+    unit_layers: int = 3      # weighted layers of a unit: 3 in a bottleneck, 2 in a basic unit
+    suffix: str = ""          # after the depth: "d" for ResNet-D
+    grouped: str | None = None  # the first unit's grouped 3×3 weight: cardinality × width
+    split: bool | None = None   # whether its SK convolutions split their input (timm's split_input)
 
     def depth(self, keys) -> int | None:
-        """The network's depth from its units (3 layers each, plus the stem and the fc)."""
+        """The network's depth from its units (`unit_layers` each, plus the stem and the fc)."""
         units = {match.groups() for match in map(_LAYER_BLOCK.match, keys) if match}
-        return 2 + 3 * len(units) if units else None
+        return 2 + self.unit_layers * len(units) if units else None
 
     def model_name(self, state) -> str:
         """timm's name for a state dict of this family, as far as it tells: `skresnext50_32x4d`
-        (from keys alone, without shapes: `skresnext50`)."""
+        (from keys alone, without shapes: `skresnext50`), `skresnet18`, `skresnet50d`."""
         depth = self.depth(state)
-        name = f"{self.name}{depth}" if depth else self.name
-        weight = state.get(self.grouped) if isinstance(state, Mapping) else None
+        name = f"{self.name}{depth}{self.suffix}" if depth else self.name
+        weight = state.get(self.grouped) if self.grouped and isinstance(state, Mapping) else None
         shape = getattr(weight, "shape", None)
         if shape is not None and len(shape) == 4 and shape[1] and shape[0] % shape[1] == 0:
             name += f"_{shape[0] // shape[1]}x{shape[1]}d"  # out = in = groups × group width
         return name
 
+    @property
+    def built_of(self) -> str:
+        """How a spec of this family is built, for hints: "sk_unit blocks"."""
+        return f"{self.block} blocks{self.also}"
+
+    def built_into(self, state) -> bool:
+        """Whether `state` (skdsl keys: a compiled spec's state dict, or a source one under
+        these rules' targets) has this family's modules, and its kind of SK where shapes
+        tell."""
+        if not all(any(re.search(marker, key) for key in state) for marker in self.markers):
+            return False
+        split = splits_input(state) if self.split is not None else None
+        return split is None or split == self.split
+
 
 _LAYER_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.")
+_SK_MARKER = r"\.block\d+\.sk\.branch\d+\.conv\.weight$"
 
-# Source families by origin (`--from`); on a tie the first one listed wins (ResNeXt before
-# SE-ResNeXt: plain ResNeXt weights match both tables fully).
+# Source families by origin (`--from`). The family of a state dict is the one whose rules map
+# the most of its keys; on a tie, the first listed whose modules and SK kind it has (under the
+# rules' targets), else the first listed: ResNeXt before SE-ResNeXt (plain ResNeXt weights match
+# both tables fully), SK-ResNeXt before SK-ResNet (the same keys; grouped or split, the shapes
+# tell). In hints, the last one listed that a spec is built into is its family (SE and SK units
+# have a conv3 too; a ResNet-D spec has SK-ResNet's bottlenecks).
 FAMILIES: dict[str, tuple[Family, ...]] = {
     "timm": (
         Family("resnext", "ResNeXt", "resnext_unit", _SKELETON + _BOTTLENECK,
-               r"\.block\d+\.conv3\.conv\.weight$", "layer1.0.conv2.weight"),
+               (r"\.block\d+\.conv3\.conv\.weight$",), "resnext*",
+               grouped="layer1.0.conv2.weight"),
         Family("seresnext", "SE-ResNeXt", "se_unit", _SKELETON + _BOTTLENECK + _SQUEEZE_EXCITE,
-               r"\.block\d+\.se\.reduce\.weight$", "layer1.0.conv2.weight"),
-        Family("skresnext", "SK-ResNeXt", "sk_unit", _SKELETON + _SELECTIVE_KERNEL,
-               r"\.block\d+\.sk\.branch\d+\.conv\.weight$",
-               "layer1.0.conv2.paths.0.conv.weight"),
+               (r"\.block\d+\.se\.reduce\.weight$",), "seresnext*",
+               grouped="layer1.0.conv2.weight"),
+        Family("skresnext", "SK-ResNeXt", "sk_unit", _SKELETON + _SK_BOTTLENECK,
+               (_SK_MARKER,), "skresnext*", grouped="layer1.0.conv2.paths.0.conv.weight",
+               split=False),
+        Family("skresnet", "SK-ResNet", "sk_basic", _SKELETON + _SK_BASIC,
+               (_SK_MARKER, r"\.block\d+\.conv\.conv\.weight$"), "skresnet18, skresnet34",
+               library="std/resnet.sk", unit_layers=2, split=True),
+        Family("skresnet", "SK-ResNet", "sk_bottleneck", _SKELETON + _SK_BOTTLENECK,
+               (_SK_MARKER, r"\.block\d+\.conv2\.conv\.weight$"), "skresnet50",
+               library="std/resnet.sk", also=" and a 7×7 stem", split=True),
+        Family("skresnet", "SK-ResNet-D", "sk_bottleneck", _SKELETON_D + _SK_BOTTLENECK,
+               (_SK_MARKER, r"^conv1\.conv3\.conv\.weight$"), "skresnet50d",
+               library="std/resnet.sk",
+               also=" with avg_down=yes and a deep stem of three 3×3 convs", suffix="d",
+               split=True),
     ),
 }
 
@@ -191,6 +286,7 @@ class Plan:
 
     family: Family
     source_model: str                                              # timm's name, as far as known
+    recognised: bool = True   # whether the weights have the family's modules, not just its keys
     pairs: dict[str, str] = field(default_factory=dict)           # source key -> target key
     unmatched: list[str] = field(default_factory=list)            # source keys no rule maps
     absent: dict[str, str] = field(default_factory=dict)          # source -> target not in spec
@@ -214,26 +310,48 @@ def map_keys(family: Family, keys) -> dict[str, str | None]:
 
 
 def detect_family(keys, origin: str = "timm") -> Family:
-    """The family of `origin` whose rules explain the most source keys."""
-    keys = list(keys)
-    scores = [(sum(target is not None for target in map_keys(family, keys).values()), family)
-              for family in FAMILIES[origin]]
-    best = max(score for score, _ in scores)
+    """The family of `origin` whose rules explain the most source keys; on a tie, the first
+    whose modules and kind of SK the state dict has (`Family.built_into` of it under the rules'
+    targets: shapes tell skresnext's grouped SK from skresnet's split one), else the first."""
+    state = keys if isinstance(keys, Mapping) else dict.fromkeys(keys)
+    scored = [(family, map_keys(family, state)) for family in FAMILIES[origin]]
+    scores = [sum(target is not None for target in mapped.values()) for _, mapped in scored]
+    best = max(scores)
     if best == 0:
-        known = ", ".join(f"{f.title} ({f.name}50…)" for f in FAMILIES[origin])
         raise WeightsError(f"these weights are of no {origin} family skdsl knows: no key of them "
-                       f"(such as '{keys[0] if keys else '?'}') matches a rule", code="SK523",
-                       hint=f"skdsl converts {origin}'s {known}")
-    return next(family for score, family in scores if score == best)
+                           f"(such as '{next(iter(state), '?')}') matches a rule", code="SK523",
+                           hint=f"skdsl converts {origin}'s {_known(origin)}")
+    tied = [(family, mapped) for (family, mapped), score in zip(scored, scores) if score == best]
+    return next((family for family, mapped in tied
+                 if family.built_into(_under_targets(state, mapped))), tied[0][0])
+
+
+def _under_targets(state: Mapping, mapped: Mapping[str, str | None]) -> dict:
+    """`state` keyed by its targets (skdsl keys), where a rule maps them."""
+    return {target: state[key] for key, target in mapped.items() if target is not None}
+
+
+def _known(origin: str) -> str:
+    """`origin`'s families and their models, for hints: "ResNeXt (resnext*), …"."""
+    models: dict[str, list[str]] = {}
+    for family in FAMILIES[origin]:
+        models.setdefault(family.title, []).append(family.models)
+    return ", ".join(f"{title} ({', '.join(names)})" for title, names in models.items())
 
 
 def plan(source: Mapping[str, "Tensor"], target: Mapping[str, "Tensor"],
          origin: str = "timm") -> Plan:
     """Map `source` (a foreign state dict) onto `target` (the compiled module's state dict)."""
     family = detect_family(source, origin)
-    result = Plan(family, family.model_name(source))
+    mapped = map_keys(family, source)
+    # Weights that only the skeleton and shared rules explain (timm's resnet18 under ResNeXt's
+    # rules: no unit has a conv3) are of no family skdsl knows: no depth or name is made up.
+    if family.built_into(_under_targets(source, mapped)):
+        result = Plan(family, family.model_name(source))
+    else:
+        result = Plan(family, f"{family.title}-like", recognised=False)
     sources_of: dict[str, list[str]] = {}
-    for key, destination in map_keys(family, source).items():
+    for key, destination in mapped.items():
         if destination is None:
             result.unmatched.append(key)
         elif destination not in target:
@@ -274,7 +392,9 @@ _SHOWN = 8  # keys listed per kind of problem
 
 def _misfit(mapping: Plan, source, target, origin: str, spec_name: str) -> WeightsError:
     family = mapping.family
-    model = f"{origin} {mapping.source_model}"
+    weights = f"{origin} {mapping.source_model} weights"
+    if not mapping.recognised:
+        weights += ", of no family skdsl knows,"
     lines: list[str] = []
 
     def section(title: str, items: list[str]) -> None:
@@ -296,29 +416,33 @@ def _misfit(mapping: Plan, source, target, origin: str, spec_name: str) -> Weigh
              for key, (dst, have, want) in mapping.shapes.items()])
     keyed = mapping.unmatched or mapping.absent or mapping.collisions or mapping.missing
     if keyed:
-        message = f"{model} weights do not fit {spec_name} key for key"
+        message = f"{weights} do not fit {spec_name} key for key"
         code = "SK524"
     else:
-        message = f"{model} weights do not fit {spec_name}: {len(mapping.shapes)} shapes differ"
+        message = f"{weights} do not fit {spec_name}: {len(mapping.shapes)} shapes differ"
         code = "SK525"
     hint = _family_hint(mapping, source, target, origin, spec_name)
     return WeightsError(message + "\n" + "\n".join(lines), code=code, hint=hint)
 
 
 def _family_hint(mapping: Plan, source, target, origin: str, spec_name: str) -> str:
-    spec_families = [family for family in FAMILIES[origin]
-                     if any(re.search(family.marker, key) for key in target)]
+    spec_families = [family for family in FAMILIES[origin] if family.built_into(target)]
     family = mapping.family
+    if spec_families and not mapping.recognised:
+        other = spec_families[-1]
+        return (f"{spec_name} is built of {other.built_of}: convert {origin}'s {other.models} "
+                f"weights for it (skdsl converts {_known(origin)})")
     if spec_families and family is not spec_families[-1]:
         other = spec_families[-1]  # the most specific: SE and SK units have a conv3 too
-        return (f"{spec_name} is built of {other.block} blocks and these weights are "
-                f"{family.title}: convert {origin}'s {other.name}* weights for it, or use a spec "
-                f"of {family.block} blocks")
+        return (f"{spec_name} is built of {other.built_of} and these weights are "
+                f"{family.title}: convert {origin}'s {other.models} weights for it, or use a "
+                f"spec of {family.built_of}")
     if mapping.shapes and not (mapping.missing or mapping.absent):
         return (f"{spec_name} has the modules of these weights but other widths: check its "
                 f"widths, groups, reduction and classes against {mapping.source_model}")
-    return (f"skdsl maps {origin}'s {family.title} onto specs of std/resnext.sk's "
-            f"{family.block}, with stages conv1 (stem), conv2-conv5 and head (docs/weights.md)")
+    return (f"skdsl maps {origin}'s {family.title} onto specs of {family.library}'s "
+            f"{family.built_of}, with stages conv1 (stem), conv2-conv5 and head "
+            f"(docs/weights.md)")
 
 
 def _shape(shape: tuple) -> str:

@@ -1,30 +1,38 @@
 """skdsl/weights.py: timm state dicts mapped onto compiled specs, key for key, or a named error.
 
 CI has no timm: tests/data/timm_keys/*.json hold the keys, shapes and dtypes of timm's
-resnext50_32x4d, seresnext50_32x4d and skresnext50_32x4d state dicts (written by
-`benchmarks/timm_equality.py --write-manifests`), and the tests build fake state dicts of
-random tensors from them. Where timm is importable, the last test also compares outputs.
+resnext50_32x4d, seresnext50_32x4d, skresnext50_32x4d and skresnet18/34/50/50d state dicts
+(written by `benchmarks/timm_equality.py --write-manifests`), and the tests build fake state
+dicts of random tensors from them. Where timm is importable, one test also compares outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import skdsl
-from skdsl import commands as cli
 from skdsl import weights
-from skdsl.errors import CliError, SkdslError
+from skdsl.commands import main
+from skdsl.errors import CliError
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = Path(__file__).resolve().parent / "data" / "timm_keys"
-FAMILY_OF = {"resnext50_32x4d": "resnext", "seresnext50_32x4d": "seresnext",
-             "skresnext50_32x4d": "skresnext"}
+# timm model -> the title of its family, and its name as the keys alone tell it (without
+# shapes: no cardinality × width, and skresnet50's split SK has the keys of skresnext50's)
+FAMILY_OF = {
+    "resnext50_32x4d": ("ResNeXt", "resnext50"),
+    "seresnext50_32x4d": ("SE-ResNeXt", "seresnext50"),
+    "skresnext50_32x4d": ("SK-ResNeXt", "skresnext50"),
+    "skresnet18": ("SK-ResNet", "skresnet18"),
+    "skresnet34": ("SK-ResNet", "skresnet34"),
+    "skresnet50": ("SK-ResNet", "skresnext50"),
+    "skresnet50d": ("SK-ResNet-D", "skresnet50d"),
+}
 MODELS = sorted(FAMILY_OF)
 
 
@@ -71,29 +79,10 @@ def fake_state_dict(model: str, seed: int = 0, shared: bool = False) -> dict[str
 
 
 def run(capsys, *argv):
-    """`skdsl weights ...` -> (status, stdout, stderr): through skdsl.cli.main once it lists the
-    command, else through weights.register on a parser of its own, with main's error handling."""
-    if "weights" in _cli_commands():
-        status = cli.main(list(argv))
-    else:
-        parser = argparse.ArgumentParser(prog="skdsl")
-        weights.register(parser.add_subparsers(dest="command", required=True))
-        try:
-            args = parser.parse_args(list(argv))
-            status = args.run(args)
-        except SkdslError as error:
-            print(error.render(), file=sys.stderr)
-            status = error.exit_status
-        except SystemExit as exit_:  # argparse's usage errors
-            status = exit_.code
+    """`skdsl weights ...` -> (status, stdout, stderr), through the command line's `main`."""
+    status = main(list(argv))
     out, err = capsys.readouterr()
     return status, out, err
-
-
-def _cli_commands() -> set[str]:
-    parser = cli.build_parser()
-    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-            for name in action.choices}
 
 
 def convert_cli(capsys, tmp_path, model: str, state, name: str = "in.pth", spec=None):
@@ -117,11 +106,14 @@ def test_the_manifests_are_timm_models_of_the_spec_size(model):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_the_family_is_recognised_from_the_keys(model):
-    family = weights.detect_family(manifest(model)["tensors"])
-    assert family.name == FAMILY_OF[model]
-    assert family.model_name(list(manifest(model)["tensors"])) == model.split("_")[0]
-    assert family.model_name(fake_state_dict(model, shared=True)) == model  # with 32x4d
+def test_the_family_and_the_model_are_recognised(model):
+    title, from_keys = FAMILY_OF[model]
+    state = fake_state_dict(model, shared=True)
+    family = weights.detect_family(state)
+    assert family.title == title
+    assert family.model_name(state) == model  # depth from the units, _32x4d and d from shapes
+    keys = list(state)
+    assert weights.detect_family(keys).model_name(keys) == from_keys
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -173,6 +165,47 @@ def test_sk_resnext_keys_map_to_the_paper_s_names(source, target):
 def test_resnext_and_se_keys_map_to_the_paper_s_names(model, source, target):
     family = weights.detect_family(manifest(model)["tensors"])
     assert weights.map_keys(family, [source])[source] == target
+
+
+@pytest.mark.parametrize("model, source, target", [
+    # SelectiveKernelBasic: conv1 is the SK convolution, conv2 the unit's only conv layer
+    ("skresnet18", "layer1.1.conv1.paths.1.conv.weight", "conv2.block2.sk.branch2.conv.weight"),
+    ("skresnet18", "layer3.0.conv1.attn.fc_select.weight", "conv4.block1.sk.logits.weight"),
+    ("skresnet34", "layer2.3.conv1.attn.bn.bias", "conv3.block4.sk.reduce.bn.bias"),
+    ("skresnet34", "layer2.3.conv2.bn.running_var", "conv3.block4.conv.bn.running_var"),
+    ("skresnet34", "layer4.0.downsample.0.weight", "conv5.block1.shortcut.conv.weight"),
+    # SelectiveKernelBottleneck with split input: skresnext's keys
+    ("skresnet50", "layer2.0.conv2.paths.0.conv.weight", "conv3.block1.sk.branch1.conv.weight"),
+    ("skresnet50", "layer2.0.conv3.conv.weight", "conv3.block1.conv2.conv.weight"),
+    # ResNet-D: the deep stem (0, 3, 6 convs; 1, 4 and bn1 BNs) and avg-down shortcuts
+    ("skresnet50d", "conv1.0.weight", "conv1.conv1.conv.weight"),
+    ("skresnet50d", "conv1.1.running_mean", "conv1.conv1.bn.running_mean"),
+    ("skresnet50d", "conv1.3.weight", "conv1.conv2.conv.weight"),
+    ("skresnet50d", "conv1.4.weight", "conv1.conv2.bn.weight"),
+    ("skresnet50d", "conv1.6.weight", "conv1.conv3.conv.weight"),
+    ("skresnet50d", "bn1.bias", "conv1.conv3.bn.bias"),
+    ("skresnet50d", "layer1.0.downsample.1.weight", "conv2.block1.shortcut.conv.conv.weight"),
+    ("skresnet50d", "layer4.0.downsample.2.num_batches_tracked",
+     "conv5.block1.shortcut.conv.bn.num_batches_tracked"),
+])
+def test_sk_resnet_keys_map_to_the_spec_s_names(model, source, target):
+    family = weights.detect_family(fake_state_dict(model, shared=True))
+    assert weights.map_keys(family, [source])[source] == target
+
+
+def test_a_split_sk_is_told_from_a_grouped_one_by_its_branch_shapes():
+    """skresnet50 and skresnext50_32x4d have the same keys: a branch conv reading 1/M of the SK's
+    channels (split input) or 1/G (groups) tells them apart, in source and spec alike."""
+    split = fake_state_dict("skresnet50", shared=True)
+    grouped = fake_state_dict("skresnext50_32x4d", shared=True)
+    assert sorted(split) == sorted(grouped)
+    assert weights.detect_family(split).block == "sk_bottleneck"
+    assert weights.detect_family(grouped).block == "sk_unit"
+    assert weights.splits_input({"conv2.block1.sk.branch1.conv.weight": torch.zeros(64, 32, 3, 3),
+                                 "conv2.block1.sk.branch2.conv.weight": torch.zeros(64, 32, 3, 3)})
+    assert not weights.splits_input({"c.sk.branch1.conv.weight": torch.zeros(128, 4, 3, 3),
+                                     "c.sk.branch2.conv.weight": torch.zeros(128, 4, 3, 3)})
+    assert weights.splits_input(["c.sk.branch1.conv.weight"]) is None  # keys alone
 
 
 def test_a_rule_matches_whole_keys_and_counts_from_one():
@@ -285,7 +318,67 @@ def test_weights_of_another_family_name_the_family_the_spec_needs(capsys, tmp_pa
 def test_weights_of_no_known_family_are_refused(capsys, tmp_path):
     state = {"encoder.blocks.0.attn.qkv.weight": torch.zeros(3, 3)}
     status, _, err, output = convert_cli(capsys, tmp_path, "resnext50_32x4d", state)
-    _assert_refused(status, err, output, "SK523", "encoder.blocks.0.attn.qkv.weight")
+    _assert_refused(status, err, output, "SK523", "encoder.blocks.0.attn.qkv.weight",
+                    "skdsl converts timm's ResNeXt (resnext*), SE-ResNeXt (seresnext*), "
+                    "SK-ResNeXt (skresnext*), SK-ResNet (skresnet18, skresnet34, skresnet50), "
+                    "SK-ResNet-D (skresnet50d)")
+
+
+@pytest.mark.parametrize("weights_of, spec_of, words", [
+    ("skresnet18", "resnext50_32x4d", ["timm skresnet18 weights do not fit", "SK-ResNet",
+                                       "use a spec of sk_basic blocks"]),
+    ("skresnet50", "skresnet50d", ["timm skresnet50 weights do not fit spec 'skresnet50d'",
+                                   "conv1.conv1.conv.weight", "convert timm's skresnet50d"]),
+    ("skresnet50d", "skresnet50", ["timm skresnet50d weights do not fit spec 'skresnet50'",
+                                   "conv1.0.weight -> conv1.conv1.conv.weight",
+                                   "conv2.block1.shortcut.conv.weight",
+                                   "convert timm's skresnet50 weights"]),
+])
+def test_sk_resnet_weights_of_another_spec_are_named_as_timm_names_them(weights_of, spec_of,
+                                                                        words, capsys, tmp_path):
+    state = fake_state_dict(weights_of, shared=True)
+    status, _, err, output = convert_cli(capsys, tmp_path, weights_of, state,
+                                         spec=spec_path(spec_of))
+    _assert_refused(status, err, output, "SK524", *words)
+    assert "resnext26" not in err
+
+
+def test_split_sk_weights_on_a_grouped_sk_spec_name_both_kinds(capsys, tmp_path):
+    state = fake_state_dict("skresnet50", shared=True)
+    status, _, err, output = convert_cli(capsys, tmp_path, "skresnet50", state,
+                                         spec=spec_path("skresnext50_32x4d"))
+    _assert_refused(status, err, output, "SK525", "timm skresnet50 weights do not fit spec "
+                    "'sknet50'",
+                    "(64×32×3×3) -> conv2.block1.sk.branch1.conv.weight (128×4×3×3)",
+                    "built of sk_unit blocks and these weights are SK-ResNet: convert timm's "
+                    "skresnext* weights")
+
+
+def _resnet18_state() -> dict[str, torch.Tensor]:
+    """timm's resnet18 keys (BasicBlock: conv1/bn1, conv2/bn2; no SK), tensors of one element."""
+    state = {"conv1.weight": torch.zeros(1), "fc.weight": torch.zeros(1), "fc.bias": torch.zeros(1)}
+    norms = ["bn1"]
+    for stage in range(1, 5):
+        for unit in range(2):
+            state[f"layer{stage}.{unit}.conv1.weight"] = torch.zeros(1)
+            state[f"layer{stage}.{unit}.conv2.weight"] = torch.zeros(1)
+            norms += [f"layer{stage}.{unit}.bn1", f"layer{stage}.{unit}.bn2"]
+        if stage > 1:
+            state[f"layer{stage}.0.downsample.0.weight"] = torch.zeros(1)
+            norms.append(f"layer{stage}.0.downsample.1")
+    for norm in norms:
+        state.update({f"{norm}.{tensor}": torch.zeros(1) for tensor in weights.WORDS["tensor"]})
+    return state
+
+
+def test_weights_that_only_share_keys_with_a_family_get_no_made_up_name(capsys, tmp_path):
+    """timm's resnet18 maps key for key under ResNeXt's rules, but no unit has a conv3: it is
+    no ResNeXt, and no depth or cardinality is made up for it (it was 'resnext26_1x64d')."""
+    status, _, err, output = convert_cli(capsys, tmp_path, "skresnet18", _resnet18_state())
+    _assert_refused(status, err, output, "SK524", "timm ResNeXt-like weights, of no family "
+                    "skdsl knows, do not fit spec 'skresnet18' key for key",
+                    "built of sk_basic blocks: convert timm's skresnet18, skresnet34 weights")
+    assert "resnext26" not in err
 
 
 @pytest.mark.parametrize("payload, code, words", [

@@ -25,7 +25,7 @@ GENERIC_KINDS: dict[str, type[Op]] = {kind: op for op in OPS.values() for kind i
 # Table 1 text of a spec kind (report.item_lines): the generic kinds' own, and these.
 ROWS = {**{kind: op.rows for kind, op in GENERIC_KINDS.items()},
         "pool": pool.pool_rows, "act": norm.activation_rows, "add": tensor.merge_rows,
-        "concat": tensor.merge_rows, "mul": tensor.merge_rows}
+        "concat": tensor.merge_rows, "mul": tensor.merge_rows, "select": tensor.merge_rows}
 
 __all__ = ["OPS", "KEYWORDS", "LAYER_KEYWORDS", "GENERIC_KINDS", "ROWS", "CONVENTIONS", "Op",
            "Keyword", "Option", "Take", "attribute_names"]

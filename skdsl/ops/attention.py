@@ -1,5 +1,7 @@
-"""Attention: SK's `select` op, and the `sk`, `sum` and `se` keywords. The SK unit and SE are
-composites (spec.py holds their meaning, Eq. 4 among it; graph.py lowers them to ops)."""
+"""Attention: SK's `select` op, and the `sk`, `sum`, `select` and `se` keywords. The SK unit and
+SE are composites (spec.py holds their meaning, Eq. 4 among it; graph.py lowers them to ops);
+`select` writes the SK unit's last op by hand, so an SK built from listed branches, a pool and
+two fcs lowers to the same Select as `SK[...]` does."""
 
 from __future__ import annotations
 
@@ -24,15 +26,23 @@ class Select(Op):
         return weights + weights * elements(node.out_shapes[0][1:])
 
 
-
 BRANCH_COUNT = Option("branch_count", ("M",), "positive", "M (branches)")
 REDUCTION = Option("reduction_ratio", ("r",), "positive", "r (reduction ratio)")
+SPLIT = Option("split_input", ("split",), "flag", "split")
+# The attention fcs: Eq. 3's reduce W (with BN and its activation) and Eq. 5's logits A, B, ...
+ATTENTION_FC_OPTIONS = (
+    Option("attention_bias", ("fc_bias",), "flag", "fc_bias"),
+    Option("attention_groups", ("fc_groups",), "positive", "fc_groups (groups of the fcs)"),
+    Option("attention_norm", ("fc_bn",), "flag", "fc_bn"),
+    Option("attention_act", ("fc_act",), "word", "fc_act", tuple(S.ACTIVATIONS)),
+)
 SK_OPTIONS = (
     BRANCH_COUNT, GROUPS, REDUCTION,
     Option("min_attention_width", ("L",), "positive", "L (the least attention width)"),
-    Option("attention_width_override", ("d",), "positive", "d (attention width)"), STRIDE,
+    Option("attention_width_override", ("d",), "positive", "d (attention width)"), STRIDE, SPLIT,
+    *ATTENTION_FC_OPTIONS,
 )
-SUM_OPTIONS = (BRANCH_COUNT, GROUPS, STRIDE)
+SUM_OPTIONS = (BRANCH_COUNT, GROUPS, STRIDE, SPLIT)
 BRANCH_OPTIONS = (GROUPS, DILATION)
 SE_OPTIONS = (REDUCTION, BIAS, Option("min_width", ("min",), "positive",
                                       "min (the least squeeze width)"),
@@ -43,4 +53,6 @@ SK = keyword("sk", "sk", usage="write it as: SK[M=2, G=32, r=16], 128, stride 2"
              branches=True)
 SUM = keyword("sum", "sk", usage="write it as: SUM[M=2, G=32], 128", options=SUM_OPTIONS,
               brackets=("M", "G"), builder="selective", branches=True)
+SELECT = keyword("select", "select", usage="write it as: select logits, branch1, branch2",
+                 builder="merge")
 SE = keyword("se", "se", options=SE_OPTIONS, brackets=("r",), model=S.SqueezeExcite)

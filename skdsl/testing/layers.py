@@ -13,7 +13,9 @@ from .spelling import (ACTIVATIONS, BRANCH_DILATION, BRANCH_GROUPS, CONV_DILATIO
 # (spec field, values drawn, percent of the time written): SK's attention options, and SE's.
 SK_ATTENTION = (("reduction_ratio", (2, 4, 8, 16), 60),
                 ("min_attention_width", (4, 8, 16, 32), 50),
-                ("attention_width_override", (4, 8, 12), 10))
+                ("attention_width_override", (4, 8, 12), 10),
+                ("attention_bias", ("no", "yes"), 10), ("attention_norm", ("yes", "no"), 10),
+                ("attention_act", ACTIVATIONS, 10))
 SE_OPTIONS = (("reduction_ratio", (2, 4, 8, 16), 70), ("gate", GATES, 15),
               ("min_width", (1, 2, 4), 10), ("bias", ("no", "yes"), 10))
 
@@ -99,6 +101,7 @@ class LayerWriter(Drawing):
         explicit = self.chance(40)
         default_groups = BRANCH_GROUPS if BRANCH_GROUPS in dividing else None
         groups = self.pick(dividing)
+        used_groups = {groups}  # what every branch convolves with: `split` must keep them whole
         if not explicit:
             count = self.number(1, 4)
             if count != SHORTHAND_BRANCHES or self.chance(50):
@@ -112,6 +115,8 @@ class LayerWriter(Drawing):
             inherit = self.chance(50)
             if inherit:
                 options.append(self.kw(spellings(word, "groups"), groups, bare_ok=False))
+            else:
+                used_groups = {BRANCH_GROUPS}  # unless a line gives its own
             lines = []
             for _ in range(count):
                 kernel = self.pick([(3, 3), (5, 5), (1, 1)] + ([(1, 3), (3, 1)]
@@ -120,12 +125,16 @@ class LayerWriter(Drawing):
                 parts = [self.dims(*kernel)]
                 if not inherit or self.chance(30):
                     if inherit or default_groups is None or self.chance(70):
-                        parts.append(self.kw(spellings("branch", "groups"), self.pick(dividing),
-                                             False))
+                        own = self.pick(dividing)
+                        used_groups.add(own)
+                        parts.append(self.kw(spellings("branch", "groups"), own, False))
                     # else: the branch takes SK's default G (32), which divides here
                 if dilation != BRANCH_DILATION or self.chance(10):
                     parts.append(self.kw(spellings("branch", "dilation"), dilation, False))
                 lines.append((1, ", ".join(parts)))
+        # `split yes`: branch m reads the m-th of `count` slices of the c input channels.
+        if c % count == 0 and all((c // count) % g == 0 for g in used_groups) and self.chance(15):
+            options.append(self.kw(spellings(word, "split_input"), "yes", bare_ok=False))
         if attention:
             options += self.drawn_options(word, SK_ATTENTION)
         if stride != SK_STRIDE or self.chance(10):
