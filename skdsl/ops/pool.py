@@ -23,6 +23,7 @@ class _WindowPool(Op):
     stride: int
     padding: tuple[int, int]
     ceil_mode: bool
+    count_include_pad: bool = True  # avg only: a max pool never reads its padding
 
     def extra(self, node) -> int:
         return elements(node.out_shapes[0]) * self.kernel[0] * self.kernel[1]
@@ -30,9 +31,11 @@ class _WindowPool(Op):
     def module(self):
         from torch import nn
 
-        pool_class = nn.MaxPool2d if self.name == "max_pool" else nn.AvgPool2d
-        return pool_class(self.kernel, stride=self.stride, padding=self.padding,
-                          ceil_mode=self.ceil_mode)
+        if self.name == "max_pool":
+            return nn.MaxPool2d(self.kernel, stride=self.stride, padding=self.padding,
+                                ceil_mode=self.ceil_mode)
+        return nn.AvgPool2d(self.kernel, stride=self.stride, padding=self.padding,
+                            ceil_mode=self.ceil_mode, count_include_pad=self.count_include_pad)
 
     def text(self) -> str:
         return f"{self.name} {kernel_text(self.kernel)}/{self.stride}"
@@ -82,11 +85,16 @@ class ChannelPool(_ReadingPool):
 
 
 POOL_OPTIONS = (STRIDE, PADDING, Option("ceil_mode", ("ceil",), "flag", "ceil"))
+# `count_pad no`: average over the real pixels only (TensorFlow's pools, timm's Inception-v4);
+# the counts do not change, only the values near the border.
+AVGPOOL_OPTIONS = (*POOL_OPTIONS,
+                   Option("count_include_pad", ("count_pad", "count_include_pad"), "flag",
+                          "count_pad"))
 MAXPOOL = keyword("maxpool", "pool", usage="write it as: maxpool 3x3, stride 2",
                   options=POOL_OPTIONS, builder="pool")
 AVGPOOL = keyword("avgpool", "pool",
                   usage="write it as: avgpool 2x2, stride 2 (or avgpool global)",
-                  options=POOL_OPTIONS, builder="pool")
+                  options=AVGPOOL_OPTIONS, builder="pool")
 GAP = keyword("gap", "pool", builder="pool")
 CHANNELPOOL = keyword("channelpool", "pool", model=S.ChannelPool,
                       takes=(Take("mode", "avg or max", "word", noun="channelpool mode",
