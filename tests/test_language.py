@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 import skdsl
 from skdsl import expand, testing
+from skdsl.testing.constructs import KINDS, rewrites
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -312,3 +313,49 @@ def test_for_around_stages_names_them_from_the_table():
     assert (numbered.span.line, numbered.span.column) == (8, 24)
     twice = error_of(text.replace("(body2, 16, 2)", "(body1, 16, 2)"))
     assert twice.code == "SK205" and "two stages are named 'body1'" in twice.message
+
+
+# -- every construct means its plain spelling (skdsl.testing.constructs) ------------------------
+
+
+def counts(text: str):
+    report = skdsl.analyze(skdsl.parse(text))
+    return (report.params, report.mult_adds, report.output), [layer.name for layer in report.layers]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_construct_counts_as_its_plain_spelling(kind):
+    @settings(max_examples=12, deadline=None, database=None)
+    @given(rewrites(kinds=(kind,)))
+    def check(drawn):
+        (numbers, names), (plain_numbers, plain_names) = counts(drawn.text), counts(drawn.plain)
+        assert numbers == plain_numbers
+        assert names == plain_names or not drawn.same_names
+
+    check()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_each_construct_compiles_exactly_and_computes_its_plain_spelling(kind):
+    torch = pytest.importorskip("torch")
+
+    @settings(max_examples=2, deadline=None, database=None)
+    @given(rewrites(kinds=(kind,)))
+    def check(drawn):
+        testing.assert_compiles_exactly(drawn.text)  # counts == the compiled module
+        outputs = []
+        for text in (drawn.text, drawn.plain):
+            network = skdsl.parse(text)
+            torch.manual_seed(0)  # the same weights for both, created in the same order
+            model = skdsl.compile(network).eval()
+            image = torch.randn(1, *network.input, generator=torch.Generator().manual_seed(1))
+            with torch.no_grad():
+                outputs.append(model(image))
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=1e-6)
+
+    check()
+
+
+def test_an_unknown_construct_is_refused():
+    with pytest.raises(ValueError, match="unknown construct elif"):
+        rewrites(kinds=("if", "elif"))
