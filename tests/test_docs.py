@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 import skdsl
-from skdsl import expand, syntax
+from skdsl import expand, ops, syntax
 from skdsl.parser import LAYER_KEYWORDS, parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,7 +127,7 @@ def test_every_layer_keyword_is_described():
 def test_every_option_spelling_is_documented():
     text = LANGUAGE.read_text(encoding="utf-8")
     tables = [expand.CONV_OPTIONS, expand.DWCONV_OPTIONS, expand.SK_OPTIONS, expand.SUM_OPTIONS,
-              expand.BRANCH_OPTIONS, expand.SE_OPTIONS, expand.POOL_OPTIONS, expand.FC_OPTIONS,
+              expand.BRANCH_OPTIONS, expand.SE_OPTIONS, ops.pool.AVGPOOL_OPTIONS, expand.FC_OPTIONS,
               expand.RESIDUAL_OPTIONS]
     spellings = {name for table in tables for option in table for name in option.names}
     words = set(expand.ACTIVATIONS) | set(expand._TRUE) | set(expand._FALSE)

@@ -11,7 +11,7 @@ import pytest
 
 import skdsl
 from skdsl import zoo
-from skdsl.cli import main
+from skdsl.commands import main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = "network tiny:\n    input 3x8x8\n    classes 3\n    stage s:\n        avgpool global\n" \
@@ -38,7 +38,7 @@ def test_list_models_matches_shell_patterns():
                                          "resnext29_8x64d", "senet29", "sknet29"]
     assert skdsl.list_models("SHUFFLENET_V2_X1_0") == ["shufflenet_v2_x1_0"]
     assert skdsl.list_models("nothing*") == []
-    assert len(skdsl.list_models()) == len(zoo.registry().models) == 37
+    assert len(skdsl.list_models()) == len(zoo.registry().models) == 45
 
 
 # -- resolving what the user typed ---------------------------------------------------------------
