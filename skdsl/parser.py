@@ -188,6 +188,19 @@ def parse_text(text: str, file: str = "<spec>") -> A.SourceFile:
     if not text.endswith("\n"):
         text += "\n"
     register_source(file, text)
+    return _parse_registered(text, file)
+
+
+def clear_parse_cache() -> None:
+    """Forget the cached trees, so the next parse of every text is a cold one (benchmarks)."""
+    _parse_registered.cache_clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_registered(text: str, file: str) -> A.SourceFile:
+    """The tree of a text parse_text has registered. Cached: expansion only reads the tree (a
+    `for`'s unrolled copies are its one memo, the same for every reader), so a file read again,
+    a std/ import or each variant of a sweep, is parsed once."""
     _check_size(text, file)
     parser = _lark()
     parser.options.postlex.file = file

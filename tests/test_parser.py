@@ -232,3 +232,42 @@ def test_control_syntax_mistakes_get_catalogue_hints(text, hint):
     with pytest.raises(SpecError) as error:
         parse_text(text)
     assert error.value.code == "SK101" and error.value.hint.startswith(hint)
+
+
+CACHED = """param width = 16
+block unit(c):
+    for k, s in (3, 1), (5, 1):
+        conv k, c, stride s
+network cached:
+    input 3x16x16
+    classes 10
+    stage s: unit(width) x2
+    stage head:
+        gap
+        fc classes
+"""
+
+
+def test_a_text_parsed_again_is_the_cached_tree_and_expands_afresh():
+    """parse_text caches trees; expansion must not leave anything in them that a later
+    expansion (another --set, a `for` unrolled again) would read."""
+    import skdsl
+    from skdsl.parser import clear_parse_cache
+
+    clear_parse_cache()
+    first = parse_text(CACHED, "cached.sk")
+    assert parse_text(CACHED, "cached.sk") is first
+    assert parse_text(CACHED + "\n", "cached.sk") is not first  # another text, another tree
+    assert parse_text(CACHED, "other.sk") is not first         # spans name their file
+    counts = [skdsl.analyze(skdsl.parse(CACHED, overrides=overrides)).params
+              for overrides in ({}, {"width": 32}, {})]
+    assert counts[0] == counts[2] != counts[1]
+    clear_parse_cache()
+    assert parse_text(CACHED, "cached.sk") is not first
+
+
+def test_an_error_is_raised_again_not_cached():
+    for _ in range(2):
+        with pytest.raises(SpecError) as error:
+            parse_text("network n:\n    input 3x\n", "bad.sk")
+        assert error.value.code == "SK101"
