@@ -22,12 +22,37 @@ manifest's prose quotes our counts through `{ROW.QUANTITY}` fields (prose.py), n
 numbers. No torch: everything comes from `skdsl.analyze` and the lowered graph.
 """
 
-from ..zoo import SPECS_DIR
-from .command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
-from .manifest import Figure, Manifest, Row, Table, figure, load_manifest
-from .page import render
-from .results import COMPUTE_TOLERANCE, Result, consistency_problems, evaluate
+from __future__ import annotations
 
-__all__ = ["COMPUTE_TOLERANCE", "DEFAULT_MANIFEST", "DEFAULT_OUTPUT", "SPECS_DIR", "Figure",
-           "Manifest", "Result", "Row", "Table", "consistency_problems", "evaluate", "figure",
-           "load_manifest", "render"]
+import importlib
+from typing import TYPE_CHECKING
+
+# Names to the submodule that defines them, imported when first read: the command line
+# imports skdsl.tables.command for its defaults, which must not load the pydantic models.
+_HOMES = {
+    "SPECS_DIR": "..zoo", "DEFAULT_MANIFEST": ".command", "DEFAULT_OUTPUT": ".command",
+    "Figure": ".manifest", "Manifest": ".manifest", "Row": ".manifest", "Table": ".manifest",
+    "figure": ".manifest", "load_manifest": ".manifest", "render": ".page",
+    "COMPUTE_TOLERANCE": ".results", "Result": ".results",
+    "consistency_problems": ".results", "evaluate": ".results",
+}
+__all__ = sorted(_HOMES)
+
+if TYPE_CHECKING:
+    from ..zoo import SPECS_DIR
+    from .command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
+    from .manifest import Figure, Manifest, Row, Table, figure, load_manifest
+    from .page import render
+    from .results import COMPUTE_TOLERANCE, Result, consistency_problems, evaluate
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

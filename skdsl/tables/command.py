@@ -4,9 +4,12 @@ command itself is skdsl/commands/tables.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..zoo import SPECS_DIR, shown
-from .manifest import Manifest
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 DEFAULT_MANIFEST = Path("specs") / "paper_tables.toml"
 DEFAULT_OUTPUT = Path("docs") / "paper-tables.md"
