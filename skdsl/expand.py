@@ -435,8 +435,8 @@ class InputChannels:
         if not stages:
             return shape[0]
         # graph.py comes after this module in the pipeline: imported here, where it is needed.
-        from .graph import lower, output_shape
-        return output_shape(lower(S.Network(name=name, input=shape, stages=stages)))[0]
+        from .graph import lower_table  # the node table: no networkx graph is needed here
+        return lower_table(S.Network(name=name, input=shape, stages=stages)).output_shape[0]
 
 
 # -- typed arguments ---------------------------------------------------------------------------
