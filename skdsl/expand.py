@@ -7,6 +7,7 @@ that chose the value, not at the template line that used it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from contextlib import contextmanager
@@ -63,7 +64,7 @@ class Program:
         self.templates: dict[str, _Template] = {}
         self.overrides = dict(overrides or {})
         self.folders = None if allow_imports_outside else (
-            Path(root.path).parent.resolve(), STD_DIR.resolve())
+            Path(root.path).parent.resolve(), _std_dir())
         self._imported: set[Path] = set()
         root_path = Path(root.path).resolve()
         self._import(root, stack=[(root_path, root.path)])
@@ -135,9 +136,15 @@ def _resolve(use: A.UseDecl, importer: str, folders: tuple[Path, ...] | None) ->
     return resolved, shown
 
 
+@functools.cache
+def _std_dir() -> Path:
+    """STD_DIR without links, resolved once: every `use` is checked against it."""
+    return STD_DIR.resolve()
+
+
 def _confine(use: A.UseDecl, resolved: Path, folders: tuple[Path, ...] | None) -> None:
     """Refuse a `use` that leaves the spec's folder tree and std/ (the file is not read)."""
-    inside_std = resolved.is_relative_to(STD_DIR.resolve())
+    inside_std = resolved.is_relative_to(_std_dir())
     if use.path.startswith(STD_PREFIX) and not inside_std:
         raise SpecError(f"cannot import '{use.path}': it leaves the standard library",
                         use.span, code="SK117", hint="std/ paths name files of skdsl/std, "
@@ -643,9 +650,15 @@ PAPER_OPTIONS = (ops.Option("params_millions", ("params",), "millions", "params"
 _BASE_NAMES = {word: keyword.base_name for word, keyword in ops.KEYWORDS.items()}
 
 
+_CHOOSING = (A.IfStmt, A.ForStmt)
+
+
 def _chosen(statements: list[A.Statement], env: Env) -> list[A.Statement]:
     """The statements with each `if` replaced by the side its condition chooses. An `if` on a
-    formal of a block no network calls (check_block) is left out: its value is unknown."""
+    formal of a block no network calls (check_block) is left out: its value is unknown.
+    Callers only read the list: most bodies hold no `if` or `for` and are returned as they are."""
+    if not any(isinstance(st, _CHOOSING) for st in statements):
+        return statements
     chosen: list[A.Statement] = []
     pending = list(reversed(statements))
     while pending:
