@@ -161,7 +161,7 @@ def load(name_or_path: str | Path, overrides: dict | None = None,
     source = parse_file(resolve(name_or_path))
     overrides = dict(overrides or {})
     if num_classes is not None:
-        overrides = _with_classes(source, _class_count(num_classes), overrides)
+        source, overrides = _with_classes(source, _class_count(num_classes), overrides)
     return expand(source, overrides or None, allow_imports_outside)
 
 
@@ -172,12 +172,16 @@ def _class_count(num_classes) -> int:
     return num_classes
 
 
-def _with_classes(source, num_classes: int, overrides: dict) -> dict:
-    """The overrides that give the network `num_classes` classes (its header may change too)."""
+def _with_classes(source, num_classes: int, overrides: dict) -> tuple:
+    """The source and overrides that give the network `num_classes` classes: a param set, or
+    a copy of the tree with another header (the parsed tree is cached and shared: never
+    changed in place)."""
+    from dataclasses import replace
+
     from . import syntax as A
 
     if len(source.networks) != 1:
-        return overrides  # the expander says what is wrong with the file
+        return source, overrides  # the expander says what is wrong with the file
     network = source.networks[0]
     if network.classes is None:
         raise SpecError(f"num_classes: network {network.name.name} declares no `classes`",
@@ -185,9 +189,9 @@ def _with_classes(source, num_classes: int, overrides: dict) -> dict:
                         hint="add a `classes N` line and end the head with `fc classes`")
     declared = {param.name for param in source.params}
     if isinstance(network.classes, A.Name) and network.classes.id in declared:
-        return {**overrides, network.classes.id: num_classes}
-    network.classes = A.Int(num_classes, network.classes.span)
-    return overrides
+        return source, {**overrides, network.classes.id: num_classes}
+    header = replace(network, classes=A.Int(num_classes, network.classes.span))
+    return replace(source, networks=[header]), overrides
 
 
 def create_model(name_or_path: str | Path, num_classes: int | None = None,
