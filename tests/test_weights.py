@@ -3,7 +3,9 @@
 CI has no timm: tests/data/timm_keys/*.json hold the keys, shapes and dtypes of timm's
 resnext50_32x4d, seresnext50_32x4d, skresnext50_32x4d and skresnet18/34/50/50d state dicts
 (written by `benchmarks/timm_equality.py --write-manifests`), and the tests build fake state
-dicts of random tensors from them. Where timm is importable, one test also compares outputs.
+dicts of random tensors from them. Outputs are compared with tests/timm_reference.py's
+independent SK-ResNets under timm's names in every run, and with timm's own models where timm is
+importable.
 """
 
 from __future__ import annotations
@@ -462,6 +464,29 @@ def test_the_converted_spec_computes_what_timm_computes(model):
     module.load_state_dict(weights.convert_state_dict(reference.state_dict(),
                                                       module.state_dict()))
     image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(image), module(image)
+    scale = expected.abs().max().item()
+    assert scale > 0.1  # a real signal, not zeros on both sides
+    assert (expected - got).abs().max().item() < 1e-5 * max(1.0, scale)
+
+
+@pytest.mark.parametrize("model", ["skresnet18", "skresnet34", "skresnet50", "skresnet50d"])
+def test_converted_sk_resnets_compute_what_an_independent_timm_layout_computes(model, capsys,
+                                                                              tmp_path):
+    """Without timm: tests/timm_reference.py builds timm's SK-ResNets under timm's names from
+    their architecture (with timm installed it equals timm's models to the bit, at 64 and 97
+    px); its random weights go through `skdsl weights convert` into the compiled spec, and the
+    two compute the same (97 px: the average-pool shortcut's ceil-mode windows overhang)."""
+    from timm_reference import SKResNet
+
+    reference = SKResNet(model).eval()
+    _randomise(reference)
+    status, _, err, output = convert_cli(capsys, tmp_path, model, reference.state_dict())
+    assert status == 0, err
+    module = skdsl.compile(skdsl.load(spec_path(model)), (3, 97, 97)).eval()
+    module.load_state_dict(torch.load(output, weights_only=True))
+    image = torch.randn(2, 3, 97, 97, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = reference(image), module(image)
     scale = expected.abs().max().item()
