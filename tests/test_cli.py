@@ -443,6 +443,12 @@ def test_python_m_skdsl_error():
     assert "Traceback" not in done.stderr
 
 
+def _python_ok(code: str) -> None:
+    """`code` in a fresh interpreter (so sys.modules shows only what it imported) exits 0."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+
+
 def test_commands_do_not_import_torch():
     code = (
         "import sys, io, contextlib\n"
@@ -455,8 +461,7 @@ def test_commands_do_not_import_torch():
         "    assert main(['graph', 'specs/sknet50.sk', '--format', 'mermaid']) == 0\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    _python_ok(code)
 
 
 def test_check_loads_neither_rich_nor_a_command_it_does_not_run():
@@ -468,8 +473,7 @@ def test_check_loads_neither_rich_nor_a_command_it_does_not_run():
             "loaded = [m for m in ('rich', 'skdsl.tables.manifest', 'skdsl.tables.results', "
             "'skdsl.train.runner') if m in sys.modules]\n"
             "assert not loaded, loaded\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    _python_ok(code)
 
 
 def test_count_adds_op_classes(capsys):
@@ -596,8 +600,7 @@ def test_the_library_imports_without_the_command_line():
             "skdsl.load('specs/sknet_tiny.sk')\n"
             "assert not any(name == 'argparse' or name.startswith('skdsl.commands')"
             " for name in sys.modules), sorted(sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    _python_ok(code)
 
 
 def _imports_at_import_time(path: Path, module: str, modules: set[str]) -> set[str]:

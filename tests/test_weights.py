@@ -455,6 +455,15 @@ def _randomise(model: torch.nn.Module) -> None:
             tensor.copy_((values - 0.5) * (24.0 / tensor[0].numel()) ** 0.5)
 
 
+def _assert_same_outputs(reference: torch.nn.Module, module: torch.nn.Module, size: int) -> None:
+    image = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = reference(image), module(image)
+    scale = expected.abs().max().item()
+    assert scale > 0.1  # a real signal, not zeros on both sides
+    assert (expected - got).abs().max().item() < 1e-5 * max(1.0, scale)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_the_converted_spec_computes_what_timm_computes(model):
     timm = pytest.importorskip("timm")
@@ -463,12 +472,7 @@ def test_the_converted_spec_computes_what_timm_computes(model):
     module = skdsl.compile(skdsl.load(spec_path(model)), (3, 64, 64)).eval()
     module.load_state_dict(weights.convert_state_dict(reference.state_dict(),
                                                       module.state_dict()))
-    image = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected, got = reference(image), module(image)
-    scale = expected.abs().max().item()
-    assert scale > 0.1  # a real signal, not zeros on both sides
-    assert (expected - got).abs().max().item() < 1e-5 * max(1.0, scale)
+    _assert_same_outputs(reference, module, 64)
 
 
 @pytest.mark.parametrize("model", ["skresnet18", "skresnet34", "skresnet50", "skresnet50d"])
@@ -486,12 +490,7 @@ def test_converted_sk_resnets_compute_what_an_independent_timm_layout_computes(m
     assert status == 0, err
     module = skdsl.compile(skdsl.load(spec_path(model)), (3, 97, 97)).eval()
     module.load_state_dict(torch.load(output, weights_only=True))
-    image = torch.randn(2, 3, 97, 97, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        expected, got = reference(image), module(image)
-    scale = expected.abs().max().item()
-    assert scale > 0.1  # a real signal, not zeros on both sides
-    assert (expected - got).abs().max().item() < 1e-5 * max(1.0, scale)
+    _assert_same_outputs(reference, module, 97)
 
 
 def test_skip_head_leaves_the_classifier_out_for_fine_tuning(compiled, capsys, tmp_path):
