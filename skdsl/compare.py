@@ -27,8 +27,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SpecError, did_you_mean
+from .errors import SpecError, declare_settings, did_you_mean
 from .loading import SettingError, load
+
+declare_settings("overrides", "sweeps")
 
 MAX_VARIANTS = 256  # rows of one comparison: a larger cross product is almost surely a typo
 FORMATS = ("rich", "markdown", "csv", "json")

@@ -10,7 +10,8 @@ prints before exiting with status 2. Codes are stable and documented in docs/err
 Library code names a caller's settings (config fields and parameters such as `batch_size` or
 `overrides`), never flags: a message, hint or note writes each as `{batch_size}`. A Python caller
 sees the name (`str(error)`, `.message`, `.hint`, `render()`); the command line renders the error
-with its flags instead (`render(flag)`: `--batch-size`, `--set`).
+with its flags instead (`render(flag)`: `--batch-size`, `--set`). A module declares the settings
+its messages name (`declare_settings`); other braces, such as a path quoted from the user, stay.
 """
 
 from __future__ import annotations
@@ -29,9 +30,24 @@ def named(setting: str) -> str:
     return setting
 
 
+# The settings messages may name, declared by the modules that name them: only these are
+# spelled, so text quoted from the user ('/tmp/{abc}/x.sk') keeps its braces.
+_DECLARED: set[str] = set()
+
+
+def declare_settings(*names: str) -> None:
+    """Let messages name these settings as `{name}` (call it beside the messages that do)."""
+    _DECLARED.update(names)
+
+
+def declared_settings() -> frozenset[str]:
+    return frozenset(_DECLARED)
+
+
 def spell(text: str, spelled: Callable[[str], str] = named) -> str:
-    """`text` with each `{setting}` written as `spelled(setting)`."""
-    return _SETTING.sub(lambda match: spelled(match.group(1)), text)
+    """`text` with each declared `{setting}` written as `spelled(setting)`; other braces stay."""
+    return _SETTING.sub(lambda match: spelled(match.group(1)) if match.group(1) in _DECLARED
+                        else match.group(0), text)
 
 
 # Source text by file name, so an error raised long after parsing can still show its line.
@@ -73,7 +89,8 @@ class SkdslError(Exception):
     @property
     def settings(self) -> tuple[str, ...]:
         """The settings the message and hint name, in order."""
-        return tuple(dict.fromkeys(_SETTING.findall(" ".join(filter(None, self._texts())))))
+        return tuple(name for name in dict.fromkeys(
+            _SETTING.findall(" ".join(filter(None, self._texts())))) if name in _DECLARED)
 
     def _texts(self) -> list[str | None]:
         return list(self._templates)

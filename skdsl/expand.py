@@ -20,10 +20,12 @@ from pydantic import ValidationError
 from . import ops
 from . import spec as S
 from . import syntax as A
-from .errors import Span, SpecError, did_you_mean
+from .errors import Span, SpecError, declare_settings, did_you_mean
 from .parser import (LAYER_KEYWORDS, check_repeat, check_spec_file, file_error, parse_text,
                      read_source)
 from .syntax import MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING, MAX_PATH_LENGTH
+
+declare_settings("overrides", "allow_imports_outside")
 
 STD_PREFIX = "std/"
 STD_DIR = Path(__file__).with_name("std")

@@ -29,7 +29,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from .errors import declare_settings
 from .loading import SettingError
+
+declare_settings("format")
 
 FORMATS = ("torchscript", "exported", "onnx")
 SUFFIXES = {"torchscript": ".ts", "exported": ".pt2", "onnx": ".onnx"}

@@ -26,11 +26,13 @@ from functools import cached_property
 
 from . import ops
 from . import spec as S
-from .errors import Span, SpecError, did_you_mean
+from .errors import Span, SpecError, declare_settings, did_you_mean
 from .ops import conv as C
 from .ops.shapes import (Shape, broadcast as _broadcast, conv_output_size,
                          divisor_hint as _divisor_hint, fmt as _fmt,
                          largest_divisor as _largest_divisor, same_padding)
+
+declare_settings("input_shape")
 
 OPS = tuple(ops.OPS)  # the graph ops, one class each in skdsl.ops
 

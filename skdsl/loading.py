@@ -19,7 +19,9 @@ import json
 import re
 from pathlib import Path
 
-from .errors import SettingError, Span, SpecError, register_source
+from .errors import SettingError, Span, SpecError, declare_settings, register_source
+
+declare_settings("overrides", "input_shape", "allow_imports_outside", "num_classes")
 
 
 # -- loading ------------------------------------------------------------------------------------

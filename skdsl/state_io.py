@@ -36,7 +36,9 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
-from .errors import CheckpointError, CliError, SkdslError
+from .errors import CheckpointError, CliError, SkdslError, declare_settings
+
+declare_settings("checkpoint", "random_init", "overrides")
 
 FORMAT = "skdsl-checkpoint"
 # 2: the checksum covers the whole payload (1: its tensors only; still read).

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
+from .errors import declare_settings
 from .loading import SettingError
+
+declare_settings("origin", "skip_head")
 
 if TYPE_CHECKING:
     from torch import Tensor

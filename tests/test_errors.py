@@ -108,6 +108,47 @@ def test_a_located_error_spells_its_settings_but_not_the_source_line():
     assert error.settings == ("overrides", "input_shape") and "{" not in error.render()[:60]
 
 
+def test_braces_quoted_from_the_user_are_left_alone(capsys):
+    """Only declared settings are spelled: a path with `{abc}` (or `{width}`) is shown as given,
+    from Python and from the command line."""
+    import skdsl
+    from skdsl.errors import SpecError
+
+    with pytest.raises(SpecError) as error:
+        skdsl.load("/tmp/{abc}/{width}.sk")
+    assert str(error.value) == "no such file: '/tmp/{abc}/{width}.sk'"
+    assert commands.main(["check", "/tmp/{abc}/{width}.sk"]) == 2
+    assert capsys.readouterr().err.startswith("error SK110: no such file: '/tmp/{abc}/{width}.sk'")
+
+
+def test_every_setting_a_library_error_names_is_declared():
+    """A `{name}` in the text of an error the library raises is a setting only if declared
+    (errors.declare_settings, beside the messages): an undeclared one would print as braces."""
+    import ast
+    import importlib
+    import pkgutil
+
+    import skdsl
+    from skdsl.errors import _SETTING, declared_settings
+
+    for module in pkgutil.walk_packages(skdsl.__path__, "skdsl."):
+        importlib.import_module(module.name)
+    named = {}
+    for path in (ROOT / "skdsl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            called = getattr(node, "func", None)
+            name = getattr(called, "id", None) or getattr(called, "attr", "")
+            if not name.endswith("Error") or name == "PydanticCustomError":
+                continue  # pydantic's own templates fill their fields themselves
+            for part in ast.walk(node):
+                if isinstance(part, ast.Constant) and isinstance(part.value, str):
+                    for setting in _SETTING.findall(part.value):
+                        named.setdefault(setting, f"{path.relative_to(ROOT)}:{part.lineno}")
+    undeclared = {name: where for name, where in named.items()
+                  if name not in declared_settings()}
+    assert named and not undeclared
+
+
 def test_the_command_line_spells_a_checkpoint_error_with_its_flags(tmp_path, capsys):
     spec = str(ROOT / "specs" / "sknet_tiny.sk")
     status = commands.main(["train", spec, "--out", str(tmp_path / "run"), "--resume"])

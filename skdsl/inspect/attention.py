@@ -27,10 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import declare_settings
 from ..train import data as D
-from .record import AttentionRecorder
 from ..train.runner import open_data
+from .record import AttentionRecorder
 from .units import InspectError, SKUnit, find_units, sk_units
+
+declare_settings("data")
 
 PROTOCOLS = ("zoom", "render")
 DEFAULT_SCALES = (1.0, 1.5, 2.0)

@@ -7,7 +7,10 @@ import json
 
 from pathlib import Path
 
+from ..errors import declare_settings
 from .units import InspectError
+
+declare_settings("out")
 
 CHANNELS_AVERAGED = 16  # the paper's Fig. 3 plots averages of 16 successive channels
 FIGURES = ("attention_units.png", "attention_classes.png")

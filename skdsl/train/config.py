@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..errors import declare_settings
+
 # The names each choice flag takes; here, without torch, so `skdsl --help` stays light.
 DATA_KINDS = ("synthetic", "cifar10", "cifar100", "imagefolder")
 RECIPE_NAMES = ("paper", "paper-light", "cifar")
@@ -143,6 +145,10 @@ class EvalConfig:
     classes: int | None = None  # None: the checkpoint's (a fine-tuned run's --classes)
     ema: bool = False  # evaluate the checkpoint's moving average of the weights (train --ema)
     allow_imports_outside: bool = False  # `use` may read files outside the spec's folder, std/
+
+
+# Training and evaluation messages name these fields as settings: `{batch_size}`, `{resume}`.
+declare_settings(*(f.name for f in fields(TrainConfig)), *(f.name for f in fields(EvalConfig)))
 
 
 def config_problem(values) -> str | None:

@@ -17,9 +17,11 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..errors import CliError
+from ..errors import CliError, declare_settings
 from ..loading import SettingError
 from .config import DEVICES
+
+declare_settings("device")
 
 
 @dataclass(frozen=True)

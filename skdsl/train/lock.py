@@ -13,7 +13,10 @@ import socket
 from pathlib import Path
 
 from .. import state_io
+from ..errors import declare_settings
 from ..loading import SettingError
+
+declare_settings("out")
 
 try:
     import fcntl

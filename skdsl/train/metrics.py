@@ -25,7 +25,10 @@ from pathlib import Path
 
 from torch import Tensor
 
+from ..errors import declare_settings
 from ..loading import SettingError
+
+declare_settings("plot")
 
 
 def topk_correct(logits: Tensor, labels: Tensor, k: int = 5) -> tuple[Tensor, Tensor]:
