@@ -10,11 +10,12 @@ import errno
 import functools
 import math
 import stat
+import threading
+from bisect import bisect_left
 from pathlib import Path
 
-from lark import Lark, Token, Transformer_NonRecursive, v_args
-from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
-                             VisitError)
+from lark import Lark, Token, Transformer
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.indenter import Indenter
 
 from . import ops
@@ -81,10 +82,13 @@ class _Indenter(Indenter):
         return getattr(self, "file", "<spec>")
 
     def _process(self, stream):
+        emitted = self.emitted  # read by _ToSyntax for the spans of the rules it reduces
         for token in super()._process(stream):
             if self.paren_level > MAX_NESTING:  # counts the brackets before this token
                 raise _too_deep(_token_span(token, self._file), "brackets")
+            emitted.append(token)
             yield token
+        emitted.append(None)  # the end: the last token is now emitted[-2], as before a lookahead
 
 
 def _too_deep(span: Span, what: str) -> SpecError:
@@ -94,9 +98,28 @@ def _too_deep(span: Span, what: str) -> SpecError:
 
 @functools.cache
 def _lark() -> Lark:
-    grammar = GRAMMAR.read_text(encoding="utf-8").replace("%KEYWORDS%", "|".join(LAYER_KEYWORDS))
-    return Lark(grammar, parser="lalr", postlex=_Indenter(),
-                propagate_positions=True, maybe_placeholders=True)
+    """The parser. `_ToSyntax` is applied as each rule is reduced: no parse tree is built and no
+    second pass walks one (which also keeps a 20,000-term sum free of recursion)."""
+    postlex = _Indenter()
+    return Lark(grammar(), parser="lalr", postlex=postlex, transformer=_ToSyntax(postlex),
+                maybe_placeholders=True)
+
+
+def grammar() -> str:
+    """The Lark grammar, with the registry's layer keywords in place."""
+    return GRAMMAR.read_text(encoding="utf-8").replace("%KEYWORDS%", "|".join(LAYER_KEYWORDS))
+
+
+_PARSING = threading.RLock()  # one Lark instance, its indenter and transformer hold a parse's state
+
+
+def _run(text: str, file: str):
+    """Lark's parse of `text`, syntax nodes located in `file`."""
+    parser = _lark()
+    with _PARSING:
+        parser.options.postlex.file = file
+        parser.options.transformer.begin(file)
+        return parser.parse(text)
 
 
 def read_source(path: str | Path, shown: str | None = None, limit: int = MAX_READ_BYTES) -> str:
@@ -202,20 +225,10 @@ def _parse_registered(text: str, file: str) -> A.SourceFile:
     `for`'s unrolled copies are its one memo, the same for every reader), so a file read again,
     a std/ import or each variant of a sweep, is parsed once."""
     _check_size(text, file)
-    parser = _lark()
-    parser.options.postlex.file = file
     try:
-        tree = parser.parse(text)
-    except SpecError:
-        raise
+        return _run(text, file)
     except UnexpectedInput as error:
         raise _syntax_error(error, text, file) from None
-    try:
-        return _ToSyntax(file).transform(tree)
-    except VisitError as error:  # a callback's SpecError (a literal out of range), wrapped by Lark
-        if isinstance(error.orig_exc, SpecError):
-            raise error.orig_exc from None
-        raise
 
 
 def _check_size(text: str, file: str) -> None:
@@ -382,7 +395,7 @@ def _hint(error: UnexpectedInput, text: str, file: str) -> str | None:
     for hint, snippets in MISTAKES.items():
         for snippet in snippets:
             try:
-                _lark().parse(snippet)
+                _run(snippet, "<hint>")
             except UnexpectedInput as example:
                 if _state_key(example) == wanted:
                     return hint
@@ -401,17 +414,67 @@ def _state_key(error: UnexpectedInput) -> tuple:
 # -- tree -> syntax ---------------------------------------------------------------------------
 
 
-def _span(file: str, meta) -> Span:
-    return Span(file, meta.line, meta.column, meta.end_line, meta.end_column)
+class _ToSyntax(Transformer):
+    """Syntax nodes from the rules Lark reduces, each located where its text starts and ends.
 
+    A rule ends at the token emitted before the lookahead that reduced it (the indenter logs
+    them); it starts at its first child, or at the keyword or bracket it opens with (`opener`),
+    the nearest such token before that child. These are the spans Lark's propagate_positions
+    gives (tests/test_parser.py compares them), at a fraction of its cost.
+    """
 
-class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-term sum
-    def __init__(self, file: str):
+    def __init__(self, indenter: _Indenter):
         super().__init__()
+        self._indenter = indenter
+        self.begin("<spec>")
+
+    def begin(self, file: str) -> None:
         self.file = file
+        self._emitted: list[Token | None] = []
+        self._indenter.emitted = self._emitted
+        self._starts: dict[int, tuple[int, int]] = {}  # id(node) -> where its brackets open
 
     def _tok(self, token: Token) -> Span:
         return _token_span(token, self.file)
+
+    def _span(self, children, opener: str | None = None) -> Span:
+        line, column = self._start(children, opener)
+        last = self._emitted[-2]
+        return Span(self.file, line, column, last.end_line, last.end_column)
+
+    def _first_line(self, children, opener: str) -> Span:
+        """A header line's span, without the newline the rule ends with."""
+        line, column = self._start(children, opener)
+        return Span(self.file, line, column, line, 10_000)
+
+    def _start(self, children, opener: str | None) -> tuple[int, int]:
+        first = next(c for c in children if c is not None and c != [])  # [] : `SK[]`
+        start = self._start_of(first)
+        return start if opener is None else self._opener_before(start, opener)
+
+    def _start_of(self, child) -> tuple[int, int]:
+        start = self._starts.get(id(child))
+        if start is not None:
+            return start
+        if isinstance(child, Token):
+            return child.line, child.column
+        if isinstance(child, list):
+            return self._start_of(child[0])
+        span = child[1] if isinstance(child, tuple) else child.span  # a row is (values, span)
+        return span.line, span.column
+
+    def _opener_before(self, start: tuple[int, int], opener: str) -> tuple[int, int]:
+        emitted = self._emitted
+        index = bisect_left(emitted, start, hi=len(emitted) - 1, key=_position) - 1
+        while index >= 0 and emitted[index] != opener:
+            index -= 1
+        token = emitted[index]
+        return token.line, token.column
+
+    def paren(self, children):
+        inner = children[0]
+        self._starts[id(inner)] = self._start(children, "(")  # its parent starts at the '('
+        return inner
 
     # expressions
     def int(self, children):
@@ -432,56 +495,48 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
     def name(self, children):
         return A.Name(str(children[0]), self._tok(children[0]))
 
-    @v_args(meta=True)
-    def binary(self, meta, children):
+    def binary(self, children):
         left, op, right = children
         terms = getattr(left, "terms", 1) + getattr(right, "terms", 1)
-        span = _span(self.file, meta)
+        span = self._span(children)
         if terms > MAX_TERMS:
             raise SpecError(f"this expression has more than {MAX_TERMS:,} terms", span,
                             code="SK216", hint="compute the value outside and write the number")
         return A.Binary(str(op), left, right, span, terms)
 
-    @v_args(meta=True)
-    def function(self, meta, children):
+    def function(self, children):
         name, *args = children
         args = tuple(a for a in args if a is not None)  # `f()` has one empty placeholder
-        return A.Call(str(name), args, _span(self.file, meta), self._tok(name))
+        return A.Call(str(name), args, self._span(children), self._tok(name))
 
-    @v_args(meta=True)
-    def compare(self, meta, children):
+    def compare(self, children):
         left, op, right = children
-        return A.Compare(str(op), left, right, _span(self.file, meta))
+        return A.Compare(str(op), left, right, self._span(children))
 
-    @v_args(meta=True)
-    def both(self, meta, children):
-        return A.Logic("and", children[0], children[1], _span(self.file, meta))
+    def both(self, children):
+        return A.Logic("and", children[0], children[1], self._span(children))
 
-    @v_args(meta=True)
-    def either(self, meta, children):
-        return A.Logic("or", children[0], children[1], _span(self.file, meta))
+    def either(self, children):
+        return A.Logic("or", children[0], children[1], self._span(children))
 
-    @v_args(meta=True)
-    def negated(self, meta, children):
-        return A.Logic("not", children[0], None, _span(self.file, meta))
+    def negated(self, children):
+        return A.Logic("not", children[0], None, self._span(children, 'not'))
 
     def _dims(self, token: Token) -> A.Dims:
         span = self._tok(token)
         values = tuple(_integer(v, span) for v in token.replace("×", "x").split("x"))
         return A.Dims(values, span)
 
-    def _value(self, value):
+    def _option_value(self, value):
         return self._dims(value) if isinstance(value, Token) and value.type == "DIMS" else value
 
     # arguments
-    @v_args(meta=True)
-    def positional(self, meta, children):
-        return A.Arg(None, self._value(children[0]), _span(self.file, meta))
+    def positional(self, children):
+        return A.Arg(None, self._option_value(children[0]), self._span(children))
 
-    @v_args(meta=True)
-    def keyword(self, meta, children):
+    def keyword(self, children):
         name, value = children
-        return A.Arg(str(name), self._value(value), _span(self.file, meta), self._tok(name))
+        return A.Arg(str(name), self._option_value(value), self._span(children), self._tok(name))
 
     def args(self, children):
         return [child for child in children if child is not None]  # `SK[]` has an empty list
@@ -492,83 +547,72 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
         return A.Label(str(children[0]), self._tok(children[0]))
 
     # statements
-    @v_args(meta=True)
-    def layer(self, meta, children):
+    def layer(self, children):
         label, keyword, options, args, *lines = children
         return A.LayerStmt(label, str(keyword).lower(), str(keyword), options, args or [],
-                           list(lines) if lines else None, _span(self.file, meta),
+                           list(lines) if lines else None, self._span(children),
                            self._tok(keyword))
 
     def kernel_line(self, children):
         return children[0]
 
-    @v_args(meta=True)
-    def call(self, meta, children):
+    def call(self, children):
         label, name, args, repeat = children
         repeat_span = self._tok(repeat) if repeat else None
         return A.CallStmt(label, str(name), self._tok(name), args or [],
-                          _repeat(repeat, repeat_span), repeat_span, _span(self.file, meta))
+                          _repeat(repeat, repeat_span), repeat_span, self._span(children))
 
-    @v_args(meta=True)
-    def residual(self, meta, children):
+    def residual(self, children):
         args, condition, *body = children
-        return A.ResidualStmt(args or [], body, _span(self.file, meta), condition)
+        return A.ResidualStmt(args or [], body, self._span(children, 'residual'), condition)
 
-    @v_args(meta=True)
-    def if_stmt(self, meta, children):
+    def if_stmt(self, children):
         condition, *body, orelse = children
-        return A.IfStmt(condition, body, orelse or [], _span(self.file, meta))
+        return A.IfStmt(condition, body, orelse or [], self._span(children, 'if'))
 
     def else_body(self, children):
         return list(children)
 
-    @v_args(meta=True)
-    def row(self, meta, children):
-        return (tuple(c for c in children if c is not None), _span(self.file, meta))
+    def row(self, children):
+        return (tuple(c for c in children if c is not None), self._span(children, '('))
 
-    @v_args(meta=True)
-    def for_stmt(self, meta, children):
+    def for_stmt(self, children):
         names = [A.Label(str(c), self._tok(c)) for c in children if isinstance(c, Token)]
         rows = [c for c in children if isinstance(c, tuple)]
         body = [c for c in children[len(names):] if c is not None and not isinstance(c, tuple)]
         return A.ForStmt(names, [values for values, _ in rows], [span for _, span in rows], body,
-                         _span(self.file, meta))
+                         self._span(children, 'for'))
 
     stage_table = for_stmt  # `for` around stages: expand.py unrolls it as around statements
 
-    @v_args(meta=True)
-    def shortcut(self, meta, children):
-        return A.ShortcutStmt(list(children), _span(self.file, meta))
+    def shortcut(self, children):
+        return A.ShortcutStmt(list(children), self._span(children, 'shortcut'))
 
-    @v_args(meta=True)
-    def branch(self, meta, children):
+    def branch(self, children):
         name, source, *rest = children
         source_label = A.Label(str(source), self._tok(source)) if source else None
         shares = None
         if len(rest) == 1 and isinstance(rest[0], Token) and rest[0].type == "NAME":
             shares, rest = A.Label(str(rest[0]), self._tok(rest[0])), []
         return A.BranchStmt(A.Label(str(name), self._tok(name)), source_label, rest,
-                            _span(self.file, meta), shares)
+                            self._span(children, 'branch'), shares)
 
-    @v_args(meta=True)
-    def split(self, meta, children):
+    def split(self, children):
         label, args, *outputs = children
         return A.SplitStmt(label, args or [], [A.Label(str(o), self._tok(o)) for o in outputs],
-                           _span(self.file, meta))
+                           self._span(children) if label else self._span(children, "split"))
 
     # definitions
-    @v_args(meta=True)
-    def stage(self, meta, children):
+    def stage(self, children):
         name, repeat, *body = children
         repeat_span = self._tok(repeat) if repeat else None
         return A.StageDecl(A.Label(str(name), self._tok(name)), _repeat(repeat, repeat_span),
-                           repeat_span, body, _span(self.file, meta))
+                           repeat_span, body, self._span(children, 'stage'))
 
-    @v_args(meta=True)
-    def network(self, meta, children):
+    def network(self, children):
         name, *items = children
         decl = A.NetworkDecl(A.Label(str(name), self._tok(name)), None, None, None, [],
-                             _span(self.file, meta))
+                             self._span(children, 'network'))
         for item in items:
             if isinstance(item, (A.StageDecl, A.ForStmt)):
                 decl.stages.append(item)
@@ -580,40 +624,33 @@ class _ToSyntax(Transformer_NonRecursive):  # recursion would fail on a 20,000-t
             setattr(decl, header, value)
         return decl
 
-    @v_args(meta=True)
-    def input_decl(self, meta, children):
-        return ("input", self._dims(children[0]), _first_line(self.file, meta))
+    def input_decl(self, children):
+        return ("input", self._dims(children[0]), self._first_line(children, 'input'))
 
-    @v_args(meta=True)
-    def classes_decl(self, meta, children):
-        return ("classes", children[0], _first_line(self.file, meta))
+    def classes_decl(self, children):
+        return ("classes", children[0], self._first_line(children, 'classes'))
 
-    @v_args(meta=True)
-    def paper_decl(self, meta, children):
-        return ("paper", children[0], _first_line(self.file, meta))
+    def paper_decl(self, children):
+        return ("paper", children[0], self._first_line(children, 'paper'))
 
-    @v_args(meta=True)
-    def formal(self, meta, children):
+    def formal(self, children):
         name, default = children
-        return A.Formal(str(name), default, _span(self.file, meta))
+        return A.Formal(str(name), default, self._span(children))
 
     def formals(self, children):
         return list(children)
 
-    @v_args(meta=True)
-    def block_def(self, meta, children):
+    def block_def(self, children):
         name, formals, *body = children
-        return A.BlockDef(str(name), formals or [], body, _span(self.file, meta), self._tok(name),
+        return A.BlockDef(str(name), formals or [], body, self._span(children, 'block'), self._tok(name),
                           self.file)
 
-    @v_args(meta=True)
-    def param(self, meta, children):
+    def param(self, children):
         name, value = children
-        return A.ParamDecl(str(name), value, _span(self.file, meta), self._tok(name))
+        return A.ParamDecl(str(name), value, self._span(children, 'param'), self._tok(name))
 
-    @v_args(meta=True)
-    def use(self, meta, children):
-        return A.UseDecl(children[0][1:-1], _span(self.file, meta))
+    def use(self, children):
+        return A.UseDecl(children[0][1:-1], self._span(children, 'use'))
 
     def start(self, children):
         source = A.SourceFile(self.file)
@@ -661,6 +698,5 @@ def _finite(value: float, text: str, span: Span) -> float:
                     hint="numbers are at most about 1.8e308; check the exponent")
 
 
-def _first_line(file: str, meta) -> Span:
-    """A header line's span, without the newline the rule ends with."""
-    return Span(file, meta.line, meta.column, meta.line, 10_000)
+def _position(token: Token) -> tuple[int, int]:
+    return token.line, token.column

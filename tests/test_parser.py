@@ -271,3 +271,104 @@ def test_an_error_is_raised_again_not_cached():
         with pytest.raises(SpecError) as error:
             parse_text("network n:\n    input 3x\n", "bad.sk")
         assert error.value.code == "SK101"
+
+
+# -- spans: the transformer runs inside Lark's parse, located without propagate_positions ---
+
+
+class _LocatedByLark:
+    """parser._ToSyntax's callbacks over the tree Lark builds with propagate_positions=True,
+    each node located by Lark's own meta: the reference the in-parse spans must equal."""
+
+    def __init__(self):
+        from lark import Lark, Transformer
+
+        from skdsl import parser as P
+
+        class Reference(P._ToSyntax, Transformer):
+            def _call_userfunc(self, tree, new_children=None):
+                self.meta = tree.meta
+                return super()._call_userfunc(tree, new_children)
+
+            def _span(self, children, opener=None):
+                meta = self.meta
+                return P.Span(self.file, meta.line, meta.column, meta.end_line, meta.end_column)
+
+            def _first_line(self, children, opener):
+                return P.Span(self.file, self.meta.line, self.meta.column, self.meta.line, 10_000)
+
+            def paren(self, children):
+                return children[0]
+
+        self.indenter = P._Indenter()
+        self.lark = Lark(P.grammar(), parser="lalr", postlex=self.indenter,
+                         propagate_positions=True, maybe_placeholders=True)
+        self.transformer = Reference(self.indenter)
+
+    def parse(self, text: str, file: str) -> A.SourceFile:
+        self.indenter.file = file
+        self.transformer.begin(file)
+        return self.transformer.transform(self.lark.parse(text))
+
+
+def _flat(node) -> list:
+    """Every node, field and span of a syntax tree, in order (iterative: deep sums)."""
+    import dataclasses
+
+    out, stack = [], [node]
+    while stack:
+        item = stack.pop()
+        if dataclasses.is_dataclass(item):
+            out.append(type(item).__name__)
+            stack.extend(reversed([getattr(item, f.name) for f in dataclasses.fields(item)]))
+        elif isinstance(item, (list, tuple)):
+            out.append(len(item))
+            stack.extend(reversed(item))
+        else:
+            out.append(repr(item))
+    return out
+
+
+SPAN_CASES = [
+    "param p = ((1 + 2)) * (3 - (4))\nparam q = f((1), 2) - 1\n",
+    "block b(s, c=(2 * 3)):\n    if not not s == (1) and c > 2 or (s) < 0:\n        gap\n"
+    "    else:\n        x = split 2 -> u, v\n        split (2) -> y, z\n"
+    "    residual if s == 1:\n        conv 3x3, (c), stride (s)\n",
+    "network n:\n    input 3x8x8\n    classes (10)\n    paper params=1M\n"
+    "    for name, c in ((a), (2 + 1)), (b, 4):\n        stage name: conv 3x3, c\n",
+]
+
+
+def test_spans_are_those_of_larks_propagate_positions():
+    from skdsl import fuzz
+
+    reference = _LocatedByLark()
+    texts = [text for _, text in fuzz.seed_texts()] + SPAN_CASES
+    assert len(texts) > 40  # every shipped spec and the standard library
+    for text in texts:
+        text = text if text.endswith("\n") else text + "\n"
+        assert _flat(parse_text(text, "s.sk")) == _flat(reference.parse(text, "s.sk")), text
+
+
+def test_spans_of_random_specs_are_those_of_larks_propagate_positions():
+    from hypothesis import given, settings
+
+    from skdsl.testing import specs
+
+    reference = _LocatedByLark()
+
+    @settings(max_examples=60, deadline=None)
+    @given(specs())
+    def check(text):
+        assert _flat(parse_text(text, "r.sk")) == _flat(reference.parse(text, "r.sk"))
+
+    check()
+
+
+def test_the_first_mistake_in_the_file_is_the_one_reported():
+    """Literals are checked as they are read, so a number too large on line 2 is reported
+    before a syntax error further down (once, the whole file was parsed first)."""
+    error = error_of("network n:\n    classes 99999999999999999999\n    stage s: conv 3x3 64\n")
+    assert (error.code, error.span.line) == ("SK213", 2)
+    error = error_of("network n:\n    stage s: conv 3x3 64\n    classes 99999999999999999999\n")
+    assert (error.code, error.span.line) == ("SK101", 2)
