@@ -321,9 +321,12 @@ class _Lowering:
              span: Span | None, layer: str, scope: _Scope) -> Ref:
         """Add a node of op `attrs` written at `span` (given, not looked up: this runs for
         every node)."""
-        self.claim(name, span)
+        nodes, containers = self.nodes, self.containers
+        parent = name.rpartition(".")[0]
+        if (name in nodes or name in containers or parent not in containers
+                or parent in self.instances):  # else new, in a container already checked
+            self.claim(name, span)
         tied = None if scope.tie is None else self.tied_node(name, attrs, scope.tie)
-        nodes = self.nodes
         if len(inputs) == 1:  # most nodes; a comprehension would cost a frame
             source, port = inputs[0]
             in_shapes = (nodes[source].out_shapes[port],)
