@@ -238,10 +238,14 @@ def _add(totals: dict, stage: str, cost: tuple[int, int, int], output: Shape, la
 
 def _unit_cost(graph: LoweredGraph, unit: Unit, count: tuple[str, ...]) -> tuple[int, int, int]:
     """A block body's (params, mult_adds, activations), once per distinct body."""
-    return graph.unit_summary(unit, count, lambda unit: _summed(unit.nodes.values(), count))
+    return graph.unit_summary(unit, count, _unit_total)
 
 
-def _unit_steps(unit: Unit):
+def _unit_total(unit: Unit, count: tuple[str, ...]) -> tuple[int, int, int]:
+    return _summed(unit.nodes.values(), count)
+
+
+def _unit_steps(unit: Unit, key: str = "steps"):
     """A block body's last output, and the receptive-field steps to its last node and to its
     output, as seen from a field of 0 and a jump of 1 at its input (see `_moved`)."""
     state: dict = {unit.source[0]: (0, 0, 1, 1)}

@@ -125,7 +125,7 @@ class LoweredGraph:
         self.output_shape: Shape | None = None
         self.segments: list[dict[str, Node] | Placement] = []
         self._nodes: dict[str, Node] | None = None
-        self._summaries: dict[tuple[int, object], object] = {}
+        self._summaries: dict[Unit, dict] = {}  # unit -> key -> summary
 
     @property
     def nodes(self) -> dict[str, Node]:
@@ -140,12 +140,14 @@ class LoweredGraph:
         return self._nodes
 
     def unit_summary(self, unit: "Unit", key, compute):
-        """What `compute(unit)` gives, computed once per unit and `key` (analysis's costs
+        """What `compute(unit, key)` gives, computed once per unit and `key` (analysis's costs
         under one counting convention, its receptive-field steps)."""
-        cache_key = (id(unit), key)
-        summary = self._summaries.get(cache_key)
+        kept = self._summaries.get(unit)  # two lookups: a (unit, key) tuple is hashed anew
+        if kept is None:
+            kept = self._summaries[unit] = {}
+        summary = kept.get(key)
         if summary is None:
-            summary = self._summaries[cache_key] = compute(unit)
+            summary = kept[key] = compute(unit, key)
         return summary
 
     @classmethod

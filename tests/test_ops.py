@@ -92,7 +92,7 @@ def test_repeated_units_are_summed_once_through_the_graphs_cache():
     first = skdsl.analyze(table)
     calls = []
     unit = placements[0].unit
-    assert table.unit_summary(unit, (), lambda u: calls.append(u)) is not None
+    assert table.unit_summary(unit, (), lambda u, key: calls.append(u)) is not None
     assert calls == []  # analysed already: the graph kept it
     assert skdsl.analyze(table) == first
     assert not hasattr(unit, "summaries")  # analysis writes nothing into the graph's objects
