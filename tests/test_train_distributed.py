@@ -33,25 +33,28 @@ network test_sk:
 # so the test can compare them (rank 0 alone writes checkpoints). Without the wait, a rank that
 # tears the group down while the other still uses it aborts now and then ("terminate called
 # without an active exception"): 2 runs in 12 on two loaded cores, none in 36 with it. It
-# came back once in CI (2026-11-30, after both ranks had finished and waited) with the model
-# still a module global; the worker now frees it before shutdown (none in 16 direct launches
-# either way, so the rate is low and unmeasured).
+# came back once in CI (2026-11-30, after both ranks had finished and waited): a finished run
+# sits in a reference cycle, so its DDP model, whose reducer holds the group, outlived the
+# group. `distributed.teardown` now collects it first (tested below); the worker also trains
+# in a function of its own, as skdsl's trainer does.
 WORKER = """\
 import sys
 import torch
 from skdsl.train import TrainConfig, distributed, runner
 
 
+def train_and_save(config, context, stop, out):
+    run = runner.prepare(config, context, stop)
+    status = runner.train_epochs(run)
+    torch.save(run.raw_model.state_dict(), f"{out}/rank{context.rank}.pt")
+    return status
+
+
 def main(spec, out):
-    # In a function, as skdsl's own trainer does it: the DDP model (and the process group its
-    # reducer holds) is freed on return, not at interpreter shutdown, when a Gloo work object
-    # freed late can abort the process ("terminate called without an active exception").
     config = TrainConfig(spec=spec, out=out, data="synthetic:train=128,val=32", batch_size=16,
                          epochs=2, seed=1, sync_bn=True, device="cpu")
     with distributed.process_group("cpu") as context, runner.StopSignals() as stop:
-        run = runner.prepare(config, context, stop)
-        status = runner.train_epochs(run)
-        torch.save(run.raw_model.state_dict(), f"{out}/rank{context.rank}.pt")
+        status = train_and_save(config, context, stop, out)
         print(f"rank {context.rank} of {context.world_size}: {status}")
 
 
@@ -186,3 +189,30 @@ def test_gloo_sync_batchnorm_in_one_process_is_batchnorm(tmp_path):
         assert synced.state_dict().keys() == reference.state_dict().keys()
     finally:
         dist.destroy_process_group()
+
+
+def test_teardown_frees_a_finished_runs_reference_cycles_before_the_group_goes(monkeypatch):
+    """A run is a reference cycle (`prepare`'s objects point at each other): its DDP model must
+    be collected while the process group still works, not after it is destroyed."""
+    import gc
+    import weakref
+
+    class Cycle:
+        pass
+
+    run = Cycle()
+    run.itself = run
+    alive = weakref.ref(run)
+    del run
+    freed_when_destroyed = []
+    monkeypatch.setattr(dist_.dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist_.dist, "destroy_process_group",
+                        lambda: freed_when_destroyed.append(alive() is None))
+    enabled = gc.isenabled()
+    gc.disable()  # no automatic collection in between: only teardown's own can free it
+    try:
+        dist_.teardown()
+    finally:
+        if enabled:
+            gc.enable()
+    assert freed_when_destroyed == [True]
