@@ -273,6 +273,7 @@ class _Lowering:
         self.containers: set[str] = set()
         self.units: dict[tuple, Unit] | None = {} if reuse else None
         self.instances: dict[str, Placement] = {}  # stage-level blocks, by path
+        self.norms: dict[int, ops.Op] = {}  # one BatchNorm record per width
         self.table["input"] = self.nodes["input"] = Node(
             "input", (), (), (input_shape,), "input", "input", None, network.span("input"),
             ops.tensor.Input())
@@ -379,9 +380,10 @@ class _Lowering:
                                                item.dilation, groups, item.bias),
                       [x], [shape], span, path, scope)
         if item.norm:
-            y = self.emit(f"{path}.bn", _BatchNorm(out), [y], [shape], span, path, scope)
+            norm = self.norms.get(out) or self.norms.setdefault(out, _BatchNorm(out))
+            y = self.emit(f"{path}.bn", norm, [y], [shape], span, path, scope)
         if item.act != "none":
-            y = self.emit(f"{path}.act", _Activation(item.act), [y], [shape], span, path, scope)
+            y = self.emit(f"{path}.act", _ACTIVATIONS[item.act], [y], [shape], span, path, scope)
         return y
 
     def spatial_output(self, item, path, size, kernel, stride, padding, dilation=1,
@@ -527,9 +529,9 @@ class _Lowering:
         squeeze = max(channels // item.reduction_ratio, item.min_width)
         steps = [("pool", _AVERAGE, (channels, 1, 1)),
                  ("reduce", C.pointwise(channels, squeeze, item.bias), (squeeze, 1, 1)),
-                 ("act", _Activation("relu"), (squeeze, 1, 1)),
+                 ("act", _ACTIVATIONS["relu"], (squeeze, 1, 1)),
                  ("expand", C.pointwise(squeeze, channels, item.bias), (channels, 1, 1)),
-                 ("gate", _Activation(item.gate), (channels, 1, 1))]
+                 ("gate", _ACTIVATIONS[item.gate], (channels, 1, 1))]
         y = x
         for name, attrs, shape in steps:
             y = self.emit(f"{path}.{name}", attrs, [y], [shape], span, path, scope)
@@ -578,7 +580,7 @@ class _Lowering:
         path = f"{scope.path}.{item.name}"
         if item.function == "none":
             return x
-        return self.emit(path, _Activation(item.function), [x], [self.shape(x)], item.span(),
+        return self.emit(path, _ACTIVATIONS[item.function], [x], [self.shape(x)], item.span(),
                          path, scope)
 
     def split(self, item: S.ChannelSplit, x: Ref, scope: _Scope, env) -> Ref:
@@ -658,7 +660,7 @@ class _Lowering:
         y = self.emit(path, _ADD, [body, shortcut], [shapes[0]], span, path, scope)
         if item.act != "none":
             path = f"{scope.path}.{item.act_name}"
-            y = self.emit(path, _Activation(item.act), [y], [shapes[0]], span, path, scope)
+            y = self.emit(path, _ACTIVATIONS[item.act], [y], [shapes[0]], span, path, scope)
         return y
 
     def projection(self, item: S.Residual, x: Ref, body: Ref, scope: _Scope, env) -> Ref:
@@ -717,7 +719,10 @@ class _Lowering:
     }
 
 
-_BatchNorm, _Activation = ops.norm.BatchNorm, ops.norm.Activation
+_BatchNorm = ops.norm.BatchNorm
+# Records hold numbers, not places, and nothing changes one: nodes with the same numbers share
+# one (as _ADD below), which saves making ~90 small objects per SKNet-101 lowering.
+_ACTIVATIONS = {function: ops.norm.Activation(function) for function in S.ACTIVATIONS}
 _ADD, _MUL = ops.tensor.Add(), ops.tensor.Mul()  # no numbers: one record serves every node
 _AVERAGE = ops.pool.GlobalPool("avg")
 
