@@ -34,8 +34,8 @@ network test_sk:
 # tears the group down while the other still uses it aborts now and then ("terminate called
 # without an active exception"): 2 runs in 12 on two loaded cores, none in 36 with it. It
 # came back once in CI (2026-11-30, after both ranks had finished and waited): a finished run
-# sits in a reference cycle, so its DDP model, whose reducer holds the group, outlived the
-# group. `distributed.teardown` now collects it first (tested below); the worker also trains
+# can be held by cyclic garbage (see distributed.teardown), so its DDP model, whose reducer
+# holds the group, outlived the group. `distributed.teardown` now collects it first (tested below); the worker also trains
 # in a function of its own, as skdsl's trainer does.
 WORKER = """\
 import sys
@@ -192,8 +192,8 @@ def test_gloo_sync_batchnorm_in_one_process_is_batchnorm(tmp_path):
 
 
 def test_teardown_frees_a_finished_runs_reference_cycles_before_the_group_goes(monkeypatch):
-    """A run is a reference cycle (`prepare`'s objects point at each other): its DDP model must
-    be collected while the process group still works, not after it is destroyed."""
+    """A finished run held only by cyclic garbage (here a cycle of its own) must be collected
+    while the process group still works, not after it is destroyed."""
     import gc
     import weakref
 

@@ -78,10 +78,11 @@ def process_group(device: str = "auto"):
 
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
-        # A finished run sits in a reference cycle: freed by a later collection, its DDP
-        # reducer would let go of the group after the group is gone, at interpreter shutdown
-        # perhaps, where Gloo aborts the process ("terminate called without an active
-        # exception") after a run that went well. Free it now, while the group still works.
+        # A finished run can be held by cyclic garbage (the first optimizer's lazy import of
+        # torch._dynamo leaves cycles holding the frames that built the run). Freed by a later
+        # collection, its DDP reducer would let go of the group after the group is gone, at
+        # interpreter shutdown perhaps, where Gloo aborts the process ("terminate called
+        # without an active exception") after a run that went well. Free it now.
         gc.collect()
         dist.destroy_process_group()
 
