@@ -83,10 +83,16 @@ class _Indenter(Indenter):
 
     def _process(self, stream):
         emitted = self.emitted  # read by _ToSyntax for the spans of the rules it reduces
+        previous = None
         for token in super()._process(stream):
+            if token.line is None and previous is not None:
+                # Lark before 1.3 closes the blocks open at the end of the file with tokens
+                # that have no position; 1.3 gives them the last token's, and so does this.
+                token = Token.new_borrow_pos(token.type, token.value, previous)
             if self.paren_level > MAX_NESTING:  # counts the brackets before this token
                 raise _too_deep(_token_span(token, self._file), "brackets")
             emitted.append(token)
+            previous = token
             yield token
         emitted.append(None)  # the end: the last token is now emitted[-2], as before a lookahead
 

@@ -372,3 +372,25 @@ def test_the_first_mistake_in_the_file_is_the_one_reported():
     assert (error.code, error.span.line) == ("SK213", 2)
     error = error_of("network n:\n    stage s: conv 3x3 64\n    classes 99999999999999999999\n")
     assert (error.code, error.span.line) == ("SK101", 2)
+
+
+def test_blocks_closed_at_the_end_of_the_file_get_a_position_from_any_lark(monkeypatch):
+    """Lark before 1.3 closes the blocks still open at the end with position-less _DEDENTs;
+    an error there (`conv 3x3, (8` as the last line) must still be located."""
+    from lark import Token
+    from lark.indenter import Indenter
+
+    from skdsl import parser as P
+
+    def lark_1_2_process(self, stream):
+        yield from stream
+        yield Token("_DEDENT", "")
+
+    monkeypatch.setattr(Indenter, "_process", lark_1_2_process)
+    indenter = P._Indenter()
+    indenter.emitted, indenter.paren_level, indenter.indent_level = [], 0, [0]
+    last = Token("_NL", "\n", start_pos=30, line=3, column=26, end_line=4, end_column=1,
+                 end_pos=31)
+    closing = list(indenter._process(iter([last])))[-1]
+    assert closing.type == "_DEDENT"
+    assert (closing.line, closing.column, closing.end_line, closing.end_column) == (3, 26, 4, 1)
