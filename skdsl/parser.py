@@ -125,7 +125,10 @@ def _run(text: str, file: str):
     with _PARSING:
         parser.options.postlex.file = file
         parser.options.transformer.begin(file)
-        return parser.parse(text)
+        try:
+            return parser.parse(text)
+        finally:
+            parser.options.transformer.begin("<spec>")  # keep no token of this text
 
 
 def read_source(path: str | Path, shown: str | None = None, limit: int = MAX_READ_BYTES) -> str:
