@@ -288,6 +288,10 @@ class _Lowering:
 
     def claim(self, name: str, span: Span | None) -> None:
         """A node name must be new and must not sit inside, or around, another node's name."""
+        parent = name.rpartition(".")[0]
+        if (parent in self.containers and parent not in self.instances and name not in self.nodes
+                and name not in self.containers):
+            return  # most nodes: new, inside a container checked when it became one
         clash = name if (name in self.nodes or name in self.containers) else None
         prefix = name
         while clash is None and "." in prefix:
@@ -324,11 +328,8 @@ class _Lowering:
              span: Span | None, layer: str, scope: _Scope) -> Ref:
         """Add a node of op `attrs` written at `span` (given, not looked up: this runs for
         every node)."""
-        nodes, containers = self.nodes, self.containers
-        parent = name.rpartition(".")[0]
-        if (name in nodes or name in containers or parent not in containers
-                or parent in self.instances):  # else new, in a container already checked
-            self.claim(name, span)
+        self.claim(name, span)
+        nodes = self.nodes
         tied = None if scope.tie is None else self.tied_node(name, attrs, scope.tie)
         if len(inputs) == 1:  # most nodes; a comprehension would cost a frame
             source, port = inputs[0]

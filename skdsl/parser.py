@@ -529,7 +529,7 @@ class _ToSyntax(Transformer):
         return A.Logic("or", children[0], children[1], self._span(children))
 
     def negated(self, children):
-        return A.Logic("not", children[0], None, self._span(children, 'not'))
+        return A.Logic("not", children[0], None, self._span(children, "not"))
 
     def _dims(self, token: Token) -> A.Dims:
         span = self._tok(token)
@@ -573,29 +573,29 @@ class _ToSyntax(Transformer):
 
     def residual(self, children):
         args, condition, *body = children
-        return A.ResidualStmt(args or [], body, self._span(children, 'residual'), condition)
+        return A.ResidualStmt(args or [], body, self._span(children, "residual"), condition)
 
     def if_stmt(self, children):
         condition, *body, orelse = children
-        return A.IfStmt(condition, body, orelse or [], self._span(children, 'if'))
+        return A.IfStmt(condition, body, orelse or [], self._span(children, "if"))
 
     def else_body(self, children):
         return list(children)
 
     def row(self, children):
-        return (tuple(c for c in children if c is not None), self._span(children, '('))
+        return (tuple(c for c in children if c is not None), self._span(children, "("))
 
     def for_stmt(self, children):
         names = [A.Label(str(c), self._tok(c)) for c in children if isinstance(c, Token)]
         rows = [c for c in children if isinstance(c, tuple)]
         body = [c for c in children[len(names):] if c is not None and not isinstance(c, tuple)]
         return A.ForStmt(names, [values for values, _ in rows], [span for _, span in rows], body,
-                         self._span(children, 'for'))
+                         self._span(children, "for"))
 
     stage_table = for_stmt  # `for` around stages: expand.py unrolls it as around statements
 
     def shortcut(self, children):
-        return A.ShortcutStmt(list(children), self._span(children, 'shortcut'))
+        return A.ShortcutStmt(list(children), self._span(children, "shortcut"))
 
     def branch(self, children):
         name, source, *rest = children
@@ -604,7 +604,7 @@ class _ToSyntax(Transformer):
         if len(rest) == 1 and isinstance(rest[0], Token) and rest[0].type == "NAME":
             shares, rest = A.Label(str(rest[0]), self._tok(rest[0])), []
         return A.BranchStmt(A.Label(str(name), self._tok(name)), source_label, rest,
-                            self._span(children, 'branch'), shares)
+                            self._span(children, "branch"), shares)
 
     def split(self, children):
         label, args, *outputs = children
@@ -616,12 +616,12 @@ class _ToSyntax(Transformer):
         name, repeat, *body = children
         repeat_span = self._tok(repeat) if repeat else None
         return A.StageDecl(A.Label(str(name), self._tok(name)), _repeat(repeat, repeat_span),
-                           repeat_span, body, self._span(children, 'stage'))
+                           repeat_span, body, self._span(children, "stage"))
 
     def network(self, children):
         name, *items = children
         decl = A.NetworkDecl(A.Label(str(name), self._tok(name)), None, None, None, [],
-                             self._span(children, 'network'))
+                             self._span(children, "network"))
         for item in items:
             if isinstance(item, (A.StageDecl, A.ForStmt)):
                 decl.stages.append(item)
@@ -634,13 +634,13 @@ class _ToSyntax(Transformer):
         return decl
 
     def input_decl(self, children):
-        return ("input", self._dims(children[0]), self._first_line(children, 'input'))
+        return ("input", self._dims(children[0]), self._first_line(children, "input"))
 
     def classes_decl(self, children):
-        return ("classes", children[0], self._first_line(children, 'classes'))
+        return ("classes", children[0], self._first_line(children, "classes"))
 
     def paper_decl(self, children):
-        return ("paper", children[0], self._first_line(children, 'paper'))
+        return ("paper", children[0], self._first_line(children, "paper"))
 
     def formal(self, children):
         name, default = children
@@ -651,15 +651,15 @@ class _ToSyntax(Transformer):
 
     def block_def(self, children):
         name, formals, *body = children
-        return A.BlockDef(str(name), formals or [], body, self._span(children, 'block'), self._tok(name),
+        return A.BlockDef(str(name), formals or [], body, self._span(children, "block"), self._tok(name),
                           self.file)
 
     def param(self, children):
         name, value = children
-        return A.ParamDecl(str(name), value, self._span(children, 'param'), self._tok(name))
+        return A.ParamDecl(str(name), value, self._span(children, "param"), self._tok(name))
 
     def use(self, children):
-        return A.UseDecl(children[0][1:-1], self._span(children, 'use'))
+        return A.UseDecl(children[0][1:-1], self._span(children, "use"))
 
     def start(self, children):
         source = A.SourceFile(self.file)

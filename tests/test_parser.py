@@ -281,11 +281,11 @@ class _LocatedByLark:
     each node located by Lark's own meta: the reference the in-parse spans must equal."""
 
     def __init__(self):
-        from lark import Lark, Transformer
+        from lark import Lark
 
         from skdsl import parser as P
 
-        class Reference(P._ToSyntax, Transformer):
+        class Reference(P._ToSyntax):
             def _call_userfunc(self, tree, new_children=None):
                 self.meta = tree.meta
                 return super()._call_userfunc(tree, new_children)
@@ -394,3 +394,13 @@ def test_blocks_closed_at_the_end_of_the_file_get_a_position_from_any_lark(monke
     closing = list(indenter._process(iter([last])))[-1]
     assert closing.type == "_DEDENT"
     assert (closing.line, closing.column, closing.end_line, closing.end_column) == (3, 26, 4, 1)
+
+
+def test_no_transformer_helper_is_taken_for_an_inlined_rule():
+    """Lark calls any _ToSyntax attribute named like a rule; a `_rule` is inlined into its
+    parent and must reach it as a tree (a helper once called `_value` broke every option)."""
+    from skdsl import parser as P
+
+    inlined = {rule.origin.name for rule in P._lark().rules
+               if str(rule.origin.name).startswith("_")}
+    assert inlined and not {name for name in inlined if hasattr(P._ToSyntax, str(name))}
