@@ -23,7 +23,8 @@ from . import syntax as A
 from .errors import Span, SpecError, declare_settings, did_you_mean
 from .parser import (LAYER_KEYWORDS, check_repeat, check_spec_file, file_error, parse_text,
                      read_source)
-from .syntax import MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING, MAX_PATH_LENGTH
+from .syntax import (MAX_BRANCHES, MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING,
+                     MAX_PATH_LENGTH)
 
 declare_settings("overrides", "allow_imports_outside")
 
@@ -1221,6 +1222,10 @@ def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
     args.finish()
     count = found.pop("branch_count", None)
     groups = found.pop("groups", S.SK_GROUPS)
+    _check_branch_count(count if st.kernel_lines is None else len(st.kernel_lines),
+                        args.spans.get("branch_count", args.span))
+    # Every branch is a convolution of its own: they count toward the layer limit too.
+    expander.count_layers(len(st.kernel_lines or ()) or count or 2, args.span)
     if st.kernel_lines is not None:
         if count is not None and count != len(st.kernel_lines):
             raise SpecError(f"M={count} but {len(st.kernel_lines)} branches are listed",
@@ -1233,6 +1238,13 @@ def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
             {"groups": args.spans.get("groups", args.span)}) for m in range(1, (count or 2) + 1)]
     return _build(S.SelectiveKernel, args.spans[""], args.spans, name=name, out_channels=out,
                   branches=branches, attention=attention, **found)
+
+
+def _check_branch_count(count: int | None, span: Span) -> None:
+    if count is not None and count > MAX_BRANCHES:
+        raise SpecError(f"{count:,} branches are over the limit of {MAX_BRANCHES}", span,
+                        code="SK217", hint="an SK unit selects among a few kernels (the paper "
+                        "uses M=2 or 3); write more units instead")
 
 
 def _branch_line(line: list[A.Arg], env: Env, groups, parent: _Args) -> S.KernelBranch:

@@ -67,10 +67,21 @@ def load_json_spec(path: str | Path):
     except RecursionError:
         raise SpecError("the JSON is nested too deeply to be a spec", Span(file, 1, 1, 1, 2),
                         code="SK401") from None
+    except ValueError:  # Python reads no integer of over 4,300 digits
+        raise _huge_number(file, text) from None
     try:
         return Network.model_validate_json(text)
     except ValidationError as error:
         raise _json_spec_error(file, text, data, error) from None
+
+
+def _huge_number(file: str, text: str) -> SpecError:
+    found = re.search(r"\d{4301,}", text)
+    start = found.start() if found else 0
+    line = text.count("\n", 0, start) + 1
+    column = start - (text.rfind("\n", 0, start) + 1) + 1
+    return SpecError("a whole number of more than 4,300 digits, more than any spec holds",
+                     Span(file, line, column, line, column + 1), code="SK401")
 
 
 def _json_spec_error(file: str, text: str, data, error) -> SpecError:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import functools
 import math
-import stat
 import threading
 from bisect import bisect_left
 from pathlib import Path
@@ -18,7 +17,7 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.indenter import Indenter
 
-from . import ops
+from . import files, ops
 from . import syntax as A
 from .errors import Span, SpecError, did_you_mean, register_source
 from .syntax import (MAX_FILE_BYTES, MAX_INTEGER, MAX_LINE_LENGTH, MAX_NESTING, MAX_READ_BYTES,
@@ -137,16 +136,10 @@ def read_source(path: str | Path, shown: str | None = None, limit: int = MAX_REA
     path = Path(path)
     shown = shown or str(path)
     where = Span(shown, 1, 1, 1, 1)
-    check_spec_file(path, shown=shown, limit=limit)
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"no such file: '{shown}'", code="SK110",
-                        hint=_nearby_files(path)) from None
-    except OSError as error:
-        raise file_error(error, shown, None) from None
-    if len(data) > limit:  # it grew since it was checked
-        raise _too_large(shown, len(data), limit, None)
+        data = files.read_bytes(path, limit)  # a regular file only, opened without blocking
+    except files.FileProblem as problem:
+        raise _unreadable(problem, path, shown, None, limit) from None
     if b"\0" in data:
         raise SpecError(f"'{shown}' is a binary file, not a text spec", where, code="SK112")
     try:
@@ -166,23 +159,28 @@ def check_spec_file(path: Path, span: Span | None = None, shown: str | None = No
 
     Only `stat` is called: opening a FIFO blocks until a writer comes, and /dev/zero never ends.
     """
-    shown = shown or str(path)
     try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise SpecError(f"no such file: '{shown}'", span, code="SK110",
-                        hint=_nearby_files(path)) from None
-    except OSError as error:
-        raise file_error(error, shown, span) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise SpecError(f"'{shown}' is a directory, not a spec file", span, code="SK111",
-                        hint="name a .sk file inside it")
-    if not stat.S_ISREG(info.st_mode):
-        raise SpecError(f"'{shown}' is {_file_kind(info.st_mode)}, not a spec file", span,
-                        code="SK115", hint="name a regular .sk file; skdsl reads no devices, "
-                        "pipes or sockets")
-    if info.st_size > limit:
-        raise _too_large(shown, info.st_size, limit, span)
+        files.check_readable(path, limit)
+    except files.FileProblem as problem:
+        raise _unreadable(problem, path, shown or str(path), span, limit) from None
+
+
+def _unreadable(problem: files.FileProblem, path: Path, shown: str, span: Span | None,
+                limit: int) -> SpecError:
+    """The SpecError (SK110-SK120) for a spec file the file policy refused."""
+    if problem.kind == "missing":
+        return SpecError(f"no such file: '{shown}'", span, code="SK110", hint=_nearby_files(path))
+    if problem.kind == "directory":
+        return SpecError(f"'{shown}' is a directory, not a spec file", span, code="SK111",
+                         hint="name a .sk file inside it")
+    if problem.kind == "special":
+        return SpecError(f"'{shown}' is {problem.what}, not a spec file", span, code="SK115",
+                         hint="name a regular .sk file; skdsl reads no devices, pipes or sockets")
+    if problem.kind == "too_large":
+        return _too_large(shown, problem.size, limit, span)
+    if problem.kind == "name_too_long":
+        return file_error(OSError(errno.ENAMETOOLONG, problem.reason), shown, span)
+    return SpecError(f"cannot read '{shown}': {problem}", span, code="SK114")
 
 
 def file_error(error: OSError, shown: str, span: Span | None) -> SpecError:
@@ -192,12 +190,6 @@ def file_error(error: OSError, shown: str, span: Span | None) -> SpecError:
         return SpecError(f"the path '{shown}' is too long for this system", span,
                          code="SK120", hint="shorten the path or the names of its folders")
     return SpecError(f"cannot read '{shown}': {error.strerror}", span, code="SK114")
-
-
-def _file_kind(mode: int) -> str:
-    kinds = ((stat.S_ISFIFO, "a pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((kind for test, kind in kinds if test(mode)), "not a regular file")
 
 
 def _too_large(shown: str, size: int, limit: int, span: Span | None) -> SpecError:

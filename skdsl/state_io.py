@@ -19,23 +19,21 @@ This module imports torch; the modules that use it from the CLI import it lazily
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import os
 import pickle
 import re
-import time
 import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from . import __version__
+from . import __version__, files
 from .errors import CheckpointError, CliError, SkdslError, declare_settings
 
 declare_settings("checkpoint", "random_init", "overrides")
@@ -46,10 +44,7 @@ FORMAT_VERSION = 2
 TRY_ANOTHER = "use another checkpoint, such as best.pt beside it"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")  # DDP, torch.compile, other runners
 WRAPPER_KEYS = ("state_dict", "model")  # where other runners keep the weights in a dict
-# Test hook: seconds to wait inside every write, after the bytes and before the rename, so a
-# test can kill a process in the middle of one (tests/test_train_kills.py).
-WRITE_DELAY_VARIABLE = "SKDSL_TEST_WRITE_DELAY"
-
+WRITE_DELAY_VARIABLE = files.WRITE_DELAY_VARIABLE  # for tests/test_train_kills.py
 
 @dataclass(frozen=True)
 class Reader:
@@ -77,22 +72,10 @@ EXPORT = Reader(CheckpointError, "checkpoint", "SK531", "SK602", "SK603", "SK531
 # -- writing ---------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary path beside `path` to write; once the block ends, the file is fsynced and
-    renamed over `path`, and the rename fsynced. `path` always holds a whole file, old or new;
-    on an error the temporary file is removed (a killed process leaves it: `remove_stale_
-    temporaries` clears it at the next start). Raises OSError."""
-    path = Path(path)
-    temporary = temporary_name(path)
-    try:
-        yield temporary
-        _fsync_file(temporary)  # the bytes are on disk before the name points at them
-        _test_delay()
-        os.replace(temporary, path)
-        _fsync_directory(path.parent)  # and the rename itself survives a power cut
-    finally:
-        temporary.unlink(missing_ok=True)
+def atomic_path(path: str | Path):
+    """files.atomic_path: a temporary file beside the regular file `path` names, renamed over it
+    once written; OSError (a FileProblem, for a target that is no regular file) otherwise."""
+    return files.atomic_path(path)
 
 
 def write(payload, path: str | Path) -> None:
@@ -100,10 +83,6 @@ def write(payload, path: str | Path) -> None:
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as file:
             torch.save(payload, file)
-
-
-def temporary_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 _TEMPORARY = re.compile(r"\.(.+)\.(\d+)\.tmp")
@@ -126,18 +105,11 @@ def remove_stale_temporaries(folder: str | Path, all_but_mine: bool = False) -> 
 
 def check_writable(path: str | Path) -> str | None:
     """Why `path` cannot be written (before any expensive work), or None: its folder is
-    missing or read-only, or it is a directory. Probes with a real file, as permissions,
-    read-only mounts and root all decide."""
-    path = Path(path)
-    if path.is_dir():
-        return "it is a directory"
-    probe = temporary_name(path)
+    missing or read-only, or it is a directory, a device, a FIFO or a socket (files.check_writable)."""
     try:
-        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except OSError as error:
-        return error.strerror or str(error)
-    os.close(descriptor)
-    probe.unlink(missing_ok=True)
+        files.check_writable(path)
+    except files.FileProblem as problem:
+        return problem.reason
     return None
 
 
@@ -149,25 +121,6 @@ def _alive(pid: int) -> bool:
     except (PermissionError, OverflowError):
         return True  # someone else's process, or a number no process has: leave it
     return True
-
-
-def _fsync_file(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name == "posix":  # Windows cannot open a directory; its rename is durable enough
-        _fsync_file(directory)
-
-
-def _test_delay() -> None:
-    delay = os.environ.get(WRITE_DELAY_VARIABLE)
-    if delay:
-        time.sleep(float(delay))
 
 
 # -- the digest of a whole payload -----------------------------------------------------------------
@@ -243,10 +196,15 @@ def read(path: str | Path, reader: Reader = CHECKPOINTS):
     """The contents of a torch.save file, tensors and plain values only (torch.load with
     weights_only; memory-mapped when it is torch's zip format), or `reader`'s error."""
     path = Path(path)
-    if not path.is_file():  # a FIFO or a device would block or never end
-        raise reader.error(f"no {reader.noun} '{path}'" if not path.exists() else
-                           f"'{path}' is not a file", code=reader.missing,
-                           hint=reader.missing_hint)
+    try:  # a FIFO or a device would block or never end
+        files.check_readable(path, files.MAX_CHECKPOINT_BYTES)
+    except files.FileProblem as problem:
+        if problem.kind == "missing":
+            raise reader.error(f"no {reader.noun} '{path}'", code=reader.missing,
+                               hint=reader.missing_hint) from None
+        raise reader.error(f"cannot read {reader.noun} '{path}': {problem}",
+                           code=reader.missing if problem.kind != "too_large" else reader.corrupt,
+                           hint=reader.missing_hint) from None
     is_zip = zipfile.is_zipfile(path)
     if not (is_zip or _starts_like_a_pickle(path)):
         raise reader.error(f"'{path}' is truncated or corrupt: it is neither the zip archive "

@@ -21,6 +21,7 @@ MAX_INTEGER = 2**63 - 1  # an integer literal, or a result of integer arithmetic
 MAX_TERMS = 50_000  # operands of one expression
 MAX_REPEAT = 10_000  # a repeat count such as x3
 MAX_LAYERS = 20_000  # layers of the expanded network, every repeat unrolled
+MAX_BRANCHES = 64  # branches M of one SK or SUM unit (the paper's largest is 4)
 
 T = TypeVar("T")
 

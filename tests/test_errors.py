@@ -6,6 +6,7 @@ directory; a note "(`NAME` as written by `skdsl spec PATH --json`)" writes that 
 `console` block's `$ skdsl ...` line is run with `skdsl.commands.main` and its stderr compared verbatim.
 """
 
+import os
 import re
 import shlex
 from pathlib import Path
@@ -54,10 +55,14 @@ def test_unreadable_file(tmp_path, monkeypatch, capsys):
     path = tmp_path / "locked.sk"
     path.write_text("network n:\n")
 
-    def refuse(self):
-        raise PermissionError(13, "Permission denied")
+    opened = os.open
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    def refuse(name, *args, **kwargs):  # root reads any file: a refusal is simulated
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied")
+        return opened(name, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refuse)
     assert commands.main(["check", str(path)]) == 2
     assert f"error SK114: cannot read '{path}': Permission denied" in capsys.readouterr().err
 

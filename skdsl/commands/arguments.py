@@ -17,6 +17,9 @@ from ..errors import CliError, did_you_mean
 _DIMS = re.compile(r"(\d+)[x×X](\d+)[x×X](\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT = re.compile(r"[+-]?\d+")
+# Digits of a whole number on the command line: 2**63 - 1 has 19. Longer ones are refused before
+# int() reads them (past 4,300 digits Python itself refuses, with no word of which flag).
+MAX_DIGITS = 19
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 
 
@@ -86,7 +89,7 @@ def add_input_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_count_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--count", metavar="CLASSES", default="",
+    parser.add_argument("--count", metavar="CLASSES",
                         help="also count these op classes in the multiply-adds, comma-separated: "
                              "bn, act, pool, add, mul, softmax, or all (docs/analysis.md)")
 
@@ -97,17 +100,45 @@ def add_sweep_argument(parser: argparse.ArgumentParser) -> None:
                         help="one row per value of a `param` (repeatable: the cross product)")
 
 
+def clipped(text: str, limit: int = 40) -> str:
+    """A value as a message shows it: cut to `limit` characters, the last one '…'."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def quoted(text: str, limit: int = 40) -> str:
+    """A value as a message shows it, quoted: 'abc', or cut as `clipped` cuts it."""
+    return repr(clipped(text, limit))
+
+
+def is_whole_number(text: str) -> bool:
+    """Does `text` spell a whole number, of any length?"""
+    return bool(_INT.fullmatch(text.strip()))
+
+
+def whole_number(text: str) -> int | None:
+    """The int `text` spells, or None when it spells none or one of more than MAX_DIGITS digits."""
+    text = text.strip()
+    if not is_whole_number(text) or len(text.lstrip("+-").lstrip("0")) > MAX_DIGITS:
+        return None
+    return int(text)
+
+
 def parse_input_shape(text: str | None) -> tuple[int, int, int] | None:
     """'3x320x320' -> (3, 320, 320); None stays None (the spec's own input)."""
+    from ..spec import LARGEST
+
     if text is None:
         return None
     match = _DIMS.fullmatch(text.strip())
     if not match:
-        raise CliError(f"--input {text!r}: expected channels×height×width such as 3x224x224",
+        raise CliError(f"--input {quoted(text)}: expected channels×height×width such as "
+                       f"3x224x224", code="SK501")
+    shape = tuple(whole_number(size) for size in match.groups())
+    if any(size is None or size > LARGEST for size in shape):
+        raise CliError(f"--input {quoted(text)}: every size must be at most {LARGEST:,}",
                        code="SK501")
-    shape = tuple(int(size) for size in match.groups())
     if min(shape) < 1:
-        raise CliError(f"--input {text!r}: every size must be at least 1", code="SK501")
+        raise CliError(f"--input {quoted(text)}: every size must be at least 1", code="SK501")
     return shape
 
 
@@ -119,33 +150,50 @@ def parse_overrides(items: list[str]) -> dict[str, int | float | str]:
         name, equals, raw = item.partition("=")
         name, raw = name.strip(), raw.strip()
         if not equals or not _NAME.fullmatch(name) or not raw:
-            raise CliError(f"--set {item!r}: expected NAME=VALUE, such as --set M=3",
+            raise CliError(f"--set {quoted(item)}: expected NAME=VALUE, such as --set M=3",
                            code="SK502")
         if name in overrides:
             raise CliError(f"--set {name} is given twice", code="SK502",
                            hint="keep one --set per parameter")
-        overrides[name] = _value(raw)
+        overrides[name] = _value(raw, "--set", name, "SK502")
     return overrides
 
 
-def _value(raw: str) -> int | float | str:
-    if _INT.fullmatch(raw):
-        return int(raw)
+def _value(raw: str, option: str, name: str, code: str) -> int | float | str:
+    """An int if `raw` reads as one, else a float, else the word itself; a CliError for a
+    number no spec can hold (over MAX_DIGITS digits, or beyond a float's range)."""
+    if is_whole_number(raw):
+        value = whole_number(raw)
+        if value is None:
+            raise CliError(f"{option} {name}={quoted(raw, 24)}: a whole number of more than "
+                           f"{MAX_DIGITS} digits", code=code,
+                           hint="a spec's integers are at most 9,223,372,036,854,775,807")
+        return value
     if _FLOAT.fullmatch(raw):
-        return float(raw)
+        number = float(raw)
+        if number in (float("inf"), float("-inf")):
+            raise CliError(f"{option} {name}={quoted(raw, 24)}: a number beyond about 1.8e308",
+                           code=code, hint="a spec's numbers are finite")
+        return number
     return raw
 
 
-def parse_count(text: str) -> tuple[str, ...]:
-    """`--count bn,add` -> ("bn", "add"); `all` -> every class."""
+def parse_count(text: str | None) -> tuple[str, ...]:
+    """`--count bn,add` -> ("bn", "add"); `all` -> every class; None (no --count) -> ()."""
     from ..analysis import EXTRA_COUNTS
 
+    if text is None:
+        return ()
     names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise CliError(f"--count {quoted(text)}: name at least one op class", code="SK506",
+                       hint=f"choose from {', '.join(EXTRA_COUNTS)} or all; leave out --count "
+                            f"for the paper's convention")
     if names == ["all"]:
         return tuple(EXTRA_COUNTS)
     for name in names:
         if name not in EXTRA_COUNTS:
-            raise CliError(f"--count {text}: no op class '{name}'", code="SK506",
+            raise CliError(f"--count {clipped(text)}: no op class {quoted(name)}", code="SK506",
                            hint=did_you_mean(name, EXTRA_COUNTS) or
                            f"choose from {', '.join(EXTRA_COUNTS)} or all")
     return tuple(names)
@@ -159,14 +207,14 @@ def parse_sweeps(items: list[str]) -> dict[str, list[int | float | str]]:
         name = name.strip()
         values = [value.strip() for value in raw.split(",")]
         if not equals or not _NAME.fullmatch(name) or not all(values):
-            raise CliError(f"--sweep {item!r}: expected NAME=V1,V2,... such as --sweep M=1,2,3",
-                           code="SK540")
+            raise CliError(f"--sweep {quoted(item)}: expected NAME=V1,V2,... such as "
+                           f"--sweep M=1,2,3", code="SK540")
         if name in sweeps:
             raise CliError(f"--sweep {name} is given twice", code="SK540",
                            hint=f"list all its values in one --sweep {name}=...")
-        parsed = [_value(value) for value in values]
+        parsed = [_value(value, "--sweep", name, "SK540") for value in values]
         if len(set(map(repr, parsed))) != len(parsed):
-            raise CliError(f"--sweep {item!r}: a value is listed twice", code="SK540")
+            raise CliError(f"--sweep {quoted(item)}: a value is listed twice", code="SK540")
         sweeps[name] = parsed
     return sweeps
 

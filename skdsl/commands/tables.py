@@ -58,9 +58,13 @@ def _check(output: str | None, text: str, rows: int, manifest_path: Path) -> boo
         print(f"{rows} rows checked; no {DEFAULT_OUTPUT} beside {manifest_path} to compare "
               f"(an installed skdsl ships its specs, not its docs)")
         return True
-    try:
-        current = Path(output).read_text(encoding="utf-8")
-    except OSError:
+    from .. import files
+
+    try:  # a FIFO or device at `output` is refused here, as `skdsl tables -o` refuses it
+        current = files.read_text(output, files.MAX_TEXT_BYTES)
+    except files.FileProblem as problem:
+        if problem.kind != "missing":
+            raise CliError(f"cannot compare with '{output}': {problem}", code="SK504") from None
         current = None
     if current != text:
         print(f"tables: {output} is stale; run `skdsl tables` to regenerate it", file=sys.stderr)

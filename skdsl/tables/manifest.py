@@ -7,7 +7,6 @@ file cannot be read or is not TOML). Prose (captions, notes, reasons) is a `Pros
 
 from __future__ import annotations
 
-import tomllib
 import typing
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
@@ -18,6 +17,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, ValidationEr
                       ValidationInfo, field_validator, model_validator)
 from pydantic_core import PydanticCustomError
 
+from .. import files
 from ..errors import CliError, did_you_mean
 from .prose import Prose, parse_prose
 
@@ -263,13 +263,11 @@ class Manifest:
 
 def load_manifest(path: Path) -> Manifest:
     """The manifest at `path`; CliError SK544 when unreadable, SK545 for a mistake in it."""
-    try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise CliError(f"cannot read the manifest '{path}': {error.strerror or error}",
-                       code="SK544") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise CliError(f"the manifest '{path}' is not valid TOML: {error}", code="SK544") from None
+    try:  # a device or FIFO is refused, not read until memory runs out
+        data, _ = files.read_toml(path)
+    except files.FileProblem as problem:
+        raise CliError(f"the manifest '{path}' is {problem}" if problem.kind == "invalid" else
+                       f"cannot read the manifest '{path}': {problem}", code="SK544") from None
     if not data.get("tables"):
         raise CliError(f"the manifest '{path}' has no [[tables]]", code="SK545")
     root = Path(path).absolute().parent.parent  # not resolved: specs/ may be a link into skdsl/

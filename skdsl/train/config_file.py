@@ -16,7 +16,6 @@ This module imports no torch.
 from __future__ import annotations
 
 import re
-import tomllib
 import typing
 from dataclasses import fields, replace
 from functools import lru_cache
@@ -25,6 +24,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 
+from .. import files
 from ..errors import SkdslError
 from .config import (CHOICES, FLAGS, INTEGER_RANGES, NUMBERS, OPEN_RANGES, TEXTS, TrainConfig)
 
@@ -118,16 +118,14 @@ def _line_of(key: str, text: str) -> int | None:
 def read_config_file(path: str | Path) -> dict:
     """The checked settings of a TOML file (only those it sets)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise ConfigFileError(f"cannot read {{config_file}} '{path}': {reason}") from None
-    try:
-        values = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigFileError(f"{{config_file}} '{path}' is not valid TOML: {error}",
-                              hint="write one `name = value` per line, such as epochs = 4") from None
+    try:  # a device or FIFO is refused, not read until memory runs out
+        values, text = files.read_toml(path)
+    except files.FileProblem as problem:
+        if problem.kind == "invalid":
+            raise ConfigFileError(f"{{config_file}} '{path}' is {problem}",
+                                  hint="write one `name = value` per line, such as epochs = 4"
+                                  ) from None
+        raise ConfigFileError(f"cannot read {{config_file}} '{path}': {problem}") from None
     return check_settings(values, f"{{config_file}} '{path}'", text)
 
 

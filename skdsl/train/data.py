@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Generator, Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from .. import files
 from ..errors import CliError, did_you_mean
 from ..loading import SettingError
 from .config import DATA_KINDS
@@ -487,11 +488,14 @@ class _ArrayUnpickler(pickle.Unpickler):
 def read_cifar_batch(path: Path, label_key: bytes, classes: int) -> tuple[Tensor, Tensor]:
     """One batch file -> uint8 images N×3×32×32 and int64 labels N, or a DataError naming it."""
     try:
-        with open(path, "rb") as file:
-            batch = _ArrayUnpickler(io.BytesIO(file.read()), encoding="bytes").load()
-    except FileNotFoundError:
-        raise DataError(f"no CIFAR batch file '{path}'",
-                        hint="the directory should hold the python version of CIFAR") from None
+        data = files.read_bytes(path, files.MAX_DATA_FILE_BYTES)
+    except files.FileProblem as problem:
+        if problem.kind == "missing":
+            raise DataError(f"no CIFAR batch file '{path}'",
+                            hint="the directory should hold the python version of CIFAR") from None
+        raise DataError(f"cannot read the CIFAR batch '{path}': {problem}") from None
+    try:
+        batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except ModuleNotFoundError:
         raise DataError(f"reading '{path}' needs numpy: pip install numpy") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, OSError) as error:
@@ -531,8 +535,8 @@ def _open_cifar(source: SourceSpec, seed: int, policy=None) -> Source:
     train_files, test_files, label_key, classes, folder = CIFAR_FILES[source.kind]
     directory = source.path / folder if (source.path / folder).is_dir() else source.path
 
-    def read(files: list[str]) -> TensorImages:
-        parts = [read_cifar_batch(directory / name, label_key, classes) for name in files]
+    def read(names: list[str]) -> TensorImages:
+        parts = [read_cifar_batch(directory / name, label_key, classes) for name in names]
         return TensorImages(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
 
     return Source(source.kind, classes,
@@ -611,10 +615,14 @@ class ImageFiles:
 
 def decode_image(path: Path) -> Tensor:
     """An image file -> uint8 RGB 3×H×W, or a DataError naming the file."""
+    try:  # read whole first: a FIFO or device named like an image is refused, not waited on
+        data = files.read_bytes(path, files.MAX_IMAGE_BYTES)
+    except files.FileProblem as problem:
+        raise DataError(f"cannot read image '{path}': {problem}") from None
     from PIL import Image
 
     try:
-        with Image.open(path) as opened:
+        with Image.open(io.BytesIO(data)) as opened:
             rgb = opened.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DataError(f"cannot decode image '{path}': {error}") from None
