@@ -85,6 +85,15 @@ def _refuse_mode(mode: int, wanted: str = "a regular file") -> None:
                                      f"writes no devices, pipes or sockets", what=kind_of(mode))
 
 
+def _refuse_special(path: str | Path) -> None:
+    """FileProblem when `path` is a device, FIFO, socket or directory; else nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    _refuse_mode(mode)
+
+
 def too_large(size: int, limit: int) -> FileProblem:
     return FileProblem("too_large", f"it is {size:,} bytes, more than the {limit:,} skdsl "
                                     f"reads from such a file", size=size)
@@ -113,6 +122,7 @@ def read_bytes(path: str | Path, limit: int) -> bytes:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
                              | getattr(os, "O_NOCTTY", 0))
     except OSError as error:
+        _refuse_special(path)  # a socket cannot be opened (ENXIO): say what it is instead
         raise _problem(error) from None
     try:
         info = os.fstat(descriptor)
