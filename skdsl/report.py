@@ -335,7 +335,9 @@ class Column:
 class FittedTable:
     """A rich table that fits the console's width without cutting a number: as written if that
     fits; else with compact numbers (27.5M) and wrapping only between words; else without its
-    least useful columns, which the caption then names. Rich alone would cut cells to `2…`."""
+    least useful columns, which the caption then names; else, when not even the columns that are
+    never left out fit, as a list of `header: value` lines (`layout` decides). Rich alone would
+    cut cells to `2…`."""
 
     def __init__(self, columns: list[Column], *, title: str, caption: list[str] = (),
                  row_styles: list[str] | None = None, show_lines: bool = False,
@@ -357,20 +359,31 @@ class FittedTable:
         else:
             yield from ((True, wrap, dropped) for wrap in (False, True) for dropped in left_out)
 
-    def __rich_console__(self, console, options):
+    def layout(self, max_width: int):
+        """The fullest layout that fits `max_width`, as (compact, wrap, columns left out, their
+        widths); None when none does and the table is to be a list."""
+        # Title and caption wrap at the table's width, and rich folds a word longer than that.
+        if _words_width("\n".join([self.title, *self.caption])) > max_width:
+            return None
         for compact, wrap, dropped in self.layouts():
             columns = [column for column in self.columns if column not in dropped]
-            widths = fit_widths(columns, compact, wrap, options.max_width)
+            widths = fit_widths(columns, compact, wrap, max_width)
             if widths is not None:
-                break
-        else:  # narrower than the narrowest layout: rich cuts what it must
-            widths = column_widths(columns, compact, wrap)[1]
-        yield self._table(columns, compact, wrap, widths, dropped, options.max_width)
+                return compact, wrap, dropped, widths
+        return None
 
-    def _table(self, columns, compact, wrap, widths, dropped, max_width):
+    def __rich_console__(self, console, options):
+        layout = self.layout(options.max_width)
+        if layout is None:
+            yield self._listed()
+        else:
+            yield self._table(*layout, options.max_width)
+
+    def _table(self, compact, wrap, dropped, widths, max_width):
         from rich.table import Table
         from rich.text import Text
 
+        columns = [column for column in self.columns if column not in dropped]
         caption = list(self.caption)
         if dropped:
             names = ", ".join(column.header.replace("\n", " ") for column in dropped)
@@ -382,14 +395,42 @@ class FittedTable:
                       min_width=min(longest + 2, max_width) if caption else None)
         texts = [column.texts(compact) for column in columns]
         for column, (header, _), width in zip(columns, texts, widths):
-            # compact headers may wrap; cells only in a wrapping column (widths see to that)
-            table.add_column(header, justify=column.justify, width=width, no_wrap=not compact)
+            # The widths hold every number whole and a header wraps only between words. Should
+            # rich squeeze a column all the same, fold shows every digit: its no_wrap would crop
+            # a cell and its default overflow would end it in `…`.
+            table.add_column(header, justify=column.justify, width=width, overflow="fold")
         for index in range(self.row_count):
             if self.section_before_last and index == self.row_count - 1:
                 table.add_section()
             table.add_row(*(Text(cells[index], style=self.row_styles[index])
                             for _, cells in texts))
         return table
+
+    def _listed(self):
+        """Every row as its first cell, then a `header: value` line per other cell (a cell of
+        several lines below its header), all cells as written: a console too narrow for any
+        table gets lines as long as they must be, which only a printer that does not crop
+        (commands/output.print_rich) leaves whole."""
+        from rich.text import Text
+
+        first, *others = self.columns
+        lines = [Text(self.title)]
+        for index in range(self.row_count):
+            heading = first.cells[index]
+            lines.append(Text(heading, style=self.row_styles[index]))
+            # below its heading, which may be indented itself (compare's stage rows)
+            pad = " " * (len(heading) - len(heading.lstrip(" ")) + 2)
+            for column in others:
+                header, cell = column.header.replace("\n", " "), column.cells[index]
+                if "\n" in cell:
+                    lines += [Text(f"{pad}{header}:"),
+                              *(Text(f"{pad}  {line}") for line in cell.split("\n"))]
+                elif cell:
+                    lines.append(Text(f"{pad}{header}: {cell}"))
+        lines += map(Text, self.caption)
+        listed = Text("\n").join(lines)
+        listed.no_wrap, listed.overflow = True, "ignore"
+        return listed
 
 
 TABLE_EDGES = 1  # rich's default box: a border left of every column and one at the right end

@@ -207,14 +207,40 @@ def test_the_table_fits_without_cutting_a_number(width, case):
     else:
         comparison = compare.compare([OPTIONS], sweeps={"M": [1, 2, 3]})
     text = rendered(compare.rich_table(comparison), width)
-    assert "…" not in text
     assert max(map(len, text.splitlines())) <= width
+    assert_no_number_is_cut(text, comparison)
+    for row in comparison.rows:  # every row's parameters, exact or as 27.48M
+        assert f"{row.analysis.total.params / 1e6:.2f}M" in text
+
+
+def assert_no_number_is_cut(text: str, comparison) -> None:
+    assert "…" not in text
     allowed = whole_numbers(comparison)
     cut = [token for token in NUMBER.findall(text.replace("×", " ")) if token not in allowed
            and token not in {t for n in allowed for t in NUMBER.findall(n.replace("×", " "))}]
     assert cut == []
-    for row in comparison.rows:  # every row's parameters, exact or as 27.48M
-        assert f"{row.analysis.total.params / 1e6:.2f}M" in text
+
+
+@pytest.mark.parametrize("columns", ["0", "-5", "abc", "1", "20", "60"])
+@pytest.mark.parametrize("case", ["table 1", "sweep"])
+def test_compare_prints_every_count_whole_at_any_width(capsys, monkeypatch, columns, case):
+    if case == "table 1":
+        argv = [RESNEXT, SENET, SKNET, "--baseline", RESNEXT]
+        comparison = compare.compare([RESNEXT, SENET, SKNET], baseline=RESNEXT)
+    else:
+        argv = [OPTIONS, "--sweep", "M=1,2,3"]
+        comparison = compare.compare([OPTIONS], sweeps={"M": [1, 2, 3]})
+    monkeypatch.setenv("COLUMNS", columns)
+    status, out, _ = run(capsys, "compare", *argv)
+    assert status == 0 and out.strip()
+    assert_no_number_is_cut(out, comparison)
+    tokens = set(NUMBER.findall(out))
+    counted = [c for c in compare.rich_table(comparison).columns if c.header in ("params", "GMACs")]
+    for column in counted:  # as written; at 60 columns maybe as 27.48M
+        forms = zip(column.cells, column.compact if columns == "60" else column.cells)
+        assert all(full in tokens or short in tokens for full, short in forms), column.header
+    if columns in ("0", "-5", "abc"):  # no width: the piped 160 columns, every column
+        assert "GFLOPs (2×)" in out and "left out" not in out
 
 
 def test_columns_env_is_honoured_when_piped():

@@ -1,6 +1,7 @@
 """skdsl/report.py: the paper's notation, Table 1 layout, totals beside the paper's, diagrams."""
 
 import io
+import re
 import subprocess
 import sys
 
@@ -10,6 +11,8 @@ from rich.console import Console
 import skdsl
 from skdsl import report
 from skdsl import spec as S
+from skdsl.commands import main
+from skdsl.commands.output import PIPED_WIDTH, console_width
 
 
 @pytest.fixture(scope="module")
@@ -343,6 +346,89 @@ def test_a_wide_console_shows_the_table_as_written(sknet50):
 def test_a_column_left_out_is_named(sknet50):
     text = render(report.layer_table(sknet50[1]), width=60)
     assert "left out at this width: output" in text and "64×112×112" not in text
+
+
+# -- any terminal width: `skdsl build --report` as printed ---------------------------------------
+
+# COLUMNS as a probe found it: unset-like values, widths too small for any table, and ordinary ones
+ANY_COLUMNS = ["0", "-5", "abc", "1", "10", "20", "30", "37", "60", "80", "200"]
+
+
+def numbers_in(text: str) -> set[str]:
+    """Every number of `text` as a whole token: '(4,462,710,784' gives '4,462,710,784'."""
+    return set(re.findall(r"\d[\d,.]*\d|\d", text))
+
+
+def printed(capsys, monkeypatch, columns: str | None, *argv: str) -> str:
+    """What `skdsl ARGV` prints with COLUMNS set to `columns` (None: unset, as piped); exit 0."""
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    status = main(list(argv))
+    out = capsys.readouterr().out
+    assert status == 0 and out.strip(), f"COLUMNS={columns}: exit {status}, {len(out)} characters"
+    assert not re.search(r"\d…|…\d", out), f"COLUMNS={columns}: a number is cut"
+    return out
+
+
+@pytest.fixture(scope="module")
+def report_numbers(sknet50):
+    """The params and GFLOPs cells of the report at full width, and the exact totals."""
+    table = report.stage_table(*sknet50)
+    counted = [c for c in table.columns if c.header.startswith(("params", "GFLOPs"))]
+    assert len(counted) == 2 and all(c.compact is None for c in counted)  # one form at any width
+    total = sknet50[1].total
+    return {cell for column in counted for cell in column.cells} | {
+        report.grouped(total.params), report.grouped(total.mult_adds)}
+
+
+@pytest.mark.parametrize("columns", ANY_COLUMNS)
+def test_the_report_prints_every_number_whole_at_any_width(capsys, monkeypatch, report_numbers,
+                                                           columns):
+    out = printed(capsys, monkeypatch, columns, "build", "specs/sknet50.sk", "--report")
+    assert report_numbers <= numbers_in(out), sorted(report_numbers - numbers_in(out))
+
+
+@pytest.mark.parametrize("columns", ["0", "-5", "abc"])
+def test_a_columns_that_is_no_width_is_the_piped_width(capsys, monkeypatch, columns):
+    out = printed(capsys, monkeypatch, columns, "build", "specs/sknet50.sk", "--report")
+    assert out == printed(capsys, monkeypatch, None, "build", "specs/sknet50.sk", "--report")
+    assert "(mult-adds)" in out and "left out" not in out  # 160 columns: the table as written
+
+
+def test_console_width_reads_only_a_positive_columns(monkeypatch):
+    for columns, width in (("0", PIPED_WIDTH), ("-5", PIPED_WIDTH), ("abc", PIPED_WIDTH),
+                           ("", PIPED_WIDTH), (" 72 ", 72), ("1", 1)):
+        monkeypatch.setenv("COLUMNS", columns)
+        assert console_width() == width, columns
+
+
+@pytest.mark.parametrize("columns", ["1", "20"])
+def test_too_narrow_for_any_table_a_list_of_every_cell(capsys, monkeypatch, columns):
+    out = printed(capsys, monkeypatch, columns, "build", "specs/sknet50.sk", "--report")
+    assert "┃" not in out and "│" not in out
+    lines = out.splitlines()
+    conv5 = lines.index("conv5")
+    assert lines[conv5 + 1: conv5 + 3] == ["  output: 7×7", "  layers:"]
+    assert "    [ SK[M=2, G=32, r=16], 1024 ] × 3" in lines
+    assert lines[lines.index("total") + 1:][:3] == [
+        "  output: 1000", "  params (M): 27.48", "  GFLOPs (mult-adds): 4.46"]
+    assert "#P 27.5M (27,479,784), GFLOPs 4.46 (4,462,710,784 multiply-adds)" in lines
+
+
+def test_a_narrow_table_names_the_columns_it_leaves_out(capsys, monkeypatch):
+    out = printed(capsys, monkeypatch, "40", "build", "specs/sknet50.sk", "--report")
+    assert "┃ stage" in out and "left out at this width: output" in out and "112×112" not in out
+
+
+@pytest.mark.parametrize("columns", ["0", "20", "60"])
+def test_layers_print_every_count_whole(capsys, monkeypatch, sknet50, columns):
+    out = printed(capsys, monkeypatch, columns, "build", "specs/sknet50.sk", "--layers")
+    numbers, analysis = numbers_in(out), sknet50[1]
+    for cost in [*(part.cost for part in analysis.layers), analysis.total]:
+        for count in (cost.params, cost.mult_adds):  # 9,536 as written, 9.54k when compact
+            assert {report.grouped(count), report.short_count(count).rstrip("kMG")} & numbers
 
 
 def test_short_count():

@@ -196,6 +196,15 @@ def test_check_exits_1_when_stale_and_0_when_fresh(tmp_path, capsys):
     assert main(["tables", "--manifest", str(manifest), "--check"]) == 1
 
 
+@pytest.mark.parametrize("columns", ["0", "20", "60"])
+def test_the_page_on_stdout_is_the_same_at_any_width(manifest, results, capsys, monkeypatch,
+                                                     columns):
+    # markdown, not a rich table: a narrow terminal wraps its lines but changes none of them
+    monkeypatch.setenv("COLUMNS", columns)
+    assert main(["tables", "--manifest", str(MANIFEST_PATH), "--output", "-"]) == 0
+    assert capsys.readouterr().out == tables.render(manifest, results)
+
+
 def test_a_count_that_misses_tables_md_fails(tmp_path, capsys):
     manifest = _copy(tmp_path)
     text = manifest.read_text(encoding="utf-8")

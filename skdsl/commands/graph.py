@@ -7,7 +7,7 @@ import sys
 from ..errors import CliError
 from .arguments import (add_command, add_input_argument, add_spec_argument, load_spec,
                         parse_input_shape)
-from .output import write_text
+from .output import check_output, write_text
 
 
 def register(commands) -> None:
@@ -36,6 +36,7 @@ def run(args) -> int:
     from .. import report
 
     input_shape = parse_input_shape(args.input)
+    check_output(args.output)
     graph = skdsl.lower(load_spec(args), input_shape)
     if args.format == "dot":
         text = report.to_dot(graph, args.depth)

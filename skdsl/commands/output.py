@@ -5,20 +5,41 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
+from .. import files
 from ..errors import CliError
+
+
+PIPED_WIDTH = 160  # a wrapped table is hard to read and to grep
+
+
+def console_width() -> int:
+    """The width rich output is fitted to: COLUMNS when it is a positive whole number, else the
+    terminal's, else PIPED_WIDTH. COLUMNS=0, negative or not a number says nothing about the
+    screen (an unset shell variable, a broken wrapper), so it is read as unknown, never as zero."""
+    try:
+        width = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        width = 0
+    if width > 0:
+        return width
+    if sys.stdout.isatty():
+        try:
+            return os.get_terminal_size(sys.stdout.fileno()).columns or PIPED_WIDTH
+        except (OSError, ValueError):
+            pass
+    return PIPED_WIDTH
 
 
 def print_rich(*renderables) -> None:
     from rich.console import Console
 
-    # Piped output gets a generous width (a wrapped table is hard to read and to grep), unless
-    # COLUMNS asks for another; rich reads COLUMNS itself when the width is None.
-    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
-    console = Console(file=sys.stdout, width=width, highlight=False, soft_wrap=False)
+    # The width is passed so that rich never reads COLUMNS itself (it would take 0 as a width).
+    # No cropping: a table too wide for a tiny console prints as a list whose long lines
+    # must stay whole, a number with them; the terminal wraps them for the eye.
+    console = Console(file=sys.stdout, width=console_width(), highlight=False, soft_wrap=False)
     for renderable in renderables:
-        console.print(renderable)
+        console.print(renderable, crop=False)
 
 
 def print_json(value) -> None:
@@ -38,12 +59,26 @@ def to_json_text(value, indent: str = "") -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def check_output(output: str | None) -> None:
+    """SK504 now, before the work, when the file `output` could not be written (None: stdout)."""
+    if output is None:
+        return
+    try:
+        files.check_writable(output)
+    except OSError as error:
+        raise _unwritable(output, error) from None
+
+
 def write_text(text: str, output: str | None) -> None:
     """`text` to the file `output`, or to stdout when None; SK504 when it cannot be written."""
     if output is None:
         sys.stdout.write(text)
         return
-    try:
-        Path(output).write_text(text, encoding="utf-8")
+    try:  # a device, FIFO or socket is refused, never replaced by a regular file
+        files.write_text(output, text)
     except OSError as error:
-        raise CliError(f"cannot write '{output}': {error.strerror or error}", code="SK504") from None
+        raise _unwritable(output, error) from None
+
+
+def _unwritable(output: str, error: OSError) -> CliError:
+    return CliError(f"cannot write '{output}': {error.strerror or error}", code="SK504")

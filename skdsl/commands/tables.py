@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import CliError
 from ..tables.command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
 from .arguments import add_command, add_switches
-from .output import write_text
+from .output import check_output, write_text
 
 
 def register(commands) -> None:
@@ -37,6 +37,8 @@ def run(args) -> int:
     path = manifest_path(args.manifest)
     manifest = load_manifest(path)
     output = args.output or default_page(manifest)
+    if not args.check:
+        check_output(output if output not in ("-", None) else None)
     results = evaluate(manifest)
     text = render(manifest, results)
     problems = consistency_problems(results)
