@@ -38,8 +38,11 @@ from typing import Any
 
 from . import ops
 from . import spec as S
+from .errors import SettingError, declare_settings, did_you_mean
 from .graph import LoweredGraph, Node, Placement, Shape, Unit, lower_table, output_shape
 from .ops.shapes import elements as _elements  # noqa: F401  (resources.py reads it here)
+
+declare_settings("count")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,12 @@ def _numbers(node: Node, count: tuple[str, ...]) -> tuple[int, int, int]:
     return _summed((node,), count)
 
 
+class CountError(SettingError, ValueError):
+    """`count` names an op class that EXTRA_COUNTS does not hold."""
+
+    code = "SK506"
+
+
 def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analysis:
     """Analyse a spec (lowering it first), a `LoweredGraph` or the networkx graph of `lower`.
 
@@ -162,7 +171,9 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
     count = tuple(dict.fromkeys(count))
     unknown = [name for name in count if name not in EXTRA_COUNTS]
     if unknown:
-        raise ValueError(f"unknown op class {', '.join(unknown)}; known: {', '.join(EXTRA_COUNTS)}")
+        raise CountError(f"{{count}} names no op class {', '.join(map(repr, unknown))}",
+                         hint=did_you_mean(unknown[0], EXTRA_COUNTS)
+                         or f"choose from {', '.join(EXTRA_COUNTS)}")
     graph = spec_or_graph
     if isinstance(spec_or_graph, S.Network):
         graph = lower_table(spec_or_graph, input_shape)

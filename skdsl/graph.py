@@ -21,12 +21,13 @@ Edges carry `shape`, the shape of the tensor flowing along them. Shapes are per 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from . import ops
 from . import spec as S
-from .errors import Span, SpecError, declare_settings, did_you_mean
+from .errors import SettingError, Span, SpecError, declare_settings, did_you_mean
 from .ops import conv as C
 from .ops.shapes import (Shape, broadcast as _broadcast, conv_output_size,
                          divisor_hint as _divisor_hint, fmt as _fmt,
@@ -248,7 +249,40 @@ def lower_table(network: S.Network, input_shape: Shape | None = None, *,
 
     `reuse=False` lowers every repeated block anew instead of once (the tests compare the two).
     """
-    return _Lowering(network, tuple(input_shape or network.input), reuse).graph
+    return _Lowering(network, checked_input_shape(input_shape) or network.input, reuse).graph
+
+
+def _shown(value, limit: int = 40) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int of over 4,300 digits has no repr
+        return "(a number of over 4,300 digits)"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+class InputShapeError(SettingError, ValueError):
+    """An `input_shape` that is not three whole numbers from 1 to 2³¹ − 1 (channels, height,
+    width): refused where it enters, not as a shape mistake deep in the network."""
+
+    code = "SK501"
+
+
+def checked_input_shape(shape) -> Shape | None:
+    """`shape` as a tuple of three ints from 1 to S.LARGEST, None as None, else InputShapeError."""
+    if shape is None:
+        return None
+    try:
+        sizes = tuple(operator.index(size) for size in shape)
+    except TypeError:  # not iterable, or a size that is no whole number (3.5, '3', None)
+        sizes = ()
+    if isinstance(shape, (str, bytes)) or len(sizes) != 3 or any(
+            isinstance(size, bool) for size in shape):
+        raise InputShapeError(f"{{input_shape}} {_shown(shape)}: expected three whole numbers, "
+                              f"channels × height × width, such as (3, 224, 224)")
+    if not all(1 <= size <= S.LARGEST for size in sizes):
+        raise InputShapeError(f"{{input_shape}} {_shown(shape)}: every size must be from 1 to "
+                              f"{S.LARGEST:,}")
+    return sizes
 
 
 def lower(network: S.Network, input_shape: Shape | None = None):
