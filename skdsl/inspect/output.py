@@ -4,15 +4,16 @@ paper's Fig. 3 and Fig. 4 (with the optional matplotlib, `pip install 'skdsl[plo
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
+from .. import files
 from ..errors import declare_settings
 from .units import InspectError
 
 declare_settings("out")
 
 CHANNELS_AVERAGED = 16  # the paper's Fig. 3 plots averages of 16 successive channels
+RESULTS = "attention.json"
 FIGURES = ("attention_units.png", "attention_classes.png")
 
 
@@ -23,10 +24,11 @@ class OutputError(InspectError):
 
 
 def table(result: dict):
-    """A rich table: per unit the mean difference at the first scale, then the paired change to
-    every other scale ± its standard error; a last row gives top-1 at each scale. Fields every
-    unit shares go in the title (as the paper's "kernel 5x5 - 3x3"), so 3 scales fit 80 columns."""
-    from rich.table import Table
+    """A table that fits the console (report.FittedTable): per unit the mean difference at the
+    first scale, then the paired change to every other scale ± its standard error; a last row
+    gives top-1 at each scale. Fields every unit shares go in the title (as the paper's "kernel
+    5x5 - 3x3"), so 3 scales fit 80 columns; narrower, the graph names are left out first."""
+    from ..report import Column, FittedTable
 
     scales, units = result["scales"], result["units"]
     kinds = {_fields(unit["fields"]) for unit in units}
@@ -34,24 +36,24 @@ def table(result: dict):
     compared = "largest field − smallest" if mixed else _compared(kinds.pop())
     title = (f"mean attention difference ({compared}), {result['images']} images, "
              f"protocol {result['protocol']}")
-    grid = Table(title=title, title_justify="left")
-    grid.add_column("unit")
-    grid.add_column("graph name")
-    fields = [[] for _ in units]  # a fields column only where units differ
-    if mixed:
-        grid.add_column("fields")
-        fields = [[_fields(unit["fields"])] for unit in units]
-    grid.add_column(scale_text(scales[0]), justify="right")
-    for scale in scales[1:]:
-        grid.add_column(f"{scale_text(scale)} − {scale_text(scales[0])}", justify="right")
-    for unit, field in zip(units, fields):
-        change = unit["change"]
-        grid.add_row(unit["name"], unit["layer"], *field, f"{unit['difference']['mean'][0]:+.4f}",
-                     *(f"{m:+.4f}±{e:.4f}" for m, e in
-                       zip(change["mean"][1:], change["stderr"][1:])))
-    grid.add_row("top-1", "", *([""] * len(fields[0])), *(f"{a:.1%}" for a in result["accuracy"]),
-                 end_section=True)
-    return grid
+    accuracy = [f"{a:.1%}" for a in result["accuracy"]]
+    columns = [Column("unit", [unit["name"] for unit in units] + ["top-1"]),
+               Column("graph name", [unit["layer"] for unit in units] + [""], drop_order=1)]
+    if mixed:  # a fields column only where units differ
+        columns.append(Column("fields", [_fields(unit["fields"]) for unit in units] + [""],
+                              drop_order=2))
+    columns.append(Column(scale_text(scales[0]), [f"{unit['difference']['mean'][0]:+.4f}"
+                                                  for unit in units] + accuracy[:1],
+                          justify="right"))
+    for index, scale in enumerate(scales[1:], start=1):
+        pairs = [(f"{unit['change']['mean'][index]:+.4f}", f"{unit['change']['stderr'][index]:.4f}")
+                 for unit in units]
+        # narrow, the standard error may go below its mean: a break no number spans
+        columns.append(Column(f"{scale_text(scale)} − {scale_text(scales[0])}",
+                              [f"{mean}±{error}" for mean, error in pairs] + [accuracy[index]],
+                              compact=[f"{mean} ±{error}" for mean, error in pairs] +
+                              [accuracy[index]], justify="right", wrap=True))
+    return FittedTable(columns, title=title)
 
 
 def _compared(fields: str) -> str:
@@ -73,15 +75,26 @@ def write_results(result: dict, out: str | Path, figure_units: list[str]) -> lis
     """attention.json, and the two figures when matplotlib is installed; the paths written."""
     folder = Path(out)
     try:
+        check_out(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        written = [folder / "attention.json"]
-        written[0].write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        written = [folder / RESULTS]
+        files.write_text(written[0], json.dumps(result, indent=1, ensure_ascii=False) + "\n")
         if plotting_available():
             written += write_figures(result, folder, figure_units)
     except OSError as error:
         raise OutputError(f"cannot write the results to '{folder}': {error.strerror or error}",
                           hint="name a writable folder as {out}") from None
     return written
+
+
+def check_out(out: str | Path) -> None:
+    """OutputError unless `out` is a folder (or nothing yet) whose results files, where they
+    exist, are regular files: called before the experiment, and again before writing."""
+    try:
+        files.check_output_folder(out, (RESULTS, *FIGURES))
+    except files.FileProblem as problem:
+        raise OutputError(f"cannot write the results to '{out}': {problem}",
+                          hint="name a folder as {out}") from None
 
 
 def plotting_available() -> bool:
@@ -103,12 +116,11 @@ def write_figures(result: dict, folder: Path, chosen: list[str]) -> list[Path]:
     units = {unit["name"]: unit for unit in result["units"]}
     picked = [units[name] for name in chosen if name in units] or list(units.values())[:3]
     paths = [folder / name for name in FIGURES]
-    figure = _figure_units(plt, result, picked)
-    figure.savefig(paths[0], dpi=80)
-    plt.close(figure)
-    figure = _figure_classes(plt, result, picked)
-    figure.savefig(paths[1], dpi=80)
-    plt.close(figure)
+    for path, draw in zip(paths, (_figure_units, _figure_classes)):
+        figure = draw(plt, result, picked)
+        with files.atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=80, format="png")
+        plt.close(figure)
     return paths
 
 
