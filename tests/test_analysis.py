@@ -122,3 +122,12 @@ def test_parsing_and_analysis_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_an_unknown_count_class_is_a_setting_error_with_a_suggestion():
+    from skdsl.errors import SkdslError
+
+    with pytest.raises(SkdslError) as caught:
+        analyze(skdsl.load("sknet_tiny"), count=("bnn",))
+    assert caught.value.code == "SK506" and isinstance(caught.value, ValueError)
+    assert caught.value.hint == "did you mean 'bn'?"

@@ -303,3 +303,23 @@ def test_divisor_hint_for_a_huge_prime_width_is_quick():
     assert _largest_divisor(128, 30) == 16 and _largest_divisor(15, 2) == 1
     huge = 3 * 2**80  # a concat's channels can pass 2³¹: the search is capped, still a divisor
     assert huge % _largest_divisor(huge, 10**6) == 0 and _largest_divisor(huge, 10**6) <= 10**6
+
+
+@pytest.mark.parametrize("shape, says", [
+    ((3, 32.5, 32), "expected three whole numbers"),
+    ("3x32x32", "expected three whole numbers"),
+    ((3, 32), "expected three whole numbers"),
+    ((3, True, 32), "expected three whole numbers"),
+    ((3, 0, 32), "every size must be from 1 to 2,147,483,647"),
+    ((3, 2**31, 32), "every size must be from 1 to 2,147,483,647"),
+    ((3, 10**5000, 32), "(a number of over 4,300 digits)"),
+])
+def test_an_input_shape_is_checked_where_it_enters(shape, says):
+    from skdsl.graph import InputShapeError
+
+    spec = skdsl.parse(HUGE.replace("3x2147483647x2147483647", "3x32x32") + "        conv 3x3, 8\n")
+    with pytest.raises(InputShapeError) as caught:
+        lower_table(spec, shape)
+    assert caught.value.code == "SK501" and says in str(caught.value)
+    assert str(caught.value).startswith("input_shape ")  # a setting's name, as Python spells it
+    assert lower_table(spec, [3, 40, 40]).graph["input"] == (3, 40, 40)  # a list of ints is fine
