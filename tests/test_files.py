@@ -6,10 +6,13 @@ Device nodes are made in the test's own folder (never /dev's), where this user m
 import os
 import socket
 import stat
+from pathlib import Path
 
 import pytest
 
 from skdsl import files
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def special_files(folder):
@@ -144,3 +147,29 @@ def test_output_folders_are_folders_whose_named_files_are_regular(specials, tmp_
         files.check_output_folder(tmp_path / "plain")
     with pytest.raises(files.FileProblem, match="'fifo' in it: it is a pipe"):
         files.check_output_folder(tmp_path, ("plain", "fifo"))
+
+
+# -- every command that writes follows the policy ----------------------------------------------
+
+TINY = "specs/sknet_tiny.sk"
+WRITERS = {
+    "graph": lambda out: ["graph", TINY, "-o", out],
+    "tables": lambda out: ["tables", "-o", out],
+    "export": lambda out: ["export", TINY, "--random-init", "--format", "torchscript", "-o", out],
+    "weights": lambda out: ["weights", "convert", "--from", "timm", TINY, "missing.pth", out],
+}
+
+
+@pytest.mark.parametrize("command", sorted(WRITERS))
+def test_no_command_replaces_a_special_file(command, specials, capsys, monkeypatch):
+    from skdsl import commands
+
+    monkeypatch.chdir(ROOT)
+    before = {name: identity(path) for name, path in specials.items()}
+    for name, path in specials.items():
+        assert commands.main(WRITERS[command](str(path))) == 2, name
+        err = capsys.readouterr().err
+        assert "error SK5" in err and "Traceback" not in err, (name, err)
+    assert {name: identity(path) for name, path in specials.items()} == before
+    folder = next(iter(specials.values())).parent
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in specials.values())
