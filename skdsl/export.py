@@ -16,9 +16,12 @@ batch size. `--fuse-bn` folds every batch norm into the convolution before it
 Checkpoints: an skdsl checkpoint (`skdsl train`'s last.pt or best.pt, checked whole and against
 the spec), converted weights, another runner's dict with a 'model' state dict, or a bare state
 dict; all read by skdsl/state_io.py with torch.load(weights_only=True), so a file cannot run
-code. The output's folder is checked before the network is compiled; torch.export and
-TorchScript artifacts are written atomically. Every failure is an ExportError or a
-CheckpointError with a code SK530-SK539 (docs/errors.md), never a traceback. The command is
+code. The output's folder is checked before the network is compiled, and the memory the
+checks need (the weights, and the activations alive at once for the largest batch run: --batch
+or 3 images) against the budget (resources.guard_memory, SK621) before any batch is allocated;
+torch.export and TorchScript artifacts are written atomically. Every failure is an ExportError
+or a CheckpointError with a code SK530-SK539 (docs/errors.md), a ResourceError (SK620 and SK621
+refused before, SK611 for an allocation that fails anyway), never a traceback. The command is
 skdsl/commands/export.py.
 
 This module imports no torch at import time: `skdsl --help` must stay fast.
@@ -31,10 +34,12 @@ from pathlib import Path
 
 from .errors import declare_settings
 from .loading import SettingError
+from .resources import is_out_of_memory
 
-declare_settings("format")
+declare_settings("format", "batch")
 
 FORMATS = ("torchscript", "exported", "onnx")
+CHECKED_BATCH = 3  # the batch the artifact is checked at besides --batch
 SUFFIXES = {"torchscript": ".ts", "exported": ".pt2", "onnx": ".onnx"}
 # Largest |artifact - eager| accepted, relative to the largest |eager output| (BN folding and
 # kernel choices change the rounding, never more than this).
@@ -70,17 +75,41 @@ class Result:
 
 
 def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | None = None,
-           fuse: bool = False, input_shape=None, batch: int = 1, seed: int = 0) -> Result:
-    """Compile `spec`, load `checkpoint` (random init when None), export and check the artifact."""
+           fuse: bool = False, input_shape=None, batch: int = 1, seed: int = 0,
+           memory_budget: int | None = None) -> Result:
+    """Compile `spec`, load `checkpoint` (random init when None), export and check the artifact.
+    Checks that would not fit `memory_budget` bytes (default: the memory available) are
+    refused before anything is compiled (SK621)."""
     import torch
 
-    from . import compiler, layers
+    from .resources import guard_memory, out_of_memory_is_an_error
 
     if format not in FORMATS:
         raise ExportError(f"unknown export format '{format}'; known: {', '.join(FORMATS)}",
                           code="SK530")
     output = Path(output)
     check_writable(output)  # before the expensive work
+    guard_memory(spec, max(batch, CHECKED_BATCH), budget=memory_budget, input_shape=input_shape,
+                 task="inference", doing="checking the export of", least=CHECKED_BATCH,
+                 batch_setting="batch", precision_setting=False, input_setting=True)
+    smaller = "{batch} or {input_shape}"
+    with out_of_memory_is_an_error(f"exporting {spec.name}; no artifact was written", smaller):
+        model, deployed, folded, batch_norms = _deployable(spec, checkpoint, fuse, input_shape,
+                                                           seed)
+        # An example batch of 2: torch.export specialises a batch of 1 to the constant 1.
+        _write(deployed, torch.randn(2, *model.graph.graph["input"]), output, format)
+    with out_of_memory_is_an_error(f"checking the exported {spec.name}; '{output}' was written "
+                                   f"but not checked, so it should not be deployed", smaller):
+        return _check(model, spec.name, output, format, folded, batch_norms, batch, seed)
+
+
+def _deployable(spec, checkpoint, fuse: bool, input_shape, seed: int):
+    """The compiled model in eval mode with its weights, the model to export (BN folded when
+    `fuse`), and how many of how many batch norms were folded."""
+    import torch
+
+    from . import compiler, layers
+
     state = read_state_dict(checkpoint, spec) if checkpoint is not None else None
     torch.manual_seed(seed)
     model = compiler.compile(spec, input_shape)
@@ -93,21 +122,26 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
     batch_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     deployed = compiler.fuse_bn(model) if fuse else model
     folded = sum(isinstance(m, layers.FoldedBatchNorm) for m in deployed.modules())
+    return model, deployed, folded, batch_norms
+
+
+def _check(model, network: str, output: Path, format: str, folded: int, batch_norms: int,
+           batch: int, seed: int) -> Result:
+    """Run the artifact, loaded from `output`, and the eager model on the same batches."""
+    import torch
+
     image = tuple(model.graph.graph["input"])
-    # An example batch of 2: torch.export specialises a batch of 1 to the constant 1.
-    example = torch.randn(2, *image)
-    _write(deployed, example, output, format)
     generator = torch.Generator().manual_seed(seed + 1)
     error, scale, verified_with = 0.0, 0.0, None
-    for size in dict.fromkeys((batch, 3)):  # the asked batch, and another one
+    for size in dict.fromkeys((batch, CHECKED_BATCH)):  # the asked batch, and another one
         check = torch.randn(size, *image, generator=generator)
         with torch.no_grad():
             expected = model(check)
         actual, verified_with = _run_back(output, format, check)
         scale = max(scale, float(expected.abs().max()))
         if actual is None:
-            return Result(spec.name, output, format, folded, batch_norms, float("nan"),
-                          scale, None)
+            return Result(network, output, format, folded, batch_norms, float("nan"), scale,
+                          None)
         if tuple(actual.shape) != tuple(expected.shape):
             raise ExportError(f"the exported model gives outputs of shape "
                               f"{tuple(actual.shape)} for a batch of {size}, the eager model "
@@ -118,7 +152,7 @@ def export(spec, output: str | Path, format: str, *, checkpoint: str | Path | No
                           f"to {error:.3g} (outputs up to {scale:.3g}); '{output}' was written but "
                           f"should not be deployed", code="SK536",
                           hint="report it with the spec and the format; try another {format}")
-    return Result(spec.name, output, format, folded, batch_norms, error, scale, verified_with)
+    return Result(network, output, format, folded, batch_norms, error, scale, verified_with)
 
 
 # -- weights ------------------------------------------------------------------------------------
@@ -189,6 +223,8 @@ def _write(model, example, output: Path, format: str) -> None:
             else:
                 artifact = None
     except Exception as error:  # noqa: BLE001 - a tracer's failure, reported in one line
+        if is_out_of_memory(error):
+            raise
         raise ExportError(f"torch could not {format} the model: {type(error).__name__}: "
                           f"{_first_line(error, 300)}", code="SK534",
                           hint="try another {format}") from None
@@ -221,6 +257,8 @@ def _write_onnx(model, example, output: Path) -> None:
     except OSError:
         raise
     except Exception as error:  # noqa: BLE001
+        if is_out_of_memory(error):
+            raise
         raise ExportError(f"torch could not export the model to ONNX: {type(error).__name__}: "
                           f"{_first_line(error, 300)}", code="SK534",
                           hint="try {format} torchscript or exported") from None

@@ -11,32 +11,49 @@ of a 16-channel one. The model (docs/analysis.md, "Memory estimates and guards")
                bf16 and fp16) + activations: batch · (the input image at 4 bytes + every
                node's output at 4 bytes in fp32, 2 in bf16 and fp16)
 
-The activation term counts every node's output as saved for backward: an upper estimate
-(in-place activations and sums save less), and linear in the batch, so the largest batch that
-fits is one division. The budget defaults to `available_memory()`.
+    inference  parameters + BN buffers + activations: batch · the most bytes alive at once in
+               a forward pass without gradients (the input image at 4 bytes, outputs at 4
+               bytes in fp32, 2 in bf16 and fp16): each node's output lives from its node to
+               its last reader in execution order, and a running node holds a temporary of
+               its output's size besides
+
+The training activation term counts every node's output as saved for backward: an upper
+estimate (in-place activations and sums save less). Both are linear in the batch, so the largest
+batch that fits is one division. The budget defaults to `available_memory()` (a CUDA device's
+free memory when a guard is told the device), shared by the processes torchrun started on this
+machine. `skdsl train`, `eval`, `export` and `inspect attention` guard with `guard_memory`
+before they allocate a batch, and turn an allocation failure that still happens into SK611
+(`is_out_of_memory`, `out_of_memory_is_an_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+import traceback
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from . import spec as S
 from .analysis import _elements, node_cost
-from .errors import SkdslError
+from .errors import SkdslError, declare_settings
 from .graph import lower_table
 
-__all__ = ["ResourceError", "TrainingMemory", "available_memory", "parse_size", "format_size",
-           "parameter_bytes", "estimate_training_bytes", "guard_compile", "guard_training",
-           "PRECISION_BYTES"]
+__all__ = ["ResourceError", "MemoryEstimate", "TrainingMemory", "available_memory", "parse_size",
+           "parse_budget", "format_size", "parameter_bytes", "estimate_memory",
+           "estimate_training_bytes", "guard_compile", "guard_memory", "guard_training",
+           "is_out_of_memory", "describe_out_of_memory", "out_of_memory_is_an_error",
+           "PRECISION_BYTES", "TASKS"]
+
+declare_settings("memory_budget", "batch_size", "precision", "input_shape")
 
 FLOAT_BYTES = 4  # parameters, gradients, momentum, BN statistics and the input: fp32
 COUNTER_BYTES = 8  # BN's num_batches_tracked, an int64
 PRECISION_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}  # one activation element
+TASKS = ("training", "inference")
 
 
 class ResourceError(SkdslError):
@@ -170,6 +187,18 @@ def parse_size(text: str) -> int:
     return size
 
 
+def parse_budget(text: str | None) -> int | None:
+    """A `--memory-budget` flag's value in bytes (None when left out); ResourceError (SK622)
+    naming the flag on anything parse_size refuses."""
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ResourceError as error:
+        raise ResourceError(f"{{memory_budget}} {error.message}", code=error.code,
+                            hint=error.hint) from None
+
+
 def format_size(size: int) -> str:
     """'11.6 GiB', '512.0 MiB', '900 B': binary units, one decimal."""
     for unit, scale in (("PiB", 1 << 50), ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20),
@@ -220,8 +249,9 @@ def parameter_bytes(spec_or_graph, input_shape=None) -> tuple[int, dict[str, int
 
 
 @dataclass(frozen=True)
-class TrainingMemory:
-    """What a training step needs, in bytes (the model in this module's docstring)."""
+class MemoryEstimate:
+    """What a training step or an inference pass needs, in bytes (the model in this module's
+    docstring); an inference pass has no gradients, optimizer state or weight copies."""
 
     network: str
     batch_size: int
@@ -231,9 +261,10 @@ class TrainingMemory:
     gradients: int
     optimizer: int  # SGD momentum, one per parameter
     weight_copies: int  # autocast's bf16/fp16 copies of the weights (0 in fp32)
-    per_image: int  # activations saved for backward, per image
-    largest_layer: str  # by activations
+    per_image: int  # activations saved for backward (training) or alive at once (inference)
+    largest_layer: str  # by activations; in inference, the layer running when most are alive
     largest_layer_per_image: int
+    task: str = "training"  # or "inference"
 
     @property
     def activations(self) -> int:
@@ -263,11 +294,17 @@ class TrainingMemory:
             f"{'total':<26} {format_size(self.total):>12}"]
 
 
-def estimate_training_bytes(spec_or_graph, batch_size: int, precision: str = "fp32",
-                            input_shape=None) -> TrainingMemory:
-    """The memory a training step needs at `batch_size` and `precision` (fp32, bf16, fp16)."""
+TrainingMemory = MemoryEstimate  # the name it had when it estimated training alone
+
+
+def estimate_memory(spec_or_graph, batch_size: int, precision: str = "fp32", input_shape=None,
+                    task: str = "training") -> MemoryEstimate:
+    """The memory a training step (`task` "training") or a forward pass without gradients
+    ("inference") needs at `batch_size` and `precision` (fp32, bf16, fp16)."""
     if precision not in PRECISION_BYTES:
         raise ValueError(f"unknown precision '{precision}'; known: {', '.join(PRECISION_BYTES)}")
+    if task not in TASKS:
+        raise ValueError(f"unknown task '{task}'; known: {', '.join(TASKS)}")
     if batch_size < 1:
         raise ValueError(f"a batch holds at least one image, not {batch_size}")
     graph = _graph(spec_or_graph, input_shape)
@@ -277,26 +314,80 @@ def estimate_training_bytes(spec_or_graph, batch_size: int, precision: str = "fp
         own = _weights(node)
         params, buffers = params + own[0], buffers + own[1]
 
-    def saved(name, node):  # the input batch arrives in fp32
+    def output(name, node):  # the input batch arrives in fp32
         size = sum(_elements(shape) for shape in node["out_shapes"])  # a split has several
         return size * (FLOAT_BYTES if name == "input" else element)
 
-    per_image, layers = _by_layer(graph, saved)
-    largest = max(layers, key=layers.get)
     weights = params * FLOAT_BYTES
-    return TrainingMemory(graph.graph["network"], batch_size, precision, weights, buffers,
+    if task == "inference":
+        peak, layer = _peak_alive(graph, output)
+        return MemoryEstimate(graph.graph["network"], batch_size, precision, weights, buffers, 0,
+                              0, 0, peak, layer, peak, task)
+    saved, layers = _by_layer(graph, output)
+    largest = max(layers, key=layers.get)
+    return MemoryEstimate(graph.graph["network"], batch_size, precision, weights, buffers,
                           weights, weights, 0 if precision == "fp32" else params * element,
-                          per_image, largest, layers[largest])
+                          saved, largest, layers[largest], task)
+
+
+def estimate_training_bytes(spec_or_graph, batch_size: int, precision: str = "fp32",
+                            input_shape=None) -> MemoryEstimate:
+    """The memory a training step needs at `batch_size` and `precision` (fp32, bf16, fp16)."""
+    return estimate_memory(spec_or_graph, batch_size, precision, input_shape)
+
+
+def _peak_alive(graph, size_of) -> tuple[int, str]:
+    """Bytes per image of the most node outputs alive at once in a forward pass without
+    gradients, and the layer running then: in execution order, each output lives from its node
+    to its last reader (the network's output to the end), and a running node also holds a
+    temporary of its output's size."""
+    order = list(graph.nodes.items())
+    last_read = {}
+    for index, (_, node) in enumerate(order):
+        for source, _port in node["inputs"]:
+            last_read[source] = index
+    last_read[graph.graph["output"][0]] = len(order)
+    freed_after = [0] * (len(order) + 1)
+    alive = peak = 0
+    layer = order[0][1]["layer"]
+    for index, (name, node) in enumerate(order):
+        size = size_of(name, node)
+        alive += size
+        if alive + size > peak:
+            peak, layer = alive + size, node["layer"]
+        freed_after[max(index, last_read.get(name, index))] += size
+        alive -= freed_after[index]
+    return peak, layer
 
 
 # -- the guards -------------------------------------------------------------------------------------
 
 
-def _budget(budget: int | None) -> tuple[int, str]:
+def _budget(budget: int | None, device=None) -> tuple[int, str]:
+    """The bytes a guard may plan for, and how to say where they come from: the budget given;
+    else a CUDA device's free memory, or the memory available to this process, each shared by
+    the processes torchrun started on this machine."""
     if budget is not None:
         return budget, f"the budget is {format_size(budget)}"
-    available = available_memory()
-    return available, f"{format_size(available)} is available"
+    if getattr(device, "type", device) == "cuda":
+        import torch  # a CUDA device: torch is loaded already
+
+        room, where = torch.cuda.mem_get_info(device)[0], f"free on {device}"
+    else:
+        room, where = available_memory(), "available"
+    processes = _local_processes()
+    if processes == 1:
+        return room, f"{format_size(room)} is {where}"
+    return room // processes, (f"{format_size(room)} is {where}, "
+                               f"{format_size(room // processes)} for each of this machine's "
+                               f"{processes} processes")
+
+
+def _local_processes() -> int:
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def guard_compile(spec_or_graph, input_shape=None, budget: int | None = None) -> int:
@@ -316,25 +407,101 @@ def guard_compile(spec_or_graph, input_shape=None, budget: int | None = None) ->
     return needed
 
 
-def guard_training(spec_or_graph, batch_size: int, precision: str = "fp32",
-                   budget: int | None = None, input_shape=None) -> TrainingMemory:
-    """Refuse (ResourceError SK621) a training step whose estimate at `batch_size` and
-    `precision` would not fit in `budget` bytes (default: available memory), naming the
-    largest layer by activations and the largest batch that fits. Returns the estimate."""
-    estimate = estimate_training_bytes(spec_or_graph, batch_size, precision, input_shape)
-    room, said = _budget(budget)
+def guard_memory(spec_or_graph, batch_size: int, precision: str = "fp32",
+                 budget: int | None = None, input_shape=None, *, task: str = "training",
+                 doing: str = "training", device=None, least: int = 1,
+                 batch_setting: str = "batch_size", precision_setting: bool = True,
+                 input_setting: bool = False) -> MemoryEstimate:
+    """Refuse (ResourceError SK621) to run `task` at `batch_size` and `precision` when the
+    estimate would not fit in `budget` bytes (default: what `device` has; see _budget), naming
+    the largest layer by activations and the largest batch that fits. Returns the estimate.
+
+    For the message and hint: `doing` is what the caller does ("evaluating"); `least` the
+    fewest images it runs at once; `batch_setting` the setting that chooses the batch,
+    `precision_setting` whether one chooses the precision, `input_setting` whether
+    `input_shape` is one. A larger `memory_budget` always runs it anyway."""
+    estimate = estimate_memory(spec_or_graph, batch_size, precision, input_shape, task)
+    room, said = _budget(budget, device)
     if estimate.total <= room:
         return estimate
     fits = estimate.largest_batch(room)
     layer = estimate.largest_layer
-    message = (f"training {estimate.network} at batch {batch_size} in {precision} needs about "
+    where = (f"the largest layer by activations is {layer} "
+             f"({format_size(estimate.largest_layer_per_image * batch_size)})"
+             if task == "training" else f"activations peak in {layer}")
+    message = (f"{doing} {estimate.network} at batch {batch_size} in {precision} needs about "
                f"{format_size(estimate.total)} ({format_size(estimate.activations)} of them "
-               f"activations) but {said}; the largest layer by activations is {layer} "
-               f"({format_size(estimate.largest_layer_per_image * batch_size)})")
-    if fits:
+               f"activations) but {said}; {where}")
+    anyway = "a larger {memory_budget} runs it anyway"
+    if fits >= least:
+        smaller = f"use a {{{batch_setting}}} of at most {fits}"
+        if precision_setting and precision == "fp32":
+            smaller += ", or {precision} bf16"
         raise ResourceError(f"{message}; a batch of {fits} fits", code="SK621",
-                            hint=f"train with a batch of at most {fits}, or in bf16"
-                            if precision == "fp32" else f"train with a batch of at most {fits}")
-    raise ResourceError(f"{message}; not even one image fits: the weights, gradients and "
-                        f"momentum alone need {format_size(estimate.fixed)}", code="SK621",
-                        hint=f"make {layer} and the layers around it smaller")
+                            hint=f"{smaller}; {anyway}")
+    images, s = ("one image", "s") if least == 1 else (f"{least} images", "")  # a verb's -s
+    if estimate.fixed > room:
+        alone = "weights, gradients and momentum" if task == "training" else "weights"
+        cause = f"the {alone} alone need {format_size(estimate.fixed)}"
+        hint = f"use a narrower network; {anyway}"
+    else:
+        cause = f"{images} need{s} {format_size(estimate.per_image * least)} of activations"
+        smaller = "use a smaller {input_shape}, or " if input_setting else ""
+        hint = f"{smaller}make {layer} and the layers around it smaller; {anyway}"
+    raise ResourceError(f"{message}; not even {images} fit{s}: {cause}", code="SK621", hint=hint)
+
+
+def guard_training(spec_or_graph, batch_size: int, precision: str = "fp32",
+                   budget: int | None = None, input_shape=None, device=None) -> MemoryEstimate:
+    """Refuse (ResourceError SK621) a training step whose estimate at `batch_size` and
+    `precision` would not fit in `budget` bytes (default: what `device` has free), naming the
+    largest layer by activations and the largest batch that fits. Returns the estimate."""
+    return guard_memory(spec_or_graph, batch_size, precision, budget, input_shape, device=device)
+
+
+# -- when an allocation fails anyway --------------------------------------------------------------
+
+# How torch's CPU allocator says it failed (c10's alloc_cpu.cpp), on POSIX and on Windows.
+_CPU_ALLOCATOR_FAILURES = ("DefaultCPUAllocator: can't allocate memory",
+                           "DefaultCPUAllocator: not enough memory")
+_TRIED = re.compile(r"you tried to allocate (\d+) bytes")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """An allocation failure: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
+    RuntimeError of torch's CPU allocator."""
+    if isinstance(error, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # no torch loaded: no torch error either
+    if torch is not None and isinstance(error, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        failure in str(error) for failure in _CPU_ALLOCATOR_FAILURES)
+
+
+def describe_out_of_memory(error: BaseException) -> str:
+    """What failed, in a few words: 'an allocation of 8.9 GiB failed' or the error's first
+    line."""
+    tried = _TRIED.search(str(error))
+    if tried:
+        return f"an allocation of {format_size(int(tried.group(1)))} failed"
+    first = (str(error).strip().splitlines() or [""])[0][:160]
+    return first or type(error).__name__
+
+
+@contextlib.contextmanager
+def out_of_memory_is_an_error(doing: str, smaller: str):
+    """Inside, an allocation failure (is_out_of_memory) becomes ResourceError SK611, "out of
+    memory while `doing`: what failed", its hint to use a `smaller` ("{batch_size}") or free
+    memory; other errors pass unchanged. The failed work's frames are cleared first, so its
+    tensors are freed before anything else runs."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - anything else is re-raised as it was
+        if not is_out_of_memory(error):
+            raise
+        traceback.clear_frames(error.__traceback__)
+        raise ResourceError(f"out of memory while {doing}: {describe_out_of_memory(error)}",
+                            code="SK611", hint=f"use a smaller {smaller}, or free memory (a "
+                                               f"{{memory_budget}} above what is free lets work "
+                                               f"start that cannot finish)") from None

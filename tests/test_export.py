@@ -150,3 +150,62 @@ def test_onnx_without_its_packages_says_what_to_install(tmp_path, capsys):
 
 def test_an_output_directory_is_sk535(tmp_path, capsys):
     assert "error SK535" in _error([SPEC, "--random-init", "--output", str(tmp_path)], capsys)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+# What torch's CPU allocator raises when an allocation fails (c10/core/impl/alloc_cpu.cpp).
+CPU_OUT_OF_MEMORY = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                     "allocate memory: you tried to allocate 9600000000 bytes. Error code 12 "
+                     "(Cannot allocate memory)")
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--input", "3x100000x100000"], "not even 3 images fit: 3 images need"),  # 120 GB an image
+    (["--batch", "1000000000"], "checking the export of tiny_sk at batch 1000000000 in fp32"),
+])
+def test_a_batch_or_input_that_cannot_fit_is_refused_before_anything_is_written(
+        flags, said, tmp_path, capsys):
+    err = _error([SPEC, "--random-init", "--format", "torchscript", "--output",
+                  str(tmp_path / "x.ts"), *flags], capsys)
+    assert err.startswith("error SK621: checking the export of tiny_sk") and said in err
+    assert "a larger --memory-budget runs it anyway" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_memory_budget_is_a_flag_and_a_larger_one_lets_the_export_run(tmp_path, capsys):
+    output = tmp_path / "x.ts"
+    argv = [SPEC, "--random-init", "--format", "torchscript", "--output", str(output)]
+    err = _error([*argv, "--memory-budget", "1MiB"], capsys)
+    assert "error SK621" in err and "but the budget is 1.0 MiB" in err and not output.exists()
+    assert _error([*argv, "--memory-budget", "1 parsec"], capsys).startswith(
+        "error SK622: --memory-budget '1 parsec' is not a memory size")
+    status, out, err = main([*argv, "--memory-budget", "1GiB"], capsys)
+    assert status == 0 and output.is_file(), err
+
+
+def test_an_allocation_that_fails_while_exporting_is_sk611_and_writes_nothing(
+        tmp_path, capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError(CPU_OUT_OF_MEMORY)
+
+    monkeypatch.setattr(torch.jit, "trace", out_of_memory)
+    err = _error([SPEC, "--random-init", "--format", "torchscript", "--output",
+                  str(tmp_path / "x.ts")], capsys)
+    assert err.startswith("error SK611: out of memory while exporting tiny_sk; no artifact was "
+                          "written: an allocation of 8.9 GiB failed")
+    assert "hint: use a smaller --batch or --input" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_allocation_that_fails_while_checking_says_the_artifact_is_unchecked(
+        tmp_path, capsys, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(export, "_run_back", out_of_memory)
+    output = tmp_path / "x.ts"
+    err = _error([SPEC, "--random-init", "--format", "torchscript", "--output", str(output)],
+                 capsys)
+    assert err.startswith(f"error SK611: out of memory while checking the exported tiny_sk; "
+                          f"'{output}' was written but not checked")

@@ -11,6 +11,7 @@ import torch
 
 import skdsl
 from skdsl import inspect as I
+from skdsl import testing as T
 from skdsl.commands import main
 from skdsl.inspect import attention as A
 from skdsl.inspect.output import FIGURES, plotting_available
@@ -286,3 +287,60 @@ def test_weights_alone_need_data_and_a_plain_network_is_refused(skdsl_main, tmp_
     assert skdsl_main(["inspect", "attention", str(plain), "--checkpoint",
                        str(tmp_path / "plain.pt"), "--data", "synthetic:val=4"]) == 2
     assert capsys.readouterr().err.startswith("error SK640: the network has no SK convolution")
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+def test_a_batch_that_cannot_fit_is_refused_before_the_first_forward(trained, skdsl_main,
+                                                                     tmp_path, capsys):
+    """TINY needs about 21 KiB of weights and 64 KiB of activations an image: a 256 KiB budget
+    takes 3 of the 12 images at once."""
+    spec, checkpoint = trained
+    out = tmp_path / "attn"
+    argv = ["inspect", "attention", str(spec), "--checkpoint", str(checkpoint), "--json",
+            "--out", str(out), "--memory-budget", "256KiB"]
+    assert skdsl_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error SK621: inspecting tiny_sk at batch 12 in fp32 needs about")
+    assert "but the budget is 256.0 KiB" in err and "a batch of 3 fits" in err
+    assert "hint: use a --batch-size of at most 3; a larger --memory-budget runs it anyway" in err
+    assert not out.exists()
+    assert skdsl_main([*argv, "--batch-size", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 12
+
+
+def test_a_huge_batch_or_input_is_refused_at_once(trained, skdsl_main, tmp_path, capsys):
+    spec, checkpoint = trained
+    with T.time_limit(30):  # drawing ten million images, one by one, would take hours
+        assert skdsl_main(["inspect", "attention", str(spec), "--checkpoint", str(checkpoint),
+                           "--data", "synthetic:val=10000000", "--limit", "10000000",
+                           "--batch-size", "100000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error SK621: inspecting tiny_sk at batch 10000000 in fp32")
+    # Weights alone fit a larger input behind the global pool; one image of it needs 120 GB.
+    huge = write_spec(TINY.replace("input 3x16x16", "input 3x100000x100000"), tmp_path)
+    weights = tmp_path / "weights.pt"
+    torch.save(torch.load(checkpoint, weights_only=True)["model"], weights)
+    assert skdsl_main(["inspect", "attention", str(huge), "--checkpoint", str(weights), "--data",
+                       "synthetic:val=4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error SK621: inspecting tiny_sk at batch 4")
+    assert "not even one image fits: one image needs" in err and "Traceback" not in err
+
+
+def test_an_allocation_that_fails_anyway_is_sk611(trained, skdsl_main, tmp_path, capsys,
+                                                 monkeypatch):
+    spec, checkpoint = trained
+
+    def out_of_memory(images, scale):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                           "1073741824 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(A, "zoom", out_of_memory)
+    assert skdsl_main(["inspect", "attention", str(spec), "--checkpoint", str(checkpoint),
+                       "--out", str(tmp_path / "attn")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error SK611: out of memory while inspecting tiny_sk at --batch-size "
+                          "12: an allocation of 1.0 GiB failed")
+    assert "Traceback" not in err and not (tmp_path / "attn").exists()

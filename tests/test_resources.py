@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -284,3 +285,130 @@ def test_the_sk620_message_in_docs_errors_md_is_the_real_one():
     with pytest.raises(R.ResourceError) as caught:
         R.guard_compile(skdsl.parse(ABSURD["wide conv"]), budget=GiB)
     assert f"```text\n{caught.value.render()}\n```" in page
+
+
+# -- inference: export, eval and inspect ------------------------------------------------------------
+
+
+def test_inference_estimate_by_hand():
+    """No gradients or optimizer state; each output lives until its last reader, and a running
+    node holds a temporary of its output's size: at BN, the conv's output, BN's and BN's
+    temporary are alive (the input was freed after the conv)."""
+    network = skdsl.parse("network n:\n    input 3x8x8\n    stage s: conv 3x3, 4\n")
+    estimate = R.estimate_memory(network, 2, task="inference")
+    params = 4 * 3 * 9 + 2 * 4
+    assert (estimate.parameters, estimate.gradients, estimate.optimizer) == (4 * params, 0, 0)
+    assert estimate.per_image == 3 * 4 * 256 and estimate.activations == 2 * estimate.per_image
+    assert estimate.largest_layer == "s.conv" and estimate.task == "inference"
+    # in bf16 the peak is at the conv: the fp32 input, its output and the temporary
+    bf16 = R.estimate_memory(network, 2, "bf16", task="inference")
+    assert bf16.per_image == 4 * 192 + 2 * 2 * 256
+
+
+@pytest.mark.parametrize("name", ["sknet50", "sknet_tiny"])
+def test_inference_needs_far_less_than_training(name):
+    network = skdsl.load(ROOT / "specs" / f"{name}.sk")
+    inference = R.estimate_memory(network, 8, task="inference")
+    training = R.estimate_training_bytes(network, 8)
+    assert training.fixed - inference.fixed == 2 * inference.parameters  # gradients, momentum
+    assert 0 < inference.per_image * 4 < training.per_image
+
+
+def test_an_inference_guard_names_the_batch_that_fits_in_its_callers_settings(small):
+    budget = R.estimate_memory(small, 50, task="inference").total - 1
+    with pytest.raises(R.ResourceError) as caught:
+        R.guard_memory(small, 50, budget=budget, task="inference", doing="evaluating")
+    error = caught.value
+    assert error.code == "SK621" and error.message.startswith("evaluating small at batch 50")
+    assert "a batch of 49 fits" in error.message and "activations peak in" in error.message
+    assert error.render(lambda name: f"--{name}").endswith(
+        "hint: use a --batch_size of at most 49, or --precision bf16; a larger --memory_budget "
+        "runs it anyway")
+    with pytest.raises(R.ResourceError) as caught:
+        R.guard_memory(small, 50, budget=budget, task="inference", batch_setting="batch",
+                       precision_setting=False)
+    assert caught.value.hint.startswith("use a batch of at most 49;")
+    assert R.guard_memory(small, 49, budget=budget, task="inference").total <= budget
+
+
+def test_when_the_fewest_images_a_task_runs_do_not_fit_the_input_is_named():
+    network = skdsl.parse(HUGE_INPUT)
+    with pytest.raises(R.ResourceError) as caught:
+        R.guard_memory(network, 3, budget=64 * GiB, task="inference", least=3,
+                       batch_setting="batch", input_setting=True)
+    error = caught.value
+    assert "not even 3 images fit: 3 images need" in error.message
+    assert error.hint.startswith("use a smaller input_shape, or make s.conv")
+    with pytest.raises(R.ResourceError) as caught:
+        R.guard_memory(network, 1, budget=1000, task="inference")
+    assert "not even one image fits: the weights alone need" in caught.value.message
+
+
+def test_the_default_budget_is_shared_by_this_machines_processes(small, monkeypatch):
+    available = R.available_memory()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    room, said = R._budget(None, "cpu")
+    assert available // 8 < room <= available // 4 + (1 << 20)  # the memory moves meanwhile
+    assert "for each of this machine's 4 processes" in said
+
+
+def test_a_gpus_budget_is_its_free_memory(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * GiB, 80 * GiB))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert R._budget(None, torch.device("cuda", 0)) == (2 * GiB, "2.0 GiB is free on cuda:0")
+    assert R._budget(GiB, torch.device("cuda", 0)) == (GiB, "the budget is 1.0 GiB")
+
+
+def test_a_memory_budget_flag_takes_a_size_or_says_it_is_none():
+    assert R.parse_budget(None) is None and R.parse_budget("1.5GiB") == 3 << 29
+    with pytest.raises(R.ResourceError) as caught:
+        R.parse_budget("10XB")
+    assert caught.value.code == "SK622"
+    assert caught.value.render(lambda name: "--memory-budget").startswith(
+        "error SK622: --memory-budget '10XB' is not a memory size")
+
+
+# What torch's CPU allocator raises (c10/core/impl/alloc_cpu.cpp), as `skdsl export` met it.
+CPU_OUT_OF_MEMORY = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                     "allocate memory: you tried to allocate 9600000000 bytes. Error code 12 "
+                     "(Cannot allocate memory)")
+
+
+def test_allocation_failures_are_told_from_other_errors():
+    import torch
+
+    assert R.is_out_of_memory(RuntimeError(CPU_OUT_OF_MEMORY))
+    assert R.is_out_of_memory(MemoryError())
+    assert R.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert not R.is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not R.is_out_of_memory(ValueError("DefaultCPUAllocator: can't allocate memory"))
+
+
+def test_an_allocation_failure_becomes_sk611_and_other_errors_pass():
+    class Activations:
+        pass
+
+    held = []
+
+    def forward():
+        activations = Activations()  # what the failed work holds
+        held.append(weakref.ref(activations))
+        raise RuntimeError(CPU_OUT_OF_MEMORY)
+
+    with pytest.raises(R.ResourceError) as caught:
+        with R.out_of_memory_is_an_error("exporting n", "{batch_size}"):
+            forward()
+    error = caught.value
+    assert error.code == "SK611" and error.hint.startswith("use a smaller batch_size, or free")
+    assert error.message == "out of memory while exporting n: an allocation of 8.9 GiB failed"
+    assert held[0]() is None  # freed, though the error still names its cause
+    with pytest.raises(R.ResourceError, match="while x: MemoryError"):
+        with R.out_of_memory_is_an_error("x", "{batch_size}"):
+            raise MemoryError
+    with pytest.raises(KeyError):
+        with R.out_of_memory_is_an_error("x", "{batch_size}"):
+            raise KeyError("not memory")
+    with R.out_of_memory_is_an_error("x", "{batch_size}"):
+        pass

@@ -14,11 +14,13 @@ import torch
 
 import skdsl.train.runner as runner
 from skdsl import commands
+from skdsl import testing as T
 from skdsl.commands.arguments import flag
 from skdsl.errors import CheckpointError, CliError
 from skdsl.train import TrainConfig, train
 from skdsl.train import checkpoint as C
 from skdsl.train.display import Display, Progress
+from skdsl.train.lock import RunLock
 from skdsl.train.metrics import read_metrics
 
 from helpers import write_spec
@@ -237,6 +239,114 @@ def test_out_of_memory_suggests_a_batch_size_that_fits(spec, tmp_path, monkeypat
     assert "out of memory on cpu at batch_size 32" in error.value.message
     assert error.value.hint.startswith("try batch_size 4;")
     assert error.value.settings == ("batch_size", "precision", "channels_last")
+
+
+# What torch's CPU allocator raises when an allocation fails (c10/core/impl/alloc_cpu.cpp).
+CPU_OUT_OF_MEMORY = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                     "allocate memory: you tried to allocate 9600000000 bytes. Error code 12 "
+                     "(Cannot allocate memory)")
+
+
+def failing_forward(monkeypatch, fails):
+    """Compiled models whose forward raises the CPU allocator's error when fails(module,
+    images) says so."""
+    real_compile = runner.skdsl_compile
+
+    def compile_failing(spec_):
+        model = real_compile(spec_)
+
+        def check(module, inputs):
+            if fails(module, inputs[0]):
+                raise RuntimeError(CPU_OUT_OF_MEMORY)
+        model.register_forward_pre_hook(check)
+        return model
+
+    monkeypatch.setattr(runner, "skdsl_compile", compile_failing)
+
+
+def test_cpu_out_of_memory_mid_run_is_sk611_and_keeps_last_pt(spec, tmp_path, capsys,
+                                                             monkeypatch):
+    """Training step 8 (epoch 2 of 6 steps each) runs out of CPU memory after epoch 1's last.pt:
+    a clean SK611 naming a batch that fits, last.pt as it was, and --resume goes on from it."""
+    out = tmp_path / "run"
+    steps, saved = [], []
+
+    def fails(module, images):
+        if not module.training:
+            return False
+        steps.append(len(images))
+        if len(steps) == 7:  # epoch 2's first step: last.pt holds epoch 1
+            saved.append((out / "last.pt").read_bytes())
+        return len(steps) >= 8 and len(images) > 4
+
+    failing_forward(monkeypatch, fails)
+    status = commands.main(["train", spec, "--out", str(out), "--data", "synthetic:train=96,val=32",
+                            "--batch-size", "16", "--epochs", "2", "--seed", "1"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert err.startswith(f"error SK611: out of memory on cpu at --batch-size 16 (16 images per "
+                          f"process): training stopped; {out / 'last.pt'} keeps the state after "
+                          f"epoch 1")
+    assert "hint: try --batch-size 4;" in err  # 8 images failed too, 4 fit
+    assert (out / "last.pt").read_bytes() == saved[0]
+    kept = C.load(out / "last.pt")
+    assert (kept["epoch"], kept["step"]) == (1, 6)
+    monkeypatch.undo()
+    result = train(config(spec, out, resume=True))
+    assert result.status == "finished" and C.load(out / "last.pt")["step"] == 12
+
+
+def test_eval_out_of_memory_is_sk611_naming_a_batch_that_fits(spec, tmp_path, capsys,
+                                                             monkeypatch):
+    out = tmp_path / "run"
+    train(config(spec, out, epochs=1))
+    failing_forward(monkeypatch, lambda module, images: len(images) > 4)
+    status = commands.main(["eval", spec, "--checkpoint", str(out / "last.pt"), "--batch-size",
+                            "16"])
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err
+    assert err.startswith("error SK611: out of memory on cpu while evaluating at --batch-size 16 "
+                          "(16 images per process)\n  = hint: try --batch-size 4;")
+
+
+def test_eval_refuses_a_batch_or_input_that_cannot_fit_before_it_starts(spec, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(config(spec, out, epochs=1))
+    argv = ["eval", spec, "--checkpoint", str(out / "last.pt")]
+    with T.time_limit(30):  # drawing ten million images, one by one, would take hours
+        status = commands.main([*argv, "--data", "synthetic:val=10000000", "--batch-size",
+                                "16777216"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith(
+        "error SK621: evaluating test_sk at batch 10000000 in fp32 needs about")
+    assert "hint: use a --batch-size of at most" in err
+    assert commands.main([*argv, "--memory-budget", "64KiB"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluating test_sk at batch 32" in err and "but the budget is 64.0 KiB" in err
+    # Weights alone fit a larger input behind the global pool; one image of it needs 120 GB.
+    huge = Path(spec).with_name("huge.sk")
+    huge.write_text(TEST_SPEC.replace("input 3x16x16", "input 3x100000x100000"))
+    torch.save(weights(out / "last.pt")["model"], tmp_path / "weights.pt")
+    assert commands.main(["eval", str(huge), "--checkpoint", str(tmp_path / "weights.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not even one image fits: one image needs" in err and "Traceback" not in err
+
+
+def test_resume_of_a_folder_in_use_is_sk608_even_before_its_first_checkpoint(spec, tmp_path):
+    """Another run holds --out (the lock, held here in-process as a second process would) and
+    has not written last.pt yet: the folder is in use (SK608), not without a checkpoint."""
+    out = tmp_path / "run"
+    with RunLock(out):
+        with pytest.raises(CliError) as error:
+            train(config(spec, out, resume=True))
+        assert error.value.code == "SK608"
+        assert "is in use by another run (pid" in error.value.message
+        with pytest.raises(CliError) as error:
+            train(config(spec, out, resume="auto"))
+        assert error.value.code == "SK608"
+    with pytest.raises(CheckpointError) as error:  # free again: now there is no checkpoint
+        train(config(spec, out, resume=True))
+    assert error.value.code == "SK601" and not out.exists()
 
 
 def test_fp16_needs_a_gpu_and_batches_need_two_images_per_process(spec, tmp_path):

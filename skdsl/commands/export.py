@@ -41,13 +41,19 @@ def register(subparsers) -> None:
                         help="where to write the artifact")
     parser.add_argument("--classes", metavar="N", type=int,
                         help="replace the spec's `classes`, as `skdsl train --classes` did")
+    parser.add_argument("--memory-budget", metavar="SIZE",
+                        help="memory the export may use, such as 8GiB (default: what is "
+                             "available); checks that would not fit are refused before they "
+                             "start")
 
 
 def run(args) -> int:
     """Export as the flags say; print what was written and how closely it matches eager."""
     from .. import export
+    from ..resources import parse_budget
 
     _check_flags(args)
+    budget = parse_budget(args.memory_budget)
     output = Path(args.output)
     if output.is_dir():
         raise CliError(f"--output '{output}' is a directory", code="SK535",
@@ -59,7 +65,8 @@ def run(args) -> int:
     input_shape = parse_input_shape(args.input)
     spec = load_spec(args, num_classes=args.classes)
     result = export.export(spec, output, args.format, checkpoint=args.checkpoint,
-                           fuse=args.fuse_bn, input_shape=input_shape, batch=args.batch)
+                           fuse=args.fuse_bn, input_shape=input_shape, batch=args.batch,
+                           memory_budget=budget)
     print(result.summary())
     return 0
 

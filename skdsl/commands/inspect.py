@@ -58,6 +58,9 @@ def register(commands) -> argparse.ArgumentParser:
                         help="images per forward pass (default 64)")
     parser.add_argument("--limit", metavar="N", type=int,
                         help="use N images spread over the validation split (default: all)")
+    parser.add_argument("--memory-budget", metavar="SIZE",
+                        help="memory the forward passes may use, such as 8GiB (default: what is "
+                             "free); a --batch-size that would not fit is refused before it runs")
     parser.set_defaults(run=run)
     return inspect
 
@@ -66,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
     """`skdsl inspect attention`: the table (or JSON) on stdout, files under --out; 0 when done."""
     from ..inspect import attention, output
     from ..inspect.units import figure_units
+    from ..resources import parse_budget
     from .arguments import parse_overrides
     from .output import print_json, print_rich
 
     request = attention.AttentionRequest(
         args.spec, args.checkpoint, args.data, parse_overrides(args.overrides),
         _scales(args.scales), _names(args.units), args.protocol, args.limit, args.batch_size,
-        bool(args.allow_imports_outside))
+        bool(args.allow_imports_outside), parse_budget(args.memory_budget))
     result = attention.inspect_attention(request)
     if args.out:
         picked = figure_units([unit["name"] for unit in result["units"]])

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 from ..errors import CliError, did_you_mean
 from ..train.config import (AUGMENTS, DATA_KINDS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
                             RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig)
-from .arguments import (add_command, add_spec_argument, add_switches, add_values, flag,
-                        parse_overrides)
+from .arguments import (MAX_DIGITS, add_command, add_spec_argument, add_switches, add_values,
+                        clipped, flag, is_whole_number, parse_overrides, quoted,
+                        whole_number)
 
 TRAIN_EPILOG = """\
 examples:
@@ -68,7 +70,10 @@ def _command(subparsers, name: str, run, summary: str, description: str,
                        "auto (default): this process's GPU if CUDA is there, else the CPU"),
                seed=("S", "seeds weights, data order and augmentation (0 to 2**63-1)"),
                classes=("N", "replace the spec's `classes` (a head written `fc classes` "
-                             "follows): fine-tuning to another class count"))
+                             "follows): fine-tuning to another class count"),
+               memory_budget=("SIZE", "memory one process may use, such as 8GiB (default: what "
+                                      "the device has free); a run that would not fit is "
+                                      "refused before it starts"))
     return parser
 
 
@@ -122,9 +127,6 @@ def _add_train(subparsers) -> None:
                init=("FILE", "start from these weights (an skdsl checkpoint, `skdsl weights "
                              "convert` output or a state dict); a head of another class count "
                              "is left out and initialised afresh"),
-               memory_budget=("SIZE", "memory one process may use, such as 8GiB (default: what "
-                                      "the device has free); a run that would not fit is "
-                                      "refused before it starts"),
                max_steps=("N", "stop after N optimiser steps in all"),
                log_every=("N", "steps between reading losses back from the device (default: 1 "
                                "on CPU, 10 on GPU)"))
@@ -191,7 +193,7 @@ def _resume(value) -> bool | str:
     """--resume (True), --resume auto, or left out (False)."""
     if value in (True, False, "auto"):
         return value
-    raise CliError(f"--resume {value!r}: expected no value, or 'auto'", code="SK510",
+    raise CliError(f"--resume {quoted(value)}: expected no value, or 'auto'", code="SK510",
                    hint="--resume continues the run in --out; --resume auto does when there is one")
 
 
@@ -205,7 +207,7 @@ def _crop_scale(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         scale = None
     if scale is None or not 0 < scale[0] <= scale[1] <= 1:
-        raise CliError(f"--crop-scale {text[:40]!r}: expected LO-HI, two area fractions with "
+        raise CliError(f"--crop-scale {quoted(text)}: expected LO-HI, two area fractions with "
                        f"0 < LO <= HI <= 1", code="SK510", hint="such as --crop-scale 0.08-1")
     return scale
 
@@ -224,7 +226,8 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
         device=_choice(args.device, "--device", DEVICES) or "auto",
         seed=_integer(args.seed, "--seed", 0), json=args.json,
         classes=_integer(args.classes, "--classes", 1),
-        allow_imports_outside=bool(args.allow_imports_outside), ema=args.ema)
+        allow_imports_outside=bool(args.allow_imports_outside), ema=args.ema,
+        memory_budget=_memory_budget(args.memory_budget))
 
 
 def _memory_budget(text: str | None) -> int | None:
@@ -242,17 +245,22 @@ def _integer(text: str | None, option: str, minimum: int) -> int | None:
     """A whole number of at least `minimum` and at most the setting's INTEGER_RANGES bound."""
     if text is None:
         return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise CliError(f"{option} {text[:40]!r}: expected a whole number", code="SK510") from None
+    value = whole_number(text)
+    if value is None:
+        if not is_whole_number(text):
+            raise CliError(f"{option} {quoted(text)}: expected a whole number", code="SK510")
+        value = -math.inf if text.strip().startswith("-") else math.inf  # too many digits to read
     if value < minimum:
         reason = " (BatchNorm needs 2 images per batch)" if option == "--batch-size" else ""
-        raise CliError(f"{option} {value}: must be at least {minimum}{reason}", code="SK510")
+        raise CliError(f"{option} {clipped(text.strip(), 24)}: must be at least {minimum}{reason}",
+                       code="SK510")
     _, maximum = INTEGER_RANGES.get(option[2:].replace("-", "_"), (minimum, None))
     if maximum is not None and value > maximum:
-        shown = str(value) if len(str(value)) <= 24 else f"{str(value)[:20]}…"
-        raise CliError(f"{option} {shown}: must be at most {maximum:,}", code="SK510")
+        raise CliError(f"{option} {clipped(text.strip(), 24)}: must be at most {maximum:,}",
+                       code="SK510")
+    if math.isinf(value):
+        raise CliError(f"{option} {clipped(text.strip(), 24)}: a whole number of more than "
+                       f"{MAX_DIGITS} digits", code="SK510")
     return value
 
 
@@ -263,21 +271,23 @@ def _number(text: str | None, option: str, low: float, high: float | None = None
     try:
         value = float(text)
     except ValueError:
-        raise CliError(f"{option} {text!r}: expected a number such as 0.1", code="SK510") from None
+        raise CliError(f"{option} {quoted(text)}: expected a number such as 0.1",
+                       code="SK510") from None
     too_low = value <= low if low_open else value < low
     too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high or value != value or value in (float("inf"), float("-inf")):
         bounds = f"{'>' if low_open else '>='} {low:g}"
         if high is not None:
             bounds += f" and {'<' if high_open else '<='} {high:g}"
-        raise CliError(f"{option} {text}: must be a finite number {bounds}", code="SK510")
+        raise CliError(f"{option} {clipped(text, 24)}: must be a finite number {bounds}",
+                       code="SK510")
     return value
 
 
 def _choice(text: str | None, option: str, choices: tuple[str, ...]) -> str | None:
     if text is None or text in choices:
         return text
-    raise CliError(f"{option} {text!r}: expected one of {', '.join(choices)}", code="SK510",
+    raise CliError(f"{option} {quoted(text)}: expected one of {', '.join(choices)}", code="SK510",
                    hint=did_you_mean(text, choices))
 
 
@@ -287,7 +297,7 @@ def _data(text: str | None) -> str | None:
         return None
     kind = text.partition(":")[0]
     if kind not in DATA_KINDS:
-        raise CliError(f"--data {text!r}: unknown source '{kind}'", code="SK511",
+        raise CliError(f"--data {quoted(text)}: unknown source {quoted(kind)}", code="SK511",
                        hint=did_you_mean(kind, DATA_KINDS) or f"use one of: {', '.join(DATA_KINDS)}")
     return text
 

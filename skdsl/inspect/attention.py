@@ -28,12 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import declare_settings
+from ..resources import guard_memory, out_of_memory_is_an_error
 from ..train import data as D
 from ..train.runner import open_data
 from .record import AttentionRecorder
 from .units import InspectError, SKUnit, find_units, sk_units
 
-declare_settings("data")
+declare_settings("data", "batch_size", "memory_budget")
 
 PROTOCOLS = ("zoom", "render")
 DEFAULT_SCALES = (1.0, 1.5, 2.0)
@@ -220,10 +221,13 @@ class AttentionRequest:
     limit: int | None = None
     batch_size: int = 64
     allow_imports_outside: bool = False  # `use` may read files outside the spec's folder
+    memory_budget: int | None = None  # bytes the forward passes may use; None: what is free
 
 
 def inspect_attention(request: AttentionRequest) -> dict:
-    """Run the scale experiment on a checkpoint (or converted weights): every figure, as JSON."""
+    """Run the scale experiment on a checkpoint (or converted weights): every figure, as JSON.
+    Batches that would not fit the memory budget are refused before the first (SK621), and an
+    allocation that fails anyway is SK611."""
     if request.protocol not in PROTOCOLS:
         raise ProtocolError(f"no protocol '{request.protocol}'",
                             hint=f"use one of: {', '.join(PROTOCOLS)}")
@@ -242,8 +246,14 @@ def inspect_attention(request: AttentionRequest) -> dict:
     else:
         images_at, base = rendered(source.val, scales)
     indices = evenly_spaced(len(source.val), request.limit)
-    study = scale_experiment(model, units, images_at, indices, scales, source.classes,
-                             request.batch_size)
+    batch = min(max(1, request.batch_size), len(indices))  # below 1: scale_experiment's SK642
+    guard_memory(spec, batch, budget=request.memory_budget, task="inference",
+                 doing="inspecting", device=next(model.parameters()).device,
+                 precision_setting=False)
+    with out_of_memory_is_an_error(f"inspecting {spec.name} at {{batch_size}} {batch}",
+                                   "{batch_size}"):
+        study = scale_experiment(model, units, images_at, indices, scales, source.classes,
+                                 request.batch_size)
     return {"spec": spec.name, "checkpoint": str(request.checkpoint), "data": data,
             "protocol": request.protocol, "scales": list(scales), "base_scale": base,
             "images": len(indices), "classes": source.classes, "accuracy": study.accuracy(),

@@ -145,6 +145,7 @@ class EvalConfig:
     classes: int | None = None  # None: the checkpoint's (a fine-tuned run's --classes)
     ema: bool = False  # evaluate the checkpoint's moving average of the weights (train --ema)
     allow_imports_outside: bool = False  # `use` may read files outside the spec's folder, std/
+    memory_budget: int | None = None  # bytes one process may use; None: what its device has
 
 
 # Training and evaluation messages name these fields as settings: `{batch_size}`, `{resume}`.

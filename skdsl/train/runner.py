@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .. import state_io
 from ..errors import APIError, CheckpointError, SkdslError, named
 from ..loading import SettingError
+from ..resources import is_out_of_memory
 from . import checkpoint as ckpt
 from . import data as D
 from . import distributed as dist_
@@ -247,7 +248,8 @@ def _prepare(config: TrainConfig, context: dist_.Context, stop: "StopSignals", o
     recipe = resolve_recipe(config)
     _check_batch(recipe.batch_size, context)
     if not isinstance(spec, ModuleNetwork):
-        _guard_memory(spec, recipe.batch_size // context.world_size, config, context)
+        _guard_memory(spec, recipe.batch_size // context.world_size, config.precision,
+                      config.memory_budget, context)
     _configure_torch(config, context)
     source = _source(config, spec, recipe, given)
     raw_model = _build_model(spec, config, context, fresh=saved is None, given=given.model)
@@ -375,14 +377,7 @@ def _resumed_checkpoint(config: TrainConfig, out: Path,
 def _read_resumed(config: TrainConfig, out: Path) -> tuple[dict | None, RunLock]:
     if out.exists() and not out.is_dir():
         raise SettingError(f"{{out}} '{out}' is a file, not a directory", code="SK514")
-    if config.resume == "auto":  # resume when there is a run to resume, else start one
-        config = replace(config, resume=(out / "last.pt").exists())
-    if config.resume and config.init is not None:
-        raise SettingError("{init} starts a new run from weights; {resume} continues the run in "
-                           "{out} from its last.pt", hint="leave out one of them")
-    if config.resume and not (out / "last.pt").exists():
-        raise CheckpointError(f"{{resume}}: no checkpoint '{out / 'last.pt'}' to resume from",
-                              code="SK601", hint="leave out {resume} to start a new run there")
+    # The lock first: a run that holds the folder (SK608) may not have written last.pt yet.
     lock = RunLock(out).acquire()
     try:
         return _saved_run(config, out), lock
@@ -394,6 +389,14 @@ def _read_resumed(config: TrainConfig, out: Path) -> tuple[dict | None, RunLock]
 def _saved_run(config: TrainConfig, out: Path) -> dict | None:
     """The run in --out to continue (under its lock), or None for a fresh run."""
     last = out / "last.pt"
+    if config.resume == "auto":  # resume when there is a run to resume, else start one
+        config = replace(config, resume=last.exists())
+    if config.resume and config.init is not None:
+        raise SettingError("{init} starts a new run from weights; {resume} continues the run in "
+                           "{out} from its last.pt", hint="leave out one of them")
+    if config.resume and not last.exists():
+        raise CheckpointError(f"{{resume}}: no checkpoint '{last}' to resume from",
+                              code="SK601", hint="leave out {resume} to start a new run there")
     if not config.resume:
         if last.exists():
             raise SettingError(f"{{out}} '{out}' already holds a run (last.pt)", code="SK514",
@@ -547,17 +550,16 @@ def open_data(text: str, spec, seed: int, light_augmentation: bool = False, *,
     return source
 
 
-def _guard_memory(spec, batch_size: int, config: TrainConfig, context: dist_.Context) -> None:
-    """Refuse, before a tensor is allocated, a run whose weights, optimizer state and saved
-    activations at this process's batch would not fit (resources.guard_training, SK621)."""
-    from ..resources import available_memory, guard_training
+def _guard_memory(spec, batch_size: int, precision: str, budget: int | None,
+                  context: dist_.Context, task: str = "training") -> None:
+    """Refuse (SK621), before a batch is allocated, a run whose weights, optimizer state and
+    saved activations at this process's batch (`task` "training"), or an evaluation whose
+    weights and activations alive at once ("inference"), would not fit `budget` (None: what the
+    device has, shared by the processes of this machine; resources.guard_memory)."""
+    from ..resources import guard_memory
 
-    budget = config.memory_budget
-    if budget is None and context.device.type == "cuda":
-        budget = torch.cuda.mem_get_info(context.device)[0]
-    elif budget is None:  # the processes of one machine share its memory
-        budget = available_memory() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    guard_training(spec, batch_size, config.precision, budget=budget)
+    guard_memory(spec, batch_size, precision, budget, task=task, device=context.device,
+                 doing="training" if task == "training" else "evaluating")
 
 
 def _build_model(spec, config: TrainConfig, context: dist_.Context, fresh: bool,
@@ -649,11 +651,12 @@ def train_epochs(run: Run) -> str:
             save_checkpoint(run, best=False)
             return stopped
         trained = run.clock.record()
-        val = evaluate(run.raw_model, run.val_loader, run.context, run.config)
+        val = evaluate(run.raw_model, run.val_loader, run.context, run.config, _kept(run))
         record = {**_epoch_record(run, epoch, val, time.monotonic() - started), **trained,
                   "peak_memory_mib": peak_memory_mib(run.device)}
         if run.ema is not None:  # the average, evaluated as the raw weights are
-            ema_val = evaluate(run.ema.module, run.val_loader, run.context, run.config)
+            ema_val = evaluate(run.ema.module, run.val_loader, run.context, run.config,
+                               _kept(run))
             record.update({f"ema_val_{key}": ema_val[key] for key in ("loss", "top1", "top5")})
         state.history.append(record)
         is_best = val["top1"] > state.best_top1
@@ -743,6 +746,7 @@ def _train_step(run: Run, images: Tensor, labels: Tensor, part: int = 0) -> tupl
     batches, and the update after the last part; the loss and top-1 count stay on the device."""
     accum = run.recipe.accum_steps
     last = part == accum - 1
+    out_of_memory = False
     try:
         mixed = None
         if run.mixer.enabled:
@@ -760,11 +764,15 @@ def _train_step(run: Run, images: Tensor, labels: Tensor, part: int = 0) -> tupl
             run.scaler.scale(loss / accum if accum > 1 else loss).backward()
         if last:
             _update(run)
-    except torch.OutOfMemoryError:
-        raise _out_of_memory(run, images, labels) from None
     except Exception as error:
-        _raise_compile_failure(run, error)
-        raise
+        if not is_out_of_memory(error):
+            _raise_compile_failure(run, error)
+            raise
+        # Handled below, outside `except`, where the error's traceback (which holds the
+        # failed step's tensors) is gone; so are the step's outputs and autograd graph.
+        out_of_memory, logits, loss = True, None, None
+    if out_of_memory:
+        raise _out_of_memory(run, images, labels)
     correct = mixed.correct(logits.detach()) if mixed else \
         (logits.detach().argmax(dim=1) == labels).sum()
     return loss.detach().float(), correct
@@ -872,21 +880,32 @@ def _epoch_record(run: Run, epoch: int, val: dict, seconds: float) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, context: dist_.Context, config) -> dict:
+def evaluate(model: nn.Module, loader, context: dist_.Context, config,
+             kept: str | None = None) -> dict:
     """Mean loss, top-1 and top-5 over the whole split: each process counts its shard, then the
-    counts are summed over processes (the raw model: DDP's forward would sync buffers)."""
+    counts are summed over processes (the raw model: DDP's forward would sync buffers). Out of
+    memory is SK611 (naming a batch that fits and, for a run, `kept`: what its --out keeps)."""
     was_training = model.training
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=context.device)  # loss, top1, top5, n
-    for images, labels in D.batches(loader):
-        images, labels = to_device(images, labels, context.device, config.channels_last)
-        with autocast(context.device, config.precision):
-            logits = model(images)
-        loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
-        top1, top5 = topk_correct(logits, labels)
-        totals += torch.stack([loss.double(), top1.double(), top5.double(),
-                               torch.tensor(float(len(labels)), dtype=torch.float64,
-                                            device=context.device)])
+    images = None
+    try:
+        for images, labels in D.batches(loader):
+            images, labels = to_device(images, labels, context.device, config.channels_last)
+            with autocast(context.device, config.precision):
+                logits = model(images)
+            loss = nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+            top1, top5 = topk_correct(logits, labels)
+            totals += torch.stack([loss.double(), top1.double(), top5.double(),
+                                   torch.tensor(float(len(labels)), dtype=torch.float64,
+                                                device=context.device)])
+        out_of_memory = False
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise
+        out_of_memory = True  # handled below, once the failed batch's tensors are freed
+    if out_of_memory:
+        raise _evaluation_out_of_memory(model, images, context, config, kept)
     loss_sum, top1, top5, count = dist_.all_reduce(totals, context).tolist()  # sync point
     model.train(was_training)
     count = max(count, 1.0)
@@ -896,7 +915,9 @@ def evaluate(model: nn.Module, loader, context: dist_.Context, config) -> dict:
 
 def evaluate_checkpoint(config: EvalConfig) -> dict:
     """`skdsl eval`: the loss, top-1 and top-5 of a checkpoint (or of converted weights, or a
-    state dict) on a source's validation split."""
+    state dict) on a source's validation split. An evaluation whose batch would not fit
+    `config.memory_budget` bytes (None: what the device has) is refused before the model is
+    built (SK621)."""
     with dist_.process_group(config.device) as context:
         state, saved = ckpt.read_weights(config.checkpoint, state_io.CHECKPOINTS)
         trained = TrainConfig.from_dict(saved["config"]) if saved else TrainConfig("", "")
@@ -911,6 +932,9 @@ def evaluate_checkpoint(config: EvalConfig) -> dict:
         _check_precision(config.precision, context)
         _check_batch(config.batch_size, context)
         source = open_data(data, spec, seed)
+        batch = min(config.batch_size // context.world_size, max(1, len(source.val)))
+        _guard_memory(spec, batch, config.precision, config.memory_budget, context,
+                      task="inference")
         model = skdsl_compile(spec)
         if config.ema:
             state = _ema_weights(saved, config.checkpoint)
@@ -969,47 +993,86 @@ def save_checkpoint(run: Run, best: bool) -> None:
 # -- trouble --------------------------------------------------------------------------------------
 
 
-def _stop_on_nan(run: Run, step: int, loss: float, epoch: int) -> None:
+def _kept(run: Run) -> str:
+    """What --out keeps when an error stops the run: last.pt as it was, or nothing."""
     last = run.out / "last.pt"
-    kept = (f"{last} keeps the state after epoch {run.state.epoch}" if last.exists()
+    return (f"{last} keeps the state after epoch {run.state.epoch}" if last.exists()
             else "no checkpoint was written before it")
+
+
+def _stop_on_nan(run: Run, step: int, loss: float, epoch: int) -> None:
     raise TrainingError(f"the loss became {loss} at step {step + 1} (epoch {epoch + 1}): "
-                        f"training stopped; {kept}", code="SK610",
+                        f"training stopped; {_kept(run)}", code="SK610",
                         hint="lower {lr}, add {warmup_epochs}, or train in {precision} fp32")
 
 
 def _out_of_memory(run: Run, images: Tensor, labels: Tensor) -> TrainingError:
-    """The message for a CUDA out-of-memory error, with a global batch size that does fit."""
+    """SK611 for a training step that ran out of memory (CUDA's or the CPU's), with a global
+    batch size that does fit. The run stops without saving: last.pt stays as it was.
+
+    The probe runs the unwrapped model (DDP's hooks would wait for the other processes), and
+    the run ends after it, so the BatchNorm statistics it touches are never saved."""
     run.optimizer.zero_grad(set_to_none=True)
-    fits = largest_fitting_batch(run, images, labels)
-    world = run.context.world_size
-    name = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else str(run.device)
-    suggestion = (f"try {{batch_size}} {fits * world}" if fits else
-                  "even 2 images per process do not fit: use a smaller network or input")
-    return TrainingError(f"out of memory on {name} at {{batch_size}} {run.recipe.batch_size} "
-                         f"({run.batch_per_process} images per process)", code="SK611",
-                         hint=f"{suggestion}; {{precision}} bf16 and {{channels_last}} also need "
-                              f"less memory")
 
-
-def largest_fitting_batch(run: Run, images: Tensor, labels: Tensor) -> int:
-    """Halve the batch until a forward and backward pass fits; 0 when not even 2 images do.
-
-    It runs the unwrapped model (DDP's hooks would wait for the other processes), and the run
-    ends after it, so the BatchNorm statistics it touches are never saved.
-    """
-    size = len(images) // 2
-    while size >= 2:
-        _free_cuda_memory()
+    def step(size: int) -> None:
         try:
             with run.autocast():
                 loss = run.loss_fn(run.raw_model(images[:size]), labels[:size])
             loss.backward()
-            return size
-        except torch.OutOfMemoryError:
-            size //= 2
         finally:
             run.optimizer.zero_grad(set_to_none=True)
+
+    fits = largest_fitting_batch(len(images), step, smallest=2)
+    return _out_of_memory_error(run.device, "", run.recipe.batch_size, run.batch_per_process,
+                                fits * run.context.world_size, 2, _kept(run))
+
+
+def _evaluation_out_of_memory(model: nn.Module, images: Tensor | None, context: dist_.Context,
+                              config, kept: str | None) -> TrainingError:
+    """SK611 for an evaluation that ran out of memory, with a global batch size that fits
+    (None: no batch was loaded to try one)."""
+    fits = None
+    if images is not None:
+        def forward(size: int) -> None:
+            with autocast(context.device, config.precision):
+                model(images[:size].to(context.device))
+
+        fits = largest_fitting_batch(len(images), forward, smallest=1) * context.world_size
+    return _out_of_memory_error(context.device, " while evaluating", config.batch_size,
+                                config.batch_size // context.world_size, fits, 1, kept)
+
+
+def _out_of_memory_error(device: torch.device, doing: str, batch_size: int, per_process: int,
+                         fits: int | None, smallest: int, kept: str | None) -> TrainingError:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    if fits:
+        suggestion = f"try {{batch_size}} {fits}"
+    elif fits is None:
+        suggestion = "try a smaller {batch_size}"
+    else:
+        images = f"{smallest} images per process do not" if smallest > 1 else \
+            "1 image per process does not"
+        suggestion = f"even {images} fit: use a smaller network or input"
+    stopped = f": training stopped; {kept}" if kept else ""
+    return TrainingError(f"out of memory on {name}{doing} at {{batch_size}} {batch_size} "
+                         f"({per_process} images per process){stopped}", code="SK611",
+                         hint=f"{suggestion}; {{precision}} bf16 and {{channels_last}} also need "
+                              f"less memory")
+
+
+def largest_fitting_batch(size: int, attempt: Callable[[int], None], smallest: int) -> int:
+    """Halve `size` until attempt(size) runs without running out of memory (a forward and
+    backward pass, or a forward pass); 0 when not even `smallest` images do."""
+    size //= 2
+    while size >= smallest:
+        _free_cuda_memory()
+        try:
+            attempt(size)
+            return size
+        except Exception as error:  # noqa: BLE001 - all but an allocation failure re-raised
+            if not is_out_of_memory(error):
+                raise
+        size //= 2
     return 0
 
 
