@@ -173,3 +173,55 @@ def test_no_command_replaces_a_special_file(command, specials, capsys, monkeypat
     assert {name: identity(path) for name, path in specials.items()} == before
     folder = next(iter(specials.values())).parent
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in specials.values())
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "last.pt", "resolved.json"])
+def test_a_run_folder_holding_a_special_file_is_refused_before_the_run(name, tmp_path, capsys,
+                                                                       monkeypatch):
+    from skdsl import commands
+
+    monkeypatch.chdir(ROOT)
+    run = tmp_path / "run"
+    run.mkdir()
+    os.mkfifo(run / name)
+    before = identity(run / name)
+    assert commands.main(["train", TINY, "--data", "synthetic", "--epochs", "1",
+                          "--out", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert f"error SK514: --out '{run}' cannot hold a run: '{name}' in it: it is a pipe" in err
+    assert identity(run / name) == before and [p.name for p in run.iterdir()] == [name]
+
+
+def test_an_out_folder_that_is_a_special_file_is_refused(specials, capsys, monkeypatch):
+    from skdsl import commands
+
+    monkeypatch.chdir(ROOT)
+    before = {name: identity(path) for name, path in specials.items()}
+    for name, path in specials.items():
+        if name == "directory":
+            continue
+        assert commands.main(["train", TINY, "--out", str(path)]) == 2, name
+        assert "error SK514" in capsys.readouterr().err
+    assert {name: identity(path) for name, path in specials.items()} == before
+
+
+def test_inspect_refuses_a_special_results_file_before_its_forward_passes(tmp_path, capsys,
+                                                                          monkeypatch):
+    import torch
+
+    import skdsl
+    from skdsl import commands
+    from skdsl.inspect import attention
+
+    monkeypatch.chdir(ROOT)
+    weights = tmp_path / "tiny.pth"
+    torch.save(skdsl.compile(skdsl.load(TINY)).state_dict(), weights)
+    out = tmp_path / "attention"
+    out.mkdir()
+    os.mkfifo(out / "attention.json")
+    before = identity(out / "attention.json")
+    monkeypatch.setattr(attention, "inspect_attention", lambda request: pytest.fail("it ran"))
+    assert commands.main(["inspect", "attention", TINY, "--checkpoint", str(weights),
+                          "--out", str(out)]) == 2
+    assert "error SK645: cannot write the results to" in capsys.readouterr().err
+    assert identity(out / "attention.json") == before

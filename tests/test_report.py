@@ -12,7 +12,7 @@ import skdsl
 from skdsl import report
 from skdsl import spec as S
 from skdsl.commands import main
-from skdsl.commands.output import PIPED_WIDTH, console_width
+from skdsl.terminal import MAX_WIDTH, PIPED_WIDTH, console_width
 
 
 @pytest.fixture(scope="module")
@@ -399,7 +399,8 @@ def test_a_columns_that_is_no_width_is_the_piped_width(capsys, monkeypatch, colu
 
 def test_console_width_reads_only_a_positive_columns(monkeypatch):
     for columns, width in (("0", PIPED_WIDTH), ("-5", PIPED_WIDTH), ("abc", PIPED_WIDTH),
-                           ("", PIPED_WIDTH), (" 72 ", 72), ("1", 1)):
+                           ("", PIPED_WIDTH), (" 72 ", 72), ("1", 1),
+                           ("1000000000", MAX_WIDTH), ("9" * 5000, PIPED_WIDTH)):
         monkeypatch.setenv("COLUMNS", columns)
         assert console_width() == width, columns
 

@@ -77,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         args.spec, args.checkpoint, args.data, parse_overrides(args.overrides),
         _scales(args.scales), _names(args.units), args.protocol, args.limit, args.batch_size,
         bool(args.allow_imports_outside), parse_budget(args.memory_budget))
+    if args.out:
+        output.check_out(args.out)  # before the forward passes, which take minutes
     result = attention.inspect_attention(request)
     if args.out:
         picked = figure_units([unit["name"] for unit in result["units"]])

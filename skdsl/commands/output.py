@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from .. import files
 from ..errors import CliError
+from ..terminal import console_width
 
 
-PIPED_WIDTH = 160  # a wrapped table is hard to read and to grep
-
-
-def console_width() -> int:
-    """The width rich output is fitted to: COLUMNS when it is a positive whole number, else the
-    terminal's, else PIPED_WIDTH. COLUMNS=0, negative or not a number says nothing about the
-    screen (an unset shell variable, a broken wrapper), so it is read as unknown, never as zero."""
-    try:
-        width = int(os.environ.get("COLUMNS", ""))
-    except ValueError:
-        width = 0
-    if width > 0:
-        return width
-    if sys.stdout.isatty():
-        try:
-            return os.get_terminal_size(sys.stdout.fileno()).columns or PIPED_WIDTH
-        except (OSError, ValueError):
-            pass
-    return PIPED_WIDTH
 
 
 def print_rich(*renderables) -> None:

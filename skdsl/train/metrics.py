@@ -25,6 +25,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from .. import files
 from ..errors import declare_settings
 from ..loading import SettingError
 
@@ -45,12 +46,12 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
         if resume_step is None:
-            path.write_text("")
+            files.write_text(path, "")
         elif path.exists():
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= resume_step]
             # An epoch record at the resumed step was logged before the checkpoint: keep it once.
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self.file = open(path, "a", encoding="utf-8")
+            files.write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.file = open(path, "a", encoding="utf-8")  # the regular file just written
 
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -70,7 +71,8 @@ def write_csv(history: list[dict], path: Path) -> None:
     """The epoch records as a CSV table: the usual columns first, any others after them."""
     columns = [c for c in CSV_FIRST if any(c in r for r in history)]
     columns += sorted({key for r in history for key in r} - set(columns) - {"event"})
-    with open(path, "w", newline="", encoding="utf-8") as file:
+    with files.atomic_path(path) as temporary, open(temporary, "w", newline="",
+                                                    encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(history)
@@ -126,10 +128,10 @@ def peak_memory_mib(device) -> float:
 def read_metrics(path: Path) -> list[dict]:
     """The records of a metrics.jsonl; a line cut short by a crash is skipped."""
     records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in files.read_text(path, files.MAX_TEXT_BYTES).splitlines():
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except ValueError:  # a line cut short by a crash, or a number no float holds
             continue
     return records
 
@@ -166,27 +168,36 @@ def plot_curves(records: list[dict], path: Path) -> None:
     accuracy_axes.set(xlabel="epoch", ylabel="%", title="accuracy")
     accuracy_axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with files.atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=120, format="png")
     plt.close(figure)
 
 
 def summary_table(history: list[dict], best_epoch: int | None):
-    """The per-epoch results as a rich table, the best epoch marked."""
-    from rich.table import Table
+    """The per-epoch results as a table fitted to the terminal (report.FittedTable: never a cut
+    number), the best epoch marked; train loss, lr and time are left out first when narrow."""
+    from ..report import Column, FittedTable
 
-    table = Table(title="training summary", title_justify="left")
-    for column in ("epoch", "train loss", "train top-1", "val loss", "val top-1", "val top-5",
-                   "lr", "time"):
-        table.add_column(column, justify="right")
-    for record in history:
-        mark = " *" if record["epoch"] == best_epoch else ""
-        table.add_row(f"{record['epoch']}{mark}", f"{record['train_loss']:.4f}",
-                      f"{100 * record['train_top1']:.2f}%", f"{record['val_loss']:.4f}",
-                      f"{100 * record['val_top1']:.2f}%", f"{100 * record['val_top5']:.2f}%",
-                      f"{record['lr']:.4g}", f"{record['seconds']:.0f}s")
-    if best_epoch is not None:
-        table.caption = "* best validation top-1 (best.pt)"
-    return table
+    def cells(format_record) -> list[str]:
+        return [format_record(record) for record in history]
+
+    columns = [
+        Column("epoch", cells(lambda r: f"{r['epoch']}{' *' if r['epoch'] == best_epoch else ''}"),
+               justify="right"),
+        Column("train loss", cells(lambda r: f"{r['train_loss']:.4f}"), justify="right",
+               drop_order=3),
+        Column("train top-1", cells(lambda r: f"{100 * r['train_top1']:.2f}%"), justify="right",
+               drop_order=4),
+        Column("val loss", cells(lambda r: f"{r['val_loss']:.4f}"), justify="right",
+               drop_order=5),
+        Column("val top-1", cells(lambda r: f"{100 * r['val_top1']:.2f}%"), justify="right"),
+        Column("val top-5", cells(lambda r: f"{100 * r['val_top5']:.2f}%"), justify="right",
+               drop_order=6),
+        Column("lr", cells(lambda r: f"{r['lr']:.4g}"), justify="right", drop_order=2),
+        Column("time", cells(lambda r: f"{r['seconds']:.0f}s"), justify="right", drop_order=1),
+    ]
+    caption = ["* best validation top-1 (best.pt)"] if best_epoch is not None else []
+    return FittedTable(columns, title="training summary", caption=caption)
 
 
 __all__ = ["topk_correct", "MetricsLog", "read_metrics", "require_matplotlib", "plot_curves",

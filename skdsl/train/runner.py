@@ -28,7 +28,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import state_io
+from .. import files, state_io
+from ..terminal import console_width
 from ..errors import APIError, CheckpointError, SkdslError, named
 from ..loading import SettingError
 from ..resources import is_out_of_memory
@@ -38,7 +39,7 @@ from . import distributed as dist_
 from .config import EvalConfig, TrainConfig, config_problem
 from .display import Display, Progress, banner_lines, counted
 from .ema import WeightAverage
-from .lock import RunLock
+from .lock import LOCK_NAME, RunLock
 from .metrics import (MetricsLog, TensorBoardLog, peak_memory_mib, plot_curves, read_metrics,
                       require_matplotlib, summary_table, topk_correct, write_csv)
 from .mixing import Mixer
@@ -309,7 +310,7 @@ def _write_resolved(run: Run) -> None:
     record = {"config": run.config.to_dict(), "recipe": run.recipe.to_dict(),
               "threads": run.threads, "world_size": run.context.world_size,
               "device": str(run.device)}
-    (run.out / "resolved.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    files.write_text(run.out / "resolved.json", json.dumps(record, indent=2) + "\n")
 
 
 def _settle(config: TrainConfig, saved: dict | None, given: Given | None = None) -> TrainConfig:
@@ -374,9 +375,17 @@ def _resumed_checkpoint(config: TrainConfig, out: Path,
     return outcome, lock
 
 
+# Every file a run writes in --out: each must be a regular file or nothing yet (files.py).
+RUN_FILES = (LOCK_NAME, "last.pt", "best.pt", "metrics.jsonl", "metrics.csv", "resolved.json",
+             "curves.png")
+
+
 def _read_resumed(config: TrainConfig, out: Path) -> tuple[dict | None, RunLock]:
-    if out.exists() and not out.is_dir():
-        raise SettingError(f"{{out}} '{out}' is a file, not a directory", code="SK514")
+    try:  # before the lock, which would create the folder and its .lock
+        files.check_output_folder(out, RUN_FILES)
+    except files.FileProblem as problem:
+        raise SettingError(f"{{out}} '{out}' cannot hold a run: {problem}", code="SK514",
+                           hint="choose another {out}: skdsl writes only regular files") from None
     # The lock first: a run that holds the folder (SK608) may not have written last.pt yet.
     lock = RunLock(out).acquire()
     try:
@@ -1137,9 +1146,8 @@ def _report(run: Run, status: str) -> None:
     state, display = run.state, run.display
     resume, max_steps = display.spelled("resume"), display.spelled("max_steps")
     if state.history:
-        width = None if display.stream.isatty() else 160
-        Console(file=display.stream, width=width).print(summary_table(state.history,
-                                                                      state.best_epoch))
+        Console(file=display.stream, width=console_width(display.stream)).print(
+            summary_table(state.history, state.best_epoch), crop=False)
     if run.config.plot:
         plot_curves(read_metrics(run.out / "metrics.jsonl"), run.out / "curves.png")
         display.line(f"curves: {run.out / 'curves.png'}")
