@@ -730,13 +730,24 @@ def _feature_info(graph, stage_calls: list[Call]) -> list[dict]:
 
 def _reductions(graph) -> dict[str, int]:
     """Each node's nominal stride from the input: the product of the strides on the most
-    strided path to it (as timm reports it: 32 for a 7×7 map of a 224×224 image or of 299×299)."""
+    strided path to it (as timm reports it: 32 for a 7×7 map of a 224×224 image or of 299×299),
+    divided by the factor of each upsampling on that path (Attention-92's mask branches)."""
     reductions = {}
     for name, node in graph.nodes.items():
         inherited = max((reductions[source] for source, _ in node["inputs"]), default=1)
+        if node["op"] == "upsample":
+            reductions[name] = _upsampled(inherited, node["in_shapes"][0], node["out_shapes"][0])
+            continue
         stride = node.get("stride", 1) if node["op"] in ("conv2d", "max_pool", "avg_pool") else 1
         reductions[name] = inherited * (stride if isinstance(stride, int) else stride[0])
     return reductions
+
+
+def _upsampled(reduction: int, before: tuple[int, ...], after: tuple[int, ...]) -> int:
+    """The nominal stride after an upsampling from `before` to `after` (C×H×W): divided by the
+    factor, which an `upsample to` a tensor of odd size (7 -> 14, or 28 -> 57) makes inexact."""
+    factor = after[1] / before[1]
+    return max(1, round(reduction / factor))
 
 
 def _node_modules(model: nn.Module) -> dict[str, nn.Module]:
