@@ -41,6 +41,7 @@ from . import spec as S
 from .analysis import _elements, node_cost
 from .errors import SkdslError, declare_settings
 from .graph import lower_table
+from .launch import launch
 
 __all__ = ["ResourceError", "MemoryEstimate", "TrainingMemory", "available_memory", "parse_size",
            "parse_budget", "format_size", "parameter_bytes", "estimate_memory",
@@ -375,7 +376,7 @@ def _budget(budget: int | None, device=None) -> tuple[int, str]:
         room, where = torch.cuda.mem_get_info(device)[0], f"free on {device}"
     else:
         room, where = available_memory(), "available"
-    processes = _local_processes()
+    processes = launch().local_world_size
     if processes == 1:
         return room, f"{format_size(room)} is {where}"
     return room // processes, (f"{format_size(room)} is {where}, "
@@ -383,11 +384,7 @@ def _budget(budget: int | None, device=None) -> tuple[int, str]:
                                f"{processes} processes")
 
 
-def _local_processes() -> int:
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
+
 
 
 def guard_compile(spec_or_graph, input_shape=None, budget: int | None = None) -> int:

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import skdsl
 import skdsl.train.runner as runner
 from skdsl.commands.arguments import flag
+from skdsl.launch import LaunchError
 from skdsl.train import TrainConfig, train
 from skdsl.train import threads as T
 from skdsl.train.api import APIError
@@ -50,7 +51,8 @@ def test_default_threads_share_the_affinity_between_local_processes(monkeypatch)
     assert T.default_threads({"LOCAL_WORLD_SIZE": "2"}) == 4
     assert T.default_threads({"LOCAL_WORLD_SIZE": "3"}) == 2
     assert T.default_threads({"LOCAL_WORLD_SIZE": "16"}) == 1  # never 0
-    assert T.default_threads({"LOCAL_WORLD_SIZE": "junk"}) == 8
+    with pytest.raises(LaunchError, match="LOCAL_WORLD_SIZE='junk' is not a whole number"):
+        T.default_threads({"LOCAL_WORLD_SIZE": "junk"})
 
 
 def test_a_run_uses_its_threads_says_so_and_gives_them_back(spec, tmp_path, capsys):

@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import os
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..errors import CliError, declare_settings
+from ..launch import launch
 from ..loading import SettingError
 from .config import DEVICES
 
@@ -46,14 +46,12 @@ class Context:
 
 def world_size() -> int:
     """Processes in the run, as torchrun says (before the process group is joined); 1 alone."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return launch().world_size
 
 
 def setup(device: str = "auto", timeout_minutes: int = 30) -> Context:
     """This process's context, joining torchrun's process group when there is one."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size, rank, local_rank, _ = astuple(launch())
     chosen = pick_device(device, local_rank)
     if world_size > 1 and not dist.is_initialized():
         if chosen.type == "cuda":

@@ -20,6 +20,8 @@ import contextlib
 import os
 import sys
 
+from ..launch import launch
+
 
 def available_cores() -> int:
     """The cores this process may run on (its affinity), or the machine's where that is unknown."""
@@ -30,8 +32,7 @@ def available_cores() -> int:
 
 def local_processes(environ=None) -> int:
     """Training processes on this machine: torchrun's LOCAL_WORLD_SIZE, else 1."""
-    text = (environ if environ is not None else os.environ).get("LOCAL_WORLD_SIZE", "1")
-    return max(1, int(text)) if text.strip().isdigit() else 1
+    return launch(environ).local_world_size
 
 
 def default_threads(environ=None) -> int:
