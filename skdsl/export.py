@@ -276,10 +276,13 @@ def _run_back(output: Path, format: str, x):
 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        # From an open file: torch's loaders take no file name that is not UTF-8 ('\udcff.ts')
         if format == "torchscript":
-            return torch.jit.load(str(output)).eval()(x), "torch.jit.load"
+            with open(output, "rb") as file:
+                return torch.jit.load(file).eval()(x), "torch.jit.load"
         if format == "exported":
-            return torch.export.load(str(output)).module()(x), "torch.export.load"
+            with open(output, "rb") as file:
+                return torch.export.load(file).module()(x), "torch.export.load"
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:

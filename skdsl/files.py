@@ -195,7 +195,7 @@ def check_output(path: str | Path) -> Path:
         raise _problem(error) from None
     if info is not None:
         _refuse_mode(info.st_mode)
-    if not target.parent.is_dir():
+    if not os.path.isdir(target.parent):  # os.path's: False, never OSError (a name too long)
         raise FileProblem("missing", f"its folder '{Path(path).parent}' does not exist")
     return target
 

@@ -1,6 +1,7 @@
 """skdsl export: artifacts that load back and match eager; checkpoints of every kind; errors."""
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,21 @@ def test_an_allocation_that_fails_while_checking_says_the_artifact_is_unchecked(
                  capsys)
     assert err.startswith(f"error SK611: out of memory while checking the exported tiny_sk; "
                           f"'{output}' was written but not checked")
+
+
+def test_an_output_that_is_stdout_or_too_long_or_not_utf8_is_handled(tmp_path, capsys,
+                                                                    monkeypatch):
+    """Found by the command-line fuzzer: '-' made a file named '-', a 4,200-character path was
+    an OSError (exit 70), and torch's loaders refused a name that is not UTF-8 (exit 70)."""
+    from skdsl import commands
+
+    monkeypatch.chdir(tmp_path)
+    export = ["export", "sknet_tiny", "--random-init", "--format", "torchscript", "-o"]
+    assert commands.main(export + ["-"]) == 2
+    assert "error SK535: --output -: an export is a file" in capsys.readouterr().err
+    assert commands.main(export + ["d/" * 2100 + "x.ts"]) == 2
+    assert "the path is too long for this system" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+    odd = os.fsdecode(b"x\xff.ts")
+    assert commands.main(export + [odd]) == 0
+    assert os.path.isfile(odd)

@@ -178,6 +178,19 @@ def _value(raw: str, option: str, name: str, code: str) -> int | float | str:
     return raw
 
 
+def parse_data_source(text: str | None) -> str | None:
+    """The --data text, its kind checked here; its directory is checked when a run opens it."""
+    from ..train.config import DATA_KINDS
+
+    if text is None:
+        return None
+    kind = text.partition(":")[0]
+    if kind not in DATA_KINDS:
+        raise CliError(f"--data {quoted(text)}: unknown source {quoted(kind)}", code="SK511",
+                       hint=did_you_mean(kind, DATA_KINDS) or f"use one of: {', '.join(DATA_KINDS)}")
+    return text
+
+
 def parse_count(text: str | None) -> tuple[str, ...]:
     """`--count bn,add` -> ("bn", "add"); `all` -> every class; None (no --count) -> ()."""
     from ..analysis import EXTRA_COUNTS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import CliError
@@ -55,7 +56,11 @@ def run(args) -> int:
     _check_flags(args)
     budget = parse_budget(args.memory_budget)
     output = Path(args.output)
-    if output.is_dir():
+    if args.output == "-":
+        raise CliError("--output -: an export is a file, which skdsl loads back to check",
+                       code="SK535", hint="name a file, such as "
+                                          f"model{export.SUFFIXES[args.format]}")
+    if os.path.isdir(output):  # os.path's: False, not OSError, for a name too long
         raise CliError(f"--output '{output}' is a directory", code="SK535",
                        hint=f"name a file, such as "
                             f"{output / ('model' + export.SUFFIXES[args.format])}")

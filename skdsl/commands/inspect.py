@@ -70,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
     from ..inspect import attention, output
     from ..inspect.units import figure_units
     from ..resources import parse_budget
-    from .arguments import parse_overrides
+    from .arguments import parse_data_source, parse_overrides
     from .output import print_json, print_rich
 
     request = attention.AttentionRequest(
-        args.spec, args.checkpoint, args.data, parse_overrides(args.overrides),
+        args.spec, args.checkpoint, parse_data_source(args.data), parse_overrides(args.overrides),
         _scales(args.scales), _names(args.units), args.protocol, args.limit, args.batch_size,
         bool(args.allow_imports_outside), parse_budget(args.memory_budget))
     if args.out:

@@ -181,12 +181,15 @@ def _usable_standard_streams():
 
 def _tolerate_narrow_encodings() -> None:
     """On a terminal that cannot show '×' or '—' (PYTHONIOENCODING=ascii), print '?' instead
-    of failing with a UnicodeEncodeError."""
+    of failing with a UnicodeEncodeError; on a UTF-8 one, a file name that is not UTF-8 (held
+    as surrogates) is printed with a backslash escape, as its raw bytes would break a reader
+    that decodes the output as UTF-8."""
     for stream in (sys.stdout, sys.stderr):
         encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-        if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
+        errors = "backslashreplace" if encoding.startswith("utf") else "replace"
+        if getattr(stream, "errors", errors) == "strict" and hasattr(stream, "reconfigure"):
             try:
-                stream.reconfigure(errors="replace")
+                stream.reconfigure(errors=errors)
             except (OSError, ValueError):
                 pass
 

@@ -17,11 +17,11 @@ import math
 import os
 
 from ..errors import CliError, did_you_mean
-from ..train.config import (AUGMENTS, DATA_KINDS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
+from ..train.config import (AUGMENTS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
                             RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig)
 from .arguments import (MAX_DIGITS, add_command, add_spec_argument, add_switches, add_values,
-                        clipped, flag, is_whole_number, parse_overrides, quoted,
-                        whole_number)
+                        clipped, flag, is_whole_number, parse_data_source,
+                        parse_overrides, quoted, whole_number)
 
 TRAIN_EPILOG = """\
 examples:
@@ -157,7 +157,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
         raise CliError("--out DIR is required: where checkpoints and metrics go", code="SK510",
                        hint="skdsl train SPEC --out runs/my_run")
     return TrainConfig(
-        spec=args.spec, out=out, data=_data(args.data), overrides=_overrides(args.overrides),
+        spec=args.spec, out=out, data=parse_data_source(args.data), overrides=_overrides(args.overrides),
         recipe=_choice(args.recipe, "--recipe", RECIPE_NAMES),
         epochs=_integer(args.epochs, "--epochs", 1),
         batch_size=_integer(args.batch_size, "--batch-size", 2),
@@ -217,7 +217,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
         raise CliError("--checkpoint FILE is required: the weights to evaluate", code="SK510",
                        hint="skdsl eval SPEC --checkpoint runs/my_run/best.pt")
     return EvalConfig(
-        spec=args.spec, checkpoint=args.checkpoint, data=_data(args.data),
+        spec=args.spec, checkpoint=args.checkpoint, data=parse_data_source(args.data),
         overrides=_overrides(args.overrides) or {},
         batch_size=_integer(args.batch_size, "--batch-size", 2) or 256,
         workers=_integer(args.workers, "--workers", 0),
@@ -291,15 +291,6 @@ def _choice(text: str | None, option: str, choices: tuple[str, ...]) -> str | No
                    hint=did_you_mean(text, choices))
 
 
-def _data(text: str | None) -> str | None:
-    """The --data text, its kind checked here; its directory is checked when the run opens it."""
-    if text is None:
-        return None
-    kind = text.partition(":")[0]
-    if kind not in DATA_KINDS:
-        raise CliError(f"--data {quoted(text)}: unknown source {quoted(kind)}", code="SK511",
-                       hint=did_you_mean(kind, DATA_KINDS) or f"use one of: {', '.join(DATA_KINDS)}")
-    return text
 
 
 def _overrides(items: list[str] | None) -> dict | None:

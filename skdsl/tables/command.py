@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import CliError
 from ..zoo import SPECS_DIR, shown
 
 if TYPE_CHECKING:
@@ -17,7 +18,10 @@ DEFAULT_OUTPUT = Path("docs") / "paper-tables.md"
 
 def manifest_path(given: str | None = None) -> Path:
     """The manifest: `given`, else the current directory's, else skdsl's own (shipped with it)."""
-    if given:
+    if given == "":  # a name left empty (--manifest=), not one left out
+        raise CliError("--manifest '': name a TOML manifest, or leave out --manifest for "
+                       "skdsl's own", code="SK544")
+    if given is not None:
         return Path(given)
     return DEFAULT_MANIFEST if DEFAULT_MANIFEST.is_file() else SPECS_DIR / DEFAULT_MANIFEST.name
 
