@@ -22,7 +22,8 @@ def register(commands) -> None:
     add_input_argument(parser)
     parser.add_argument("--format", choices=("dot", "mermaid"), default="dot",
                         help="dot (Graphviz, the default) or mermaid")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    parser.add_argument("--output", "-o", metavar="FILE",
+                        help="write to FILE instead of stdout (-: stdout)")
     parser.add_argument("--depth", type=int, metavar="N",
                         help="merge ops into their first N name parts: 1 = stages, 2 = blocks")
 
@@ -36,7 +37,8 @@ def run(args) -> int:
     from .. import report
 
     input_shape = parse_input_shape(args.input)
-    check_output(args.output)
+    output = None if args.output == "-" else args.output  # '-': stdout, as for `skdsl tables`
+    check_output(output)
     graph = skdsl.lower(load_spec(args), input_shape)
     if args.format == "dot":
         text = report.to_dot(graph, args.depth)
@@ -46,5 +48,5 @@ def run(args) -> int:
         if edges > report.MERMAID_EDGE_LIMIT:
             print(f"warning: {edges} edges; mermaid draws at most {report.MERMAID_EDGE_LIMIT} "
                   f"unless its maxEdges is raised: try --depth 2", file=sys.stderr)
-    write_text(text, args.output)
+    write_text(text, output)
     return 0
