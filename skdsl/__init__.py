@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 from .errors import CheckpointError, CliError, SkdslError, SpecError
 from .loading import SettingError
 from .spec import Network
+from .version import __version__
 
 if TYPE_CHECKING:
     from .analysis import Analysis
-
-__version__ = "0.1.0"
 
 # skdsl.train: the training package, callable as skdsl.train(model_or_spec, train_data=...,
 # val_data=..., **config) (train/api.py); importing it does not import torch.
@@ -67,10 +66,9 @@ def create_model(name_or_path: str | Path, num_classes: int | None = None,
 def parse(text: str, file: str = "<string>", overrides: dict | None = None, *,
           allow_imports_outside: bool = False) -> Network:
     """Parse and expand .sk text; `use` paths resolve against the current directory."""
-    from .expand import expand
-    from .parser import parse_text
+    from .loading import parse as _parse
 
-    return expand(parse_text(text, file), overrides, allow_imports_outside)
+    return _parse(text, file, overrides, allow_imports_outside)
 
 
 def lower(spec: Network, input_shape=None):

@@ -152,7 +152,7 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
             allow_imports_outside: bool = False) -> Comparison:
     """Analyse every variant; the baseline is `baseline` (with the overrides it declares) or the
     first row."""
-    import skdsl
+    from .analysis import analyze
 
     def load_spec(path: str, settings: dict):
         return load(path, settings, allow_imports_outside=allow_imports_outside)
@@ -162,7 +162,7 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
     for path, settings, changed in variants(list(paths), overrides, sweeps, allow_imports_outside):
         try:
             spec = load_spec(path, settings)
-            analysis = skdsl.analyze(spec, input_shape, count)
+            analysis = analyze(spec, input_shape, count)
         except SpecError as error:
             if settings:  # say which point of the sweep the spec cannot build
                 error.with_note("in the variant " + " ".join(f"{k}={v}" for k, v in
@@ -178,7 +178,7 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
             base = same[0]
         else:
             spec = load_spec(baseline, settings)
-            base = Row(baseline, settings, spec, skdsl.analyze(spec, input_shape, count),
+            base = Row(baseline, settings, spec, analyze(spec, input_shape, count),
                        changed=changes_the_spec(settings, defaults))
     elif len(rows) > 1:
         base = rows[0]

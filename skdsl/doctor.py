@@ -44,7 +44,7 @@ EXTRAS = (("pillow", "PIL"), ("matplotlib", "matplotlib"), ("onnx", "onnx"),
 
 def diagnose() -> dict:
     """Everything `skdsl doctor` prints, as plain data (the --json output)."""
-    from . import __version__
+    from .version import __version__
 
     checks = [asdict(check) for check in self_check()]
     return {
@@ -144,23 +144,23 @@ class CheckFailed(Exception):
 
 
 def _parse(state: dict) -> str:
-    import skdsl
+    from .loading import parse
 
-    state["spec"] = skdsl.parse(TINY_SPEC, file="<doctor>")
+    state["spec"] = parse(TINY_SPEC, file="<doctor>")
     return f"{state['spec'].name}: {len(state['spec'].stages)} stages"
 
 
 def _analyse(state: dict) -> str:
-    import skdsl
+    from .analysis import analyze
 
-    state["analysis"] = analysis = skdsl.analyze(state["spec"])
+    state["analysis"] = analysis = analyze(state["spec"])
     return f"{analysis.params:,} params, {analysis.mult_adds:,} multiply-adds"
 
 
 def _compile(state: dict) -> str:
-    import skdsl
+    from .compiler import compile as compile_network
 
-    state["model"] = skdsl.compile(state["spec"])
+    state["model"] = compile_network(state["spec"])
     return f"{type(state['model']).__name__} with {len(list(state['model'].modules()))} modules"
 
 

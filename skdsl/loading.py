@@ -3,6 +3,7 @@
     load("specs/sknet50.sk", {"M": 3})        # a .sk file or zoo name: parsed and expanded
     load("sknet50.json")                      # a spec written by `skdsl spec --json`: validated
     load("sknet50", num_classes=10)           # the `classes` header replaced (fine-tuning)
+    parse(text, "<string>", {"M": 3})         # .sk text: parsed and expanded
 
 `use` reads only files under the spec's folder and std/ unless `allow_imports_outside`.
 
@@ -45,6 +46,16 @@ def load(path: str | Path, overrides: dict | None = None, num_classes: int | Non
     from .zoo import load as load_sk
 
     return load_sk(path, overrides or None, num_classes, allow_imports_outside)
+
+
+def parse(text: str, file: str = "<string>", overrides: dict | None = None,
+          allow_imports_outside: bool = False):
+    """.sk text parsed and expanded into a `spec.Network`; `use` paths resolve against the
+    current directory."""
+    from .expand import expand
+    from .parser import parse_text
+
+    return expand(parse_text(text, file), overrides, allow_imports_outside)
 
 
 def load_json_spec(path: str | Path):

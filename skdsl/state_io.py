@@ -33,8 +33,9 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from . import __version__, files
+from . import files
 from .errors import CheckpointError, CliError, SkdslError, declare_settings
+from .version import __version__
 
 declare_settings("checkpoint", "random_init", "overrides")
 

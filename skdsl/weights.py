@@ -497,9 +497,8 @@ def convert(spec, source_path: str | Path, output_path: str | Path, origin: str 
     """Read `source_path`, map it onto the compiled `spec` (a `Network`) and write
     `output_path` atomically. Nothing is written on an error. `skip_head`: the classifier (the
     last linear layer) is neither read nor written, for fine-tuning to other classes."""
-    import skdsl
-
     from . import state_io
+    from .compiler import compile as compile_network
 
     if origin not in FAMILIES:
         raise WeightsError(f"{{origin}} {origin!r}: skdsl converts weights from "
@@ -507,7 +506,7 @@ def convert(spec, source_path: str | Path, output_path: str | Path, origin: str 
     unwritable = state_io.check_writable(output_path)  # before reading and compiling
     if unwritable:
         raise _unwritable(output_path, unwritable)
-    model = skdsl.compile(spec)
+    model = compile_network(spec)
     target = model.state_dict()
     spec_name = spec_name or f"spec '{spec.name}'"
     head = state_io.head_keys(model)

@@ -11,6 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import skdsl
+import skdsl.analysis
+import skdsl.loading
 from skdsl.commands import arguments, main
 from skdsl.errors import SpecError
 
@@ -374,7 +376,7 @@ def test_internal_errors_exit_70_in_one_line(capsys, monkeypatch):
     def broken(spec, input_shape=None, count=()):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(skdsl, "analyze", broken)
+    monkeypatch.setattr(skdsl.analysis, "analyze", broken)  # what the commands call
     monkeypatch.delenv("SKDSL_DEBUG", raising=False)
     status, out, err = run(capsys, "build", SKNET50)
     assert status == 70 and out == ""
@@ -386,7 +388,7 @@ def test_skdsl_errors_never_count_as_internal(capsys, monkeypatch):
     def located(spec, input_shape=None, count=()):
         raise SpecError("no such thing", code="SK299")
 
-    monkeypatch.setattr(skdsl, "analyze", located)
+    monkeypatch.setattr(skdsl.analysis, "analyze", located)
     status, out, err = run(capsys, "check", SKNET50)
     assert (status, out, err) == (2, "", "error SK299: no such thing\n")
 
@@ -395,7 +397,7 @@ def test_interrupt_exits_130_quietly(capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(skdsl, "load", interrupted)
+    monkeypatch.setattr(skdsl.loading, "load", interrupted)
     assert run(capsys, "build", SKNET50) == (130, "", "")
 
 

@@ -246,9 +246,9 @@ def variant_flags(args: argparse.Namespace) -> tuple:
 def load_spec(args: argparse.Namespace, overrides: dict | None = None,
               num_classes: int | None = None):
     """The spec SPEC names, with `overrides` (default: the --set flags) and `num_classes`."""
-    import skdsl
+    from ..loading import load
 
     if overrides is None:
         overrides = parse_overrides(args.overrides)
-    return skdsl.load(args.spec, overrides, num_classes=num_classes,
-                      allow_imports_outside=bool(args.allow_imports_outside))
+    return load(args.spec, overrides, num_classes=num_classes,
+                allow_imports_outside=bool(args.allow_imports_outside))

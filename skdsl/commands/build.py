@@ -30,8 +30,7 @@ def run(args) -> int:
         raise CliError("--json prints only JSON: leave out --report and --layers", code="SK505")
     if args.sweeps:  # one network per point of the sweep
         return run_sweep(args)
-    import skdsl
-
+    from ..analysis import analyze
     from ..compare import changes_the_spec, declared_parameters
 
     input_shape = parse_input_shape(args.input)
@@ -41,7 +40,7 @@ def run(args) -> int:
     if overrides and changes_the_spec(overrides, declared_parameters(
             args.spec, allow_imports_outside=args.allow_imports_outside)[0]):
         spec = spec.model_copy(update={"paper": None})  # not the network the paper measured
-    analysis = skdsl.analyze(spec, input_shape, count)
+    analysis = analyze(spec, input_shape, count)
     if args.json:
         print_json(_json(spec, analysis))
         return 0
@@ -56,9 +55,8 @@ def run(args) -> int:
 
 def run_sweep(args) -> int:
     """`skdsl build SPEC --sweep ...`: build's output once per variant (a JSON list with --json)."""
-    import skdsl
-
     from .. import report
+    from ..analysis import analyze
     from ..compare import variants
 
     input_shape, count, overrides, sweeps = variant_flags(args)
@@ -68,7 +66,7 @@ def run_sweep(args) -> int:
         spec = load_spec(args, settings)
         if changed:  # the paper's figures are for the network as written
             spec = spec.model_copy(update={"paper": None})
-        analysis = skdsl.analyze(spec, input_shape, count)
+        analysis = analyze(spec, input_shape, count)
         if args.json:
             found.append({"overrides": settings, **_json(spec, analysis)})
         elif args.report or args.layers:

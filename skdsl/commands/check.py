@@ -15,10 +15,9 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    import skdsl
-
     from .. import report
+    from ..analysis import analyze
 
     input_shape = parse_input_shape(args.input)
-    print(report.check_line(skdsl.analyze(load_spec(args), input_shape)))
+    print(report.check_line(analyze(load_spec(args), input_shape)))
     return 0

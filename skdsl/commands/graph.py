@@ -32,14 +32,13 @@ def run(args) -> int:
     if args.depth is not None and args.depth < 1:
         raise CliError(f"--depth {args.depth}: the depth counts name parts, from 1 (stages)",
                        code="SK505")
-    import skdsl
-
     from .. import report
+    from ..graph import lower
 
     input_shape = parse_input_shape(args.input)
     output = None if args.output == "-" else args.output  # '-': stdout, as for `skdsl tables`
     check_output(output)
-    graph = skdsl.lower(load_spec(args), input_shape)
+    graph = lower(load_spec(args), input_shape)
     if args.format == "dot":
         text = report.to_dot(graph, args.depth)
     else:

@@ -22,8 +22,8 @@ import os
 import sys
 from typing import Callable
 
-from .. import __version__
 from ..errors import CliError, SkdslError
+from ..version import __version__
 from . import build, check, compare, doctor, export, graph, inspect, spec, tables, train, weights
 from .arguments import flag
 

@@ -263,9 +263,8 @@ def inspect_attention(request: AttentionRequest) -> dict:
 def load_trained(request: AttentionRequest) -> tuple[nn.Module, object, dict]:
     """The compiled spec with the checkpoint's weights, and the training settings (empty for
     converted weights or a bare state dict), read weights-only as `skdsl eval` reads them."""
-    import skdsl
-
     from .. import state_io
+    from ..compiler import compile as compile_network
     from ..train import checkpoint as ckpt
     from ..train.specs import load_spec
 
@@ -275,7 +274,7 @@ def load_trained(request: AttentionRequest) -> tuple[nn.Module, object, dict]:
                      request.allow_imports_outside)
     if saved is not None:
         state_io.check_spec(saved, request.checkpoint, ckpt.spec_fingerprint(spec)[1])
-    model = skdsl.compile(spec)
+    model = compile_network(spec)
     state_io.load_weights(model, state, request.checkpoint, spec.name)
     if torch.cuda.is_available():
         model = model.cuda()

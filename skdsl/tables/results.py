@@ -81,12 +81,11 @@ def _network_key(row: Row) -> tuple:
 
 
 def _count(manifest: Manifest, row: Row) -> _Counts:
-    import skdsl
-
     from ..analysis import EXTRA_COUNTS, analyze
     from ..graph import lower_table
+    from ..loading import load
 
-    spec = skdsl.load(manifest.root / row.spec, overrides=row.overrides or None)
+    spec = load(manifest.root / row.spec, overrides=row.overrides or None)
     graph = lower_table(spec)
     base = analyze(graph)
     # A BN tied to another (a shared layer) has no statistics of its own.

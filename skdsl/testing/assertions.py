@@ -13,9 +13,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import skdsl
 from skdsl import spec as S
+from skdsl.analysis import analyze
 from skdsl.errors import SpecError, printable
+from skdsl.graph import lower
+from skdsl.loading import load, parse
 
 
 def _as_network(spec, overrides: dict | None = None) -> S.Network:
@@ -23,9 +25,9 @@ def _as_network(spec, overrides: dict | None = None) -> S.Network:
     if isinstance(spec, S.Network):
         return spec
     if isinstance(spec, Path) or (isinstance(spec, str) and "\n" not in spec):
-        return skdsl.load(spec, overrides)
+        return load(spec, overrides)
     if isinstance(spec, str):
-        return skdsl.parse(spec, overrides=overrides)
+        return parse(spec, overrides=overrides)
     raise TypeError(f"expected a Network, a path or .sk text, not {type(spec).__name__}")
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ def _torch_threads(count: int | None):
 def _compiles_exactly(spec, input_shape) -> ExactReport:
     import torch
 
+    from skdsl.compiler import compile as compile_network
+
     network = _as_network(spec)
     shape = tuple(input_shape or network.input)
-    graph = skdsl.lower(network, shape)
-    analysis = skdsl.analyze(network, shape)
-    model = skdsl.compile(network, shape)
+    graph = lower(network, shape)
+    analysis = analyze(network, shape)
+    model = compile_network(network, shape)
     model.eval()
     problems: list[str] = []
 
@@ -171,10 +175,12 @@ def assert_shapes(spec, input=None, expected_output=None, *, batch: int = 2,
 def _shapes_agree(spec, input, expected_output, batch, every_node) -> tuple[int, ...]:
     import torch
 
+    from skdsl.compiler import compile as compile_network
+
     network = _as_network(spec)
     shape = tuple(input or network.input)
-    graph = skdsl.lower(network, shape)
-    model = skdsl.compile(network, shape)
+    graph = lower(network, shape)
+    model = compile_network(network, shape)
     model.eval()
     x = torch.randn(batch, *shape)
     problems = []
@@ -228,8 +234,8 @@ def assert_rejected(text: str | bytes, *, code: str | None = None, filename: str
         path = where / filename
         path.write_bytes(data)
         try:
-            network = skdsl.load(path, overrides)
-            skdsl.lower(network)
+            network = load(path, overrides)
+            lower(network)
         except SpecError as error:
             _check_located(error, path, data)
             if code is not None and error.code != code:

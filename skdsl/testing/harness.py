@@ -9,8 +9,9 @@ import signal
 import threading
 from pathlib import Path
 
-import skdsl
+from skdsl.analysis import analyze
 from skdsl.errors import SkdslError
+from skdsl.loading import load
 
 
 def run_check(path: str | Path, overrides: dict | None = None) -> tuple[int, str]:
@@ -22,7 +23,7 @@ def run_check(path: str | Path, overrides: dict | None = None) -> tuple[int, str
     from skdsl import report
 
     try:
-        analysis = skdsl.analyze(skdsl.load(path, overrides))
+        analysis = analyze(load(path, overrides))
     except SkdslError as error:
         return error.exit_status, error.render() + "\n"
     return 0, report.check_line(analysis) + "\n"

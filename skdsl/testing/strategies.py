@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-import skdsl
 from skdsl import spec as S
 from skdsl.errors import SpecError
+from skdsl.graph import lower
+from skdsl.loading import load, parse
 
 from .sizes import Shape, out_size, render
 from .writer import Writer
@@ -114,7 +115,7 @@ def _decorate(draw, st, lines: list[str]) -> list[str]:
 
 def networks(**kwargs) -> "SearchStrategy[S.Network]":
     """specs(**kwargs), parsed and expanded with skdsl.parse."""
-    return specs(**kwargs).map(lambda text: skdsl.parse(text, file="<specs>"))
+    return specs(**kwargs).map(lambda text: parse(text, file="<specs>"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,10 +150,10 @@ def variants(path_or_text: str | Path, **param_strategies) -> "SearchStrategy[S.
     def build(overrides: dict):
         try:
             if is_text:
-                network = skdsl.parse(text, file="<variants>", overrides=overrides)
+                network = parse(text, file="<variants>", overrides=overrides)
             else:
-                network = skdsl.load(path_or_text, overrides)
-            skdsl.lower(network)
+                network = load(path_or_text, overrides)
+            lower(network)
         except SpecError:
             return None
         return network

@@ -498,11 +498,11 @@ def _network(config: TrainConfig, given: Given):
 
 def network_analysis(spec):
     """skdsl.analyze of a spec or of a given skdsl module's graph; None for other modules."""
-    import skdsl
+    from ..analysis import analyze
 
     if isinstance(spec, ModuleNetwork):
-        return skdsl.analyze(spec.graph) if spec.graph is not None else None
-    return skdsl.analyze(spec)
+        return analyze(spec.graph) if spec.graph is not None else None
+    return analyze(spec)
 
 
 def _source(config: TrainConfig, spec, recipe: Recipe, given: Given) -> D.Source:
@@ -968,9 +968,9 @@ def _ema_weights(saved: dict | None, path: str) -> dict:
 
 
 def skdsl_compile(spec) -> nn.Module:
-    import skdsl
+    from ..compiler import compile as compile_network
 
-    return skdsl.compile(spec)
+    return compile_network(spec)
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
