@@ -12,6 +12,9 @@ error (exit 70, or a dead worker) or in a hang, and saves the first offenders to
 
 The command line under test is given to `run_in_process` and `campaign` as `main` (an entry point
 such as `skdsl.commands.main`): the library does not import it (skdsl/commands/fuzz.py does).
+What a campaign generates and how a case runs is its `Target`: SPEC here, the command-line
+fuzzer's in skdsl/cli_fuzz.py; the worker process, the tally and the saving of offenders are
+shared.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import random
 import re
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,18 +61,23 @@ class Mutant:
 
 @dataclass
 class Outcome:
-    kind: str  # ok, error (located or not), internal, hang
+    kind: str  # ok, error (located or not), internal, hang; a target may add its own
     located: bool = False
     detail: str = ""
+
+
+KINDS = ("ok", "error", "internal", "hang")
+# How `summary` names the kinds other targets add.
+KIND_NAMES = {"usage": "usage errors", "garbage": "accepted garbage",
+              "silent": "silent successes", "side-effect": "side effects"}
 
 
 @dataclass
 class Tally:
     tried: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("ok", "error", "internal", "hang"), 0))
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     located: int = 0
-    offenders: list[tuple[int, Mutant, Outcome]] = field(default_factory=list)
+    offenders: list[tuple[int, object, Outcome]] = field(default_factory=list)
 
 
 # -- generating ------------------------------------------------------------------------------
@@ -268,37 +277,49 @@ def _classify(status: int, stderr: str, command: tuple[str, ...]) -> Outcome:
     return Outcome("internal", False, f"skdsl {' '.join(command)} exited {status}:\n{stderr}")
 
 
-def _worker(connection, memory_bytes: int, main: Main) -> None:
-    """A process that runs mutants sent to it until its parent closes the pipe."""
+Run = Callable[[object, Main], Outcome]  # one case through `main`, in the worker process
+
+
+def _worker(connection, memory_bytes: int, main: Main, run: Run = run_in_process) -> None:
+    """A process that runs the cases sent to it until its parent closes the pipe."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     sys.setrecursionlimit(1000)
     while True:
         try:
-            mutant = connection.recv()
+            case = connection.recv()
         except EOFError:
             return
-        connection.send(run_in_process(mutant, main))
+        connection.send(run(case, main))
 
 
 class _Worker:
-    def __init__(self, memory_bytes: int, main: Main):
+    """The worker process. `start` is multiprocessing's start method: "fork" starts fast (skdsl
+    is imported already); "spawn" starts a clean interpreter, for cases that fork again once
+    this process may have run torch (OpenMP does not survive a fork). `run` and `main` must
+    then be importable by name."""
+
+    def __init__(self, memory_bytes: int, main: Main, run: Run = run_in_process,
+                 start: str = "fork"):
         import multiprocessing
 
-        context = multiprocessing.get_context("fork")  # skdsl is imported already: starts fast
+        context = multiprocessing.get_context(start)
         self.connection, child = context.Pipe()
-        self.process = context.Process(target=_worker, args=(child, memory_bytes, main),
+        self.process = context.Process(target=_worker, args=(child, memory_bytes, main, run),
                                        daemon=True)
         self.process.start()
+        self.broken = False  # it hung or died: start another
 
-    def run(self, mutant: Mutant, timeout: float) -> Outcome:
-        self.connection.send(mutant)
+    def run(self, case, timeout: float) -> Outcome:
+        self.connection.send(case)
         if not self.connection.poll(timeout):
+            self.broken = True
             return Outcome("hang", False, f"no answer within {timeout:g} s")
         try:
             return self.connection.recv()
-        except EOFError:
+        except (EOFError, OSError):
+            self.broken = True
             return Outcome("internal", False, f"the worker died (exit {self.process.exitcode})")
 
     def stop(self) -> None:
@@ -306,25 +327,54 @@ class _Worker:
         self.process.join()
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a campaign fuzzes: how a case is made (`generate`, from a seeded Random), run in the
+    worker (`run`), told in one line (`describe`) and saved to reproduce (`save`, into a new
+    folder, with OUTCOME.txt: the origin, how to reproduce, a blank line, the outcome)."""
+
+    noun: str  # "mutants"
+    generate: Callable[[random.Random], object]
+    run: Run
+    describe: Callable[[object], str]
+    save: Callable[[object, Outcome, Path], None]
+    kinds: tuple[str, ...] = KINDS
+    offending: tuple[str, ...] = ("internal", "hang")
+    start: str = "fork"  # the worker's start method (see _Worker)
+    slack: float = 0.0  # seconds the worker may take beyond the campaign's timeout
+    fresh_worker: bool = True  # a new worker after every offender, not only after a broken one
+
+
 def campaign(count: int, seed: int, timeout: float, main: Main, memory_mb: int = 2048,
-             report=print) -> Tally:
-    """Run `count` mutants of `seed` through `main`, restarting the worker after a hang or a
-    crash."""
-    rng, tally = random.Random(seed), Tally()
-    worker = _Worker(memory_mb * 2**20, main)
+             report=print, target: Target | None = None) -> Tally:
+    """Run `count` cases of `target` (default SPEC's mutants) from `seed` through `main`,
+    restarting the worker after a hang or a crash."""
+    target = target or SPEC
+    rng, tally = random.Random(seed), Tally(counts=dict.fromkeys(target.kinds, 0))
+
+    def start() -> _Worker:
+        return _Worker(memory_mb * 2**20, main, target.run, target.start)
+
+    worker, began = start(), time.monotonic()
     try:
         for index in range(count):
-            mutant = generate(rng)
-            outcome = worker.run(mutant, timeout)
-            if outcome.kind in ("hang", "internal"):
+            case = target.generate(rng)
+            outcome = worker.run(case, timeout + target.slack)
+            offends = outcome.kind in target.offending
+            if worker.broken or (offends and target.fresh_worker):
                 worker.stop()
-                worker = _Worker(memory_mb * 2**20, main)
-                tally.offenders.append((index, mutant, outcome))
+                worker = start()
+            if offends:
+                tally.offenders.append((index, case, outcome))
+                first = _first_line(outcome)
+                report(f"  {index:06d} {outcome.kind}: {target.describe(case)[:300]}\n"
+                       f"      {first[:300]}")
             tally.tried += 1
-            tally.counts[outcome.kind] += 1
+            tally.counts[outcome.kind] = tally.counts.get(outcome.kind, 0) + 1
             tally.located += outcome.located
             if (index + 1) % 500 == 0:
-                report(f"  {index + 1:,} tried: {summary(tally)}")
+                minutes = (time.monotonic() - began) / 60
+                report(f"  {index + 1:,} tried in {minutes:.1f} min: {summary(tally)}")
     finally:
         worker.stop()
     return tally
@@ -332,17 +382,40 @@ def campaign(count: int, seed: int, timeout: float, main: Main, memory_mb: int =
 
 def summary(tally: Tally) -> str:
     counts = tally.counts
+    others = "".join(f", {KIND_NAMES.get(kind, kind)} {number:,}"
+                     for kind, number in counts.items() if kind not in KINDS)
     return (f"ok {counts['ok']:,}, errors {counts['error']:,} ({tally.located:,} located), "
-            f"internal errors {counts['internal']:,}, hangs {counts['hang']:,}")
+            f"internal errors {counts['internal']:,}, hangs {counts['hang']:,}{others}")
 
 
-def save_offenders(tally: Tally, folder: Path, limit: int = 50) -> list[Path]:
-    saved = []
-    for index, mutant, outcome in tally.offenders[:limit]:
-        case = folder / f"{index:06d}-{outcome.kind}"
-        write(mutant, case)
-        (case / "OUTCOME.txt").write_text(
-            f"made from {mutant.origin}\nreproduce: skdsl check {case / MAIN}\n\n{outcome.detail}",
-            encoding="utf-8", errors="replace")
-        saved.append(case)
+def _first_line(outcome: Outcome) -> str:
+    return next((line for line in outcome.detail.splitlines() if line.strip()), "")
+
+
+def save_offenders(tally: Tally, folder: Path, limit: int = 50,
+                   target: Target | None = None) -> list[Path]:
+    """The first `limit` offenders, each in a folder of its own; every offender is listed in
+    offenders.txt, one line each."""
+    target = target or SPEC
+    saved, lines = [], []
+    for number, (index, case, outcome) in enumerate(tally.offenders):
+        first = _first_line(outcome)
+        lines.append(f"{index:06d} {outcome.kind}: {target.describe(case)}\n    {first[:300]}")
+        if number < limit:
+            saved.append(folder / f"{index:06d}-{outcome.kind}")
+            target.save(case, outcome, saved[-1])
+    if lines:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "offenders.txt").write_text("\n".join(lines) + "\n", encoding="utf-8",
+                                              errors="replace")
     return saved
+
+
+def _save_mutant(mutant: Mutant, outcome: Outcome, case: Path) -> None:
+    write(mutant, case)
+    (case / "OUTCOME.txt").write_text(
+        f"made from {mutant.origin}\nreproduce: skdsl check {case / MAIN}\n\n{outcome.detail}",
+        encoding="utf-8", errors="replace")
+
+
+SPEC = Target("mutants", generate, run_in_process, lambda mutant: mutant.origin, _save_mutant)

@@ -56,3 +56,21 @@ def test_the_command_line_runs_a_campaign_and_says_how_it_went(tmp_path, capsys)
     assert fuzz_command.main(["--count", "3", "--seed", "5", "--save", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "3 mutants, seed 5" in out and "tried 3: ok" in out and not any(tmp_path.iterdir())
+
+
+def _odd_numbers_offend(case, main):
+    return fuzz.Outcome("garbage" if case % 2 else "ok", detail=f"case {case}\nmore")
+
+
+def test_a_target_brings_its_own_cases_and_kinds(tmp_path):
+    target = fuzz.Target("numbers", lambda rng: rng.randrange(100), _odd_numbers_offend, str,
+                         lambda case, outcome, folder: folder.mkdir(parents=True),
+                         kinds=(*fuzz.KINDS, "garbage"), offending=("garbage",))
+    tally = fuzz.campaign(8, seed=1, timeout=30, main=commands.main, report=lambda line: None,
+                          target=target)
+    assert tally.tried == 8 and 0 < tally.counts["garbage"] == len(tally.offenders) < 8
+    assert "accepted garbage" in fuzz.summary(tally)
+    saved = fuzz.save_offenders(tally, tmp_path, limit=1, target=target)
+    listed = (tmp_path / "offenders.txt").read_text().splitlines()
+    assert len(saved) == 1 and len(listed) == 2 * len(tally.offenders)
+    assert listed[1].strip().startswith("case ")
