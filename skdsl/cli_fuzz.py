@@ -10,7 +10,8 @@ to the FIFO, random bytes, an empty file, a truncated checkpoint), a flag repeat
 left without its value, abbreviated or misspelt, and the environment varied (COLUMNS, LINES,
 OMP_NUM_THREADS, NO_COLOR, TERM, the SKDSL_* variables skdsl reads, torchrun's). It runs in a
 fresh folder that is its working directory, holding those files: forked from a worker that has
-skdsl and torch imported, or, when its environment differs, in a new interpreter.
+skdsl and torch imported (its environment set in the child), or, when it varies a variable read
+only at start-up (STARTUP_VARIABLES) and for a few others, in a new interpreter.
 
 Beyond skdsl/fuzz.py's ok / error / internal error / hang, a case may end in
 - a usage error: argparse's (exit 2, no SK code; counted apart, not an offender);
