@@ -1,5 +1,6 @@
 """The width of the terminal that rich tables are fitted to (report.FittedTable): read here once
-for every command and for the training summary. Imports nothing but the standard library."""
+for every command and for the training summary, and the environment rich is given so that it
+reads no other. Imports nothing but the standard library."""
 
 from __future__ import annotations
 
@@ -28,3 +29,10 @@ def console_width(stream=None) -> int:
         except (OSError, ValueError):
             pass
     return PIPED_WIDTH
+
+
+def rich_environment() -> dict[str, str]:
+    """The environment to give a rich Console (its `_environ`): this process's without COLUMNS
+    and LINES. The width is decided here (`console_width`); rich would read them again, and
+    int() of a 5,000-digit COLUMNS raises."""
+    return {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}

@@ -390,8 +390,10 @@ def test_the_report_prints_every_number_whole_at_any_width(capsys, monkeypatch, 
     assert report_numbers <= numbers_in(out), sorted(report_numbers - numbers_in(out))
 
 
-@pytest.mark.parametrize("columns", ["0", "-5", "abc"])
+@pytest.mark.parametrize("columns", ["0", "-5", "abc", "9" * 5000])
 def test_a_columns_that_is_no_width_is_the_piped_width(capsys, monkeypatch, columns):
+    """A 5,000-digit COLUMNS is no width either: rich, which would read it again, is given an
+    environment without it (int() of it raised: exit 70, found by the command-line fuzzer)."""
     out = printed(capsys, monkeypatch, columns, "build", "specs/sknet50.sk", "--report")
     assert out == printed(capsys, monkeypatch, None, "build", "specs/sknet50.sk", "--report")
     assert "(mult-adds)" in out and "left out" not in out  # 160 columns: the table as written

@@ -7,7 +7,7 @@ import sys
 
 from .. import files
 from ..errors import CliError
-from ..terminal import console_width
+from ..terminal import console_width, rich_environment
 
 
 
@@ -18,7 +18,8 @@ def print_rich(*renderables) -> None:
     # The width is passed so that rich never reads COLUMNS itself (it would take 0 as a width).
     # No cropping: a table too wide for a tiny console prints as a list whose long lines
     # must stay whole, a number with them; the terminal wraps them for the eye.
-    console = Console(file=sys.stdout, width=console_width(), highlight=False, soft_wrap=False)
+    console = Console(file=sys.stdout, width=console_width(), highlight=False, soft_wrap=False,
+                      _environ=rich_environment())
     for renderable in renderables:
         console.print(renderable, crop=False)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import named
+from ..terminal import rich_environment
 
 
 @dataclass
@@ -59,7 +60,7 @@ class Display:
 
         self._bar = Progress(TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(),
                              MofNCompleteColumn(), TextColumn("{task.fields[metrics]}"),
-                             TimeRemainingColumn(), console=Console(file=self.stream),
+                             TimeRemainingColumn(), console=Console(file=self.stream, _environ=rich_environment()),
                              transient=True)
         self._bar.start()
         self._task = self._bar.add_task("train", total=batches, completed=done, metrics="")

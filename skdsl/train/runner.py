@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import files, state_io
-from ..terminal import console_width
+from ..terminal import console_width, rich_environment
 from ..errors import APIError, CheckpointError, SkdslError, named
 from ..loading import SettingError
 from ..resources import is_out_of_memory
@@ -1146,7 +1146,8 @@ def _report(run: Run, status: str) -> None:
     state, display = run.state, run.display
     resume, max_steps = display.spelled("resume"), display.spelled("max_steps")
     if state.history:
-        Console(file=display.stream, width=console_width(display.stream)).print(
+        Console(file=display.stream, width=console_width(display.stream),
+                _environ=rich_environment()).print(
             summary_table(state.history, state.best_epoch), crop=False)
     if run.config.plot:
         plot_curves(read_metrics(run.out / "metrics.jsonl"), run.out / "curves.png")
