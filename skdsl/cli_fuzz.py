@@ -25,6 +25,10 @@ Beyond skdsl/fuzz.py's ok / error / internal error / hang, a case may end in
   skdsl/specs, skdsl/std) or new in the working directory of the campaign or the source
   tree's root.
 
+A worker whose skdsl modules have changed on disk since it imported them (an edit during a
+campaign) runs its case in a new interpreter and is replaced: its children would mix old and new
+code.
+
 `command_tree` reads the parser, `generate` makes a case, `run_case` runs one (it forks: call it
 in a process that has not run torch, such as the spawned worker of a campaign), `session` gives
 the campaign's Target. The parser and the entry point are given to them by the caller, as in
@@ -49,7 +53,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import fuzz
@@ -814,9 +818,11 @@ def _output_dests(build_parser: ParserFactory) -> set[str]:
 
 
 def run_case(case: Case, main: Main, timeout: float = 20.0,
-             parser: ParserFactory | None = None, cache: str | None = None) -> Outcome:
+             parser: ParserFactory | None = None, cache: str | None = None,
+             watch: bool = False) -> Outcome:
     """What `main` makes of the case, in a child process, with a time limit, classified; with
-    `parser`, the command line's own, its effective garbage values and outputs are read."""
+    `parser`, the command line's own, its effective garbage values and outputs are read; with
+    `watch` (a campaign's worker), a change to skdsl's files retires this process."""
     namespace, helped = _parsed(parser, case.argv) if parser else (None, False)
     outputs = list(case.outputs)
     if namespace is not None:
@@ -829,6 +835,66 @@ def run_case(case: Case, main: Main, timeout: float = 20.0,
     _warm_up()
     if cache and any(name in case.fixtures for name in ("good.pt", "truncated.pt", "run")):
         _prepare(cache, main)
+    retire = watch and _stale()
+    if retire:  # a child forked from here would mix this process's modules with newer ones
+        case = replace(case, fresh=True)
+    run = _attempt(case, main, timeout, outputs, cache)
+    limit = timeout
+    if run.hung:  # past its time on a busy machine is not yet a hang: once more, with more time
+        limit = RETRY * timeout
+        run = _attempt(case, main, limit, outputs, cache)
+    garbage = []
+    if run.status == 0 and namespace is not None and not helped:
+        garbage = [why for dest, value, why in case.garbage
+                   if getattr(namespace, dest, None) == value
+                   or (isinstance(getattr(namespace, dest, None), list)
+                       and value in getattr(namespace, dest))]
+    outcome = classify(case, run.status, run.stdout, run.stderr, run.effects, garbage,
+                       hung=run.hung, cpu=run.cpu, timeout=limit, wrote=run.wrote)
+    if limit != timeout and not run.hung:
+        outcome.detail += f"\n(past {timeout:g} s once, then done in {run.seconds:.0f} s)"
+    outcome.retire = retire
+    return outcome
+
+
+_LOADED: dict[str, int] = {}  # the skdsl modules of this process: their files' times when seen
+
+
+def _stale() -> bool:
+    """Has a file of a skdsl module this process holds changed since it was first seen (an
+    edit while a campaign runs)?"""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) if name.split(".")[0] == "skdsl" else None
+        if path:
+            try:
+                seen = os.stat(path).st_mtime_ns
+            except OSError:
+                return True
+            if _LOADED.setdefault(name, seen) != seen:
+                return True
+    return False
+
+
+RETRY = 3  # a case past its time limit runs again with this many times the limit
+
+
+@dataclass
+class _Run:
+    """What one run of a case did."""
+
+    status: int  # negative: killed by that signal
+    cpu: float  # seconds
+    hung: bool  # killed at its time limit
+    seconds: float
+    effects: list[str]  # side effects
+    stdout: str
+    stderr: str
+    wrote: bool  # made or changed a file in its folder
+
+
+def _attempt(case: Case, main: Main, timeout: float, outputs: list[str],
+             cache: str | None) -> _Run:
+    """Run the case once, in a fresh folder."""
     with tempfile.TemporaryDirectory(prefix="skdsl-cli-fuzz-") as top:
         top = Path(top)
         folder, tmp, streams = top / "case", top / "tmp", top / "io"
@@ -837,24 +903,16 @@ def run_case(case: Case, main: Main, timeout: float = 20.0,
         specials = materialise(case, folder, cache)
         before, outside = _snapshot(folder), _outside(top)
         env = _environment(case, tmp)
-        start = _spawn if case.fresh else _fork
+        start, began = _spawn if case.fresh else _fork, time.monotonic()
         status, cpu, hung = _wait(start(main, case.argv, env, folder, streams), timeout)
-        after = _snapshot(folder)
+        seconds, after = time.monotonic() - began, _snapshot(folder)
         effects = _written_into(folder, specials)
         effects += _side_effects(before, after, outputs, specials)
         effects += _outside_changes(outside, _outside(top))
         effects += [f"left {name!r} in TMPDIR" for name in sorted(os.listdir(tmp))
                     if not name.startswith(TORCH_CACHES)]
-        stdout = _read(streams / "stdout")
-        stderr = _read(streams / "stderr")
-    garbage = []
-    if status == 0 and namespace is not None and not helped:
-        garbage = [why for dest, value, why in case.garbage
-                   if getattr(namespace, dest, None) == value
-                   or (isinstance(getattr(namespace, dest, None), list)
-                       and value in getattr(namespace, dest))]
-    return classify(case, status, stdout, stderr, effects, garbage, hung=hung, cpu=cpu,
-                    timeout=timeout, wrote=after != before)
+        return _Run(status, cpu, hung, seconds, effects, _read(streams / "stdout"),
+                    _read(streams / "stderr"), after != before)
 
 
 def _read(path: Path, limit: int = 20_000) -> str:
@@ -885,8 +943,9 @@ def classify(case: Case, status: int, stdout: str, stderr: str, effects: list[st
     told = f"exit {status}: {message}"
     if hung:
         state = "busy" if cpu > timeout / 2 else "blocked"
-        kind, located, detail = "hang", False, (f"no exit within {timeout:g} s ({state}: "
-                                                f"{cpu:.1f} s of CPU)")
+        kind, located, detail = "hang", False, (
+            f"no exit within {timeout:g} s ({state}: {cpu:.1f} s of CPU; load average "
+            f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     elif status < 0:
         name = signal.Signals(-status).name if -status in signal.valid_signals() else -status
         kind, located, detail = "internal", False, f"killed by signal {name}: {message}"
@@ -1040,7 +1099,8 @@ def target(build_parser: ParserFactory, timeout: float, cache: str) -> fuzz.Targ
     tree = command_tree(build_parser)
     return fuzz.Target(
         "command lines", functools.partial(generate, tree=tree),
-        functools.partial(run_case, timeout=timeout, parser=build_parser, cache=cache),
+        functools.partial(run_case, timeout=timeout, parser=build_parser, cache=cache,
+                          watch=True),
         command_line, functools.partial(save_case, cache=cache), KINDS, OFFENDING,
         start="spawn", slack=60.0 + 600.0, fresh_worker=False)
 

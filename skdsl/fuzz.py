@@ -64,6 +64,7 @@ class Outcome:
     kind: str  # ok, error (located or not), internal, hang; a target may add its own
     located: bool = False
     detail: str = ""
+    retire: bool = False  # the worker is out of date (skdsl changed on disk): start another
 
 
 KINDS = ("ok", "error", "internal", "hang")
@@ -361,7 +362,7 @@ def campaign(count: int, seed: int, timeout: float, main: Main, memory_mb: int =
             case = target.generate(rng)
             outcome = worker.run(case, timeout + target.slack)
             offends = outcome.kind in target.offending
-            if worker.broken or (offends and target.fresh_worker):
+            if worker.broken or outcome.retire or (offends and target.fresh_worker):
                 worker.stop()
                 worker = start()
             if offends:

@@ -206,3 +206,10 @@ def test_the_command_line_runs_a_cli_campaign(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "fuzzing the command line: 2 command lines, seed 8" in out and "tried 2: ok" in out
     assert status == 0 or (tmp_path / "offenders.txt").is_file()
+
+
+def test_a_worker_whose_skdsl_changed_on_disk_runs_afresh_and_retires(monkeypatch):
+    monkeypatch.setitem(cli_fuzz._LOADED, "skdsl.fuzz", 0)  # as if edited since it was imported
+    outcome = cli_fuzz.run_case(cli_fuzz.Case(["--version"]), commands.main, watch=True)
+    assert outcome.kind == "ok" and outcome.retire, outcome.detail
+    assert not cli_fuzz.run_case(cli_fuzz.Case(["--version"]), commands.main).retire
