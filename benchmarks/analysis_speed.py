@@ -49,8 +49,8 @@ def _peer_count(spec) -> tuple[float, float, int]:
 
 def analysis_section(settings: Settings) -> Section:
     import skdsl
-    from skdsl.expand import expand, parse_file
-    from skdsl.graph import lower_table
+    from skdsl.lang.expand import expand, parse_file
+    from skdsl.core.graph import lower_table
 
     network = settings.analysis
     source = network.file(Path(tempfile.mkdtemp(prefix="skdsl-bench-")))
@@ -59,7 +59,7 @@ def analysis_section(settings: Settings) -> Section:
     repeats = 5 if settings.quick else 20
     skdsl.analyze(skdsl.load(source))  # warm: grammar built, std library read
     # What the peers deliver: the totals. The per-stage table is timed on its own row; the
-    # per-block, per-layer and per-node tables are built when first read (skdsl.analysis).
+    # per-block, per-layer and per-node tables are built when first read (skdsl.core.analysis).
     # Cold: parse_text caches trees (a sweep or a second load parses once); a first load does not
     from_text = _median_time(_cold(lambda: skdsl.analyze(skdsl.load(source)).mult_adds), repeats)
     again = _median_time(lambda: skdsl.analyze(skdsl.load(source)).mult_adds, repeats)
@@ -132,7 +132,7 @@ def analysis_section(settings: Settings) -> Section:
 
 
 def _distinct_units(spec) -> str:
-    from skdsl.graph import _Instance, lower_table
+    from skdsl.core.graph import _Instance, lower_table
 
     placed = [s for s in lower_table(spec).segments if isinstance(s, _Instance)]
     return f"{len(placed)} blocks, {len({id(p.unit) for p in placed})} distinct"
@@ -140,7 +140,7 @@ def _distinct_units(spec) -> str:
 
 def _cold(function):
     """`function` with the parsed-tree cache emptied before each call."""
-    from skdsl.parser import clear_parse_cache
+    from skdsl.lang.parser import clear_parse_cache
 
     def cold():
         clear_parse_cache()

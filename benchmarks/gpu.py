@@ -72,7 +72,7 @@ def gpu_section(settings: Settings, device: str = "cuda", compile: bool = True) 
                      "polyphase lowering of the dilated convolutions (lowered ÷ direct):",
                      *[f"  {row}" for row in polyphase["rows"]],
                      f"  rule this suggests for {device}: lower {polyphase['suggested'] or 'none'}"
-                     f" (in use: {polyphase['in_use'] or 'none'}; skdsl/layers.py POLYPHASE)"]
+                     f" (in use: {polyphase['in_use'] or 'none'}; skdsl/nn/layers.py POLYPHASE)"]
     section.data["polyphase"] = polyphase
     return section
 
@@ -133,7 +133,7 @@ def _mult_adds(model, shape) -> int:
 
     graph = getattr(model, "graph", None)
     if graph is not None:
-        from skdsl.analysis import analyze
+        from skdsl.core.analysis import analyze
 
         return analyze(graph).mult_adds
     model.eval()

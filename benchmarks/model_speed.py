@@ -40,7 +40,7 @@ def _input(settings: Settings, shape, fmt: str):
 def reference_section(settings: Settings) -> Section:
     import torch
 
-    from skdsl import compiler
+    from skdsl.nn import compiler
 
     compiled = build_compiled(settings.sknet)
     reference = build_reference(settings, compiled)
@@ -93,7 +93,7 @@ def reference_section(settings: Settings) -> Section:
 
 
 def selection_section(settings: Settings) -> Section:
-    from skdsl import compiler
+    from skdsl.nn import compiler
 
     sknet = build_compiled(settings.sknet)
     resnext = build_compiled(settings.resnext)
@@ -137,13 +137,13 @@ def selection_section(settings: Settings) -> Section:
     section.notes += [f"  {row}" for row in polyphase["rows"]]
     section.notes.append(f"  rule this suggests for {polyphase['device']}: lower "
                          f"{polyphase['suggested'] or 'none'} (in use: "
-                         f"{polyphase['in_use'] or 'none'}; skdsl/layers.py POLYPHASE)")
+                         f"{polyphase['in_use'] or 'none'}; skdsl/nn/layers.py POLYPHASE)")
     section.data["polyphase"] = polyphase
     return section
 
 
 def _direct_convolutions(model) -> None:
-    from skdsl import layers
+    from skdsl.nn import layers
 
     for module in model.modules():
         if isinstance(module, layers.DilatedConv2d):
@@ -155,7 +155,7 @@ def polyphase_rows(settings: Settings, device: str = "cpu", dtype=None) -> dict:
     forward+backward; and the per-device rule the measurements suggest."""
     import torch
 
-    from skdsl import layers
+    from skdsl.nn import layers
 
     model = build_compiled(settings.sknet)
     shapes = {}

@@ -125,7 +125,7 @@ def memory_format(name: str):
 def build_compiled(network: Network, seed: int = 0, **options):
     import torch
 
-    from skdsl import compiler
+    from skdsl.nn import compiler
 
     torch.manual_seed(seed)
     return compiler.compile(network.load(), **options)
@@ -142,7 +142,7 @@ def build_reference(settings: Settings, compiled):
 
 def as_written(model) -> None:
     """Undo the compiler's speed-ups on `model`: nothing in place, every convolution direct."""
-    from skdsl import layers
+    from skdsl.nn import layers
 
     for module in model.modules():
         if hasattr(module, "inplace"):

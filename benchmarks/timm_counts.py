@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import skdsl  # noqa: E402
 from benchmarks.timm_equality import PAIRS, ROOT, import_timm  # noqa: E402
 
-# Count-only pairs: outputs of these are compared by tests/test_inception.py's own means.
+# Count-only pairs: outputs of these are compared by tests/nn/test_inception.py's own means.
 COUNT_PAIRS = [*PAIRS, ("inception_v4", "specs/rivals/inception_v4.sk"),
                ("inception_resnet_v2", "specs/rivals/inception_resnet_v2.sk")]
 

@@ -11,7 +11,7 @@ the largest absolute difference of the two models' outputs on the same input, in
     python benchmarks/timm_equality.py --size 128 --batch 1 # quicker
     python benchmarks/timm_equality.py --write-manifests tests/data/timm_keys
 
---write-manifests writes the key/shape manifests that tests/test_weights.py uses instead of
+--write-manifests writes the key/shape manifests that tests/nn/test_weights.py uses instead of
 timm (CI has no timm). Not a test: it needs timm, which here needs torchvision; when torchvision
 (or Pillow) is missing, stand-ins are put in sys.modules for timm's imports only (timm's
 ResNet code uses neither).

@@ -14,20 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CheckpointError, CliError, SkdslError, SpecError
-from .loading import SettingError
-from .spec import Network
+from .base.errors import CheckpointError, CliError, InputFileError, SettingError, SkdslError, SpecError
+from .base.errors import SettingError
+from .core.spec import Network
 from .version import __version__
 
 if TYPE_CHECKING:
-    from .analysis import Analysis
+    from .core.analysis import Analysis
 
 # skdsl.train: the training package, callable as skdsl.train(model_or_spec, train_data=...,
 # val_data=..., **config) (train/api.py); importing it does not import torch.
 from . import train  # noqa: E402
 
 __all__ = ["train", "load", "parse", "analyze", "compile", "lower", "list_models", "create_model",
-           "Network", "SkdslError", "SpecError", "CliError", "CheckpointError", "SettingError",
+           "Network", "SkdslError", "SpecError", "CliError", "CheckpointError", "SettingError", "InputFileError",
            "__version__"]
 
 
@@ -40,14 +40,14 @@ def load(path: str | Path, overrides: dict | None = None, *,
     neither can change a JSON spec. `use` reads only files under the spec's folder and std/
     unless `allow_imports_outside`.
     """
-    from .loading import load as _load
+    from .lang.loading import load as _load
 
     return _load(path, overrides, num_classes, allow_imports_outside)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """The zoo's network names matching a shell-style pattern, such as "sk*"."""
-    from .zoo import list_models as _list_models
+    from .lang.zoo import list_models as _list_models
 
     return _list_models(pattern)
 
@@ -58,7 +58,7 @@ def create_model(name_or_path: str | Path, num_classes: int | None = None,
 
     `overrides` set the spec's `param`s, as `--set` does: create_model("sknet101", L3=16).
     """
-    from .zoo import create_model as _create_model
+    from .nn.models import create_model as _create_model
 
     return _create_model(name_or_path, num_classes, pretrained_cfg, **overrides)
 
@@ -66,14 +66,14 @@ def create_model(name_or_path: str | Path, num_classes: int | None = None,
 def parse(text: str, file: str = "<string>", overrides: dict | None = None, *,
           allow_imports_outside: bool = False) -> Network:
     """Parse and expand .sk text; `use` paths resolve against the current directory."""
-    from .loading import parse as _parse
+    from .lang.loading import parse as _parse
 
     return _parse(text, file, overrides, allow_imports_outside)
 
 
 def lower(spec: Network, input_shape=None):
     """The networkx graph of a spec, one node per primitive op, with every shape inferred."""
-    from .graph import lower as _lower
+    from .core.graph import lower as _lower
 
     return _lower(spec, input_shape)
 
@@ -84,7 +84,7 @@ def analyze(spec: Network, input_shape=None, count=()) -> "Analysis":
     `count` adds op classes to the multiply-adds (bn, act, pool, add, mul, softmax); the
     default counts convolutions and fc layers only, as the paper and FlopCounterMode do.
     """
-    from .analysis import analyze as _analyze
+    from .core.analysis import analyze as _analyze
 
     return _analyze(spec, input_shape, count)
 
@@ -97,7 +97,7 @@ def compile(spec: Network, input_shape=None, *, features_only: bool = False,  # 
     A network whose weights would not fit `memory_budget` bytes (default: the memory available
     now) is refused before anything is allocated (ResourceError, SK620).
     """
-    from .compiler import compile as _compile
+    from .nn.compiler import compile as _compile
 
     return _compile(spec, input_shape, features_only=features_only, out_indices=out_indices,
                     memory_budget=memory_budget)

@@ -25,8 +25,9 @@ from pathlib import Path
 import pytest
 
 import skdsl
-from skdsl import expand, ops, syntax
-from skdsl.parser import LAYER_KEYWORDS, parse_text
+from skdsl.lang import expand, syntax
+from skdsl import ops
+from skdsl.lang.parser import LAYER_KEYWORDS, parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

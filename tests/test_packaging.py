@@ -130,8 +130,8 @@ def third_party_imports() -> list[tuple[str, str, int, bool]]:
 
 def test_the_scan_sees_lazy_imports_and_probes():
     seen = {(file, module, lazy) for file, module, _, lazy in third_party_imports()}
-    assert ("skdsl/compiler.py", "torch", False) in seen
-    assert ("skdsl/export.py", "onnxscript", True) in seen  # a find_spec probe
+    assert ("skdsl/nn/compiler.py", "torch", False) in seen
+    assert ("skdsl/nn/export.py", "onnxscript", True) in seen  # a find_spec probe
     assert any(file.startswith("skdsl/testing/") and module == "hypothesis" and not lazy
                for file, module, lazy in seen)
 
@@ -164,7 +164,7 @@ def test_optional_modules_are_imported_by_no_core_module():
 
 def test_numpy_and_the_onnx_exporter_are_declared():
     """numpy: torch's CPU wheel lacks it and torch.distributed's object collectives need it;
-    `export --format onnx` needs onnx and onnxscript (skdsl/export.py's SK533)."""
+    `export --format onnx` needs onnx and onnxscript (skdsl/nn/export.py's SK533)."""
     assert "numpy" in CORE
     assert {"onnx", "onnxscript", "onnxruntime"} <= EXTRAS["onnx"]
 
@@ -222,7 +222,7 @@ def test_the_wheel_builds_the_zoo_by_name_outside_the_tree(tmp_path):
     shipped = {n for n in names if n.startswith("skdsl/specs/") and n.endswith(".sk")}
     assert len(shipped) == len(list((ROOT / "skdsl" / "specs").rglob("*.sk")))
     assert {"skdsl/specs/zoo.toml", "skdsl/specs/paper_tables.toml", "skdsl/py.typed",
-            "skdsl/grammar.lark", "skdsl/std/resnext.sk"} <= names
+            "skdsl/lang/grammar.lark", "skdsl/lang/std/resnext.sk"} <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: MIT" in metadata.decode()
 

@@ -12,7 +12,7 @@ import argparse
 import re
 from typing import Callable
 
-from ..errors import CliError, did_you_mean
+from ..base.errors import CliError, did_you_mean
 
 _DIMS = re.compile(r"(\d+)[x×X](\d+)[x×X](\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -125,7 +125,7 @@ def whole_number(text: str) -> int | None:
 
 def parse_input_shape(text: str | None) -> tuple[int, int, int] | None:
     """'3x320x320' -> (3, 320, 320); None stays None (the spec's own input)."""
-    from ..spec import LARGEST
+    from ..core.spec import LARGEST
 
     if text is None:
         return None
@@ -180,7 +180,7 @@ def _value(raw: str, option: str, name: str, code: str) -> int | float | str:
 
 def parse_data_source(text: str | None) -> str | None:
     """The --data text, its kind checked here; its directory is checked when a run opens it."""
-    from ..train.config import DATA_KINDS
+    from ..core.settings import DATA_KINDS
 
     if text is None:
         return None
@@ -193,7 +193,7 @@ def parse_data_source(text: str | None) -> str | None:
 
 def parse_count(text: str | None) -> tuple[str, ...]:
     """`--count bn,add` -> ("bn", "add"); `all` -> every class; None (no --count) -> ()."""
-    from ..analysis import EXTRA_COUNTS
+    from ..core.analysis import EXTRA_COUNTS
 
     if text is None:
         return ()
@@ -246,7 +246,7 @@ def variant_flags(args: argparse.Namespace) -> tuple:
 def load_spec(args: argparse.Namespace, overrides: dict | None = None,
               num_classes: int | None = None):
     """The spec SPEC names, with `overrides` (default: the --set flags) and `num_classes`."""
-    from ..loading import load
+    from ..lang.loading import load
 
     if overrides is None:
         overrides = parse_overrides(args.overrides)

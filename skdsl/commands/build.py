@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import CliError
+from ..base.errors import CliError
 from .arguments import (add_command, add_count_argument, add_input_argument, add_spec_argument,
                         add_sweep_argument, add_switches, load_spec, parse_count,
                         parse_input_shape, parse_overrides, variant_flags)
@@ -30,8 +30,8 @@ def run(args) -> int:
         raise CliError("--json prints only JSON: leave out --report and --layers", code="SK505")
     if args.sweeps:  # one network per point of the sweep
         return run_sweep(args)
-    from ..analysis import analyze
-    from ..compare import changes_the_spec, declared_parameters
+    from ..core.analysis import analyze
+    from ..report.compare import changes_the_spec, declared_parameters
 
     input_shape = parse_input_shape(args.input)
     count = parse_count(args.count)
@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.json:
         print_json(_json(spec, analysis))
         return 0
-    from .. import report
+    from ..report import network as report
 
     if not (args.report or args.layers):
         print(report.summary_line(analysis))
@@ -55,9 +55,9 @@ def run(args) -> int:
 
 def run_sweep(args) -> int:
     """`skdsl build SPEC --sweep ...`: build's output once per variant (a JSON list with --json)."""
-    from .. import report
-    from ..analysis import analyze
-    from ..compare import variants
+    from ..report import network as report
+    from ..core.analysis import analyze
+    from ..report.compare import variants
 
     input_shape, count, overrides, sweeps = variant_flags(args)
     found, tables = [], []
@@ -87,7 +87,7 @@ def _json(spec, analysis) -> dict:
 
 
 def _tables(args, spec, analysis) -> list:
-    from .. import report
+    from ..report import network as report
 
     tables = []
     if args.report:

@@ -15,8 +15,8 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    from .. import report
-    from ..analysis import analyze
+    from ..report import network as report
+    from ..core.analysis import analyze
 
     input_shape = parse_input_shape(args.input)
     print(report.check_line(analyze(load_spec(args), input_shape)))

@@ -1,4 +1,4 @@
-"""`skdsl compare`: networks side by side (the comparison itself is skdsl/compare.py)."""
+"""`skdsl compare`: networks side by side (the comparison itself is skdsl/report/compare.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ paper's "GFLOPs" column counts multiply-adds.
 
 
 def register(commands) -> None:
-    from ..compare import FORMATS
+    from ..report.compare import FORMATS
 
     parser = add_command(
         commands, "compare", run,
@@ -45,7 +45,7 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    from .. import compare
+    from ..report import compare
 
     input_shape, count, overrides, sweeps = variant_flags(args)
     comparison = compare.compare(

@@ -1,4 +1,4 @@
-"""`skdsl doctor`: versions, device and threads, and a self-check (skdsl/doctor.py)."""
+"""`skdsl doctor`: versions, device and threads, and a self-check (skdsl/nn/doctor.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    from .. import doctor  # torch is imported when the self-check runs
+    from ..nn import doctor  # torch is imported when the self-check runs
 
     findings = doctor.diagnose()
     if args.json:

@@ -1,11 +1,11 @@
-"""`skdsl export`: a deployable inference artifact, checked against eager (skdsl/export.py)."""
+"""`skdsl export`: a deployable inference artifact, checked against eager (skdsl/nn/export.py)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ..errors import CliError
+from ..base.errors import CliError
 from .arguments import (add_command, add_input_argument, add_spec_argument, add_switches,
                         load_spec, parse_input_shape)
 
@@ -18,7 +18,7 @@ examples:
 
 
 def register(subparsers) -> None:
-    from ..export import FORMATS  # no torch until an export runs
+    from ..nn.export import FORMATS  # no torch until an export runs
 
     parser = add_command(
         subparsers, "export", run,
@@ -50,8 +50,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Export as the flags say; print what was written and how closely it matches eager."""
-    from .. import export
-    from ..resources import parse_budget
+    from ..nn import export
+    from ..core.resources import parse_budget
 
     _check_flags(args)
     budget = parse_budget(args.memory_budget)

@@ -1,6 +1,6 @@
 """`python -m skdsl.commands.fuzz`: the fuzzers run against this command line. `--target spec`
-(the default): the front-end fuzzer (skdsl/fuzz.py), `skdsl check` and `skdsl build --json` on
-every mutant; `--target cli`: the command-line fuzzer (skdsl/cli_fuzz.py), one command line of
+(the default): the front-end fuzzer (skdsl/fuzz/spec.py), `skdsl check` and `skdsl build --json` on
+every mutant; `--target cli`: the command-line fuzzer (skdsl/fuzz/cli.py), one command line of
 any command per case, with its flags, values, environment and special files.
 
     python -m skdsl.commands.fuzz --count 10000 --seed 1
@@ -18,7 +18,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from .. import cli_fuzz, fuzz
+from ..fuzz import cli as cli_fuzz, spec as fuzz
 from .program import build_parser
 from .program import main as skdsl_main
 

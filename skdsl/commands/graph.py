@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import CliError
+from ..base.errors import CliError
 from .arguments import (add_command, add_input_argument, add_spec_argument, load_spec,
                         parse_input_shape)
 from .output import check_output, write_text
@@ -32,8 +32,8 @@ def run(args) -> int:
     if args.depth is not None and args.depth < 1:
         raise CliError(f"--depth {args.depth}: the depth counts name parts, from 1 (stages)",
                        code="SK505")
-    from .. import report
-    from ..graph import lower
+    from ..report import network as report
+    from ..core.graph import lower
 
     input_shape = parse_input_shape(args.input)
     output = None if args.output == "-" else args.output  # '-': stdout, as for `skdsl tables`

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     """`skdsl inspect attention`: the table (or JSON) on stdout, files under --out; 0 when done."""
     from ..inspect import attention, output
     from ..inspect.units import figure_units
-    from ..resources import parse_budget
+    from ..core.resources import parse_budget
     from .arguments import parse_data_source, parse_overrides
     from .output import print_json, print_rich
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from .. import files
-from ..errors import CliError
-from ..terminal import console_width, rich_environment
+from ..base import files
+from ..base.errors import CliError
+from ..base.terminal import console_width, rich_environment
 
 
 

@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Callable
 
-from ..errors import CliError, SkdslError
+from ..base.errors import CliError, SkdslError
 from ..version import __version__
 from . import build, check, compare, doctor, export, graph, inspect, spec, tables, train, weights
 from .arguments import flag

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import CliError
+from ..base.errors import CliError
 from .arguments import add_command, add_spec_argument, add_switches, load_spec
 from .output import print_json
 
@@ -23,7 +23,7 @@ def run(args) -> int:
     if args.schema:
         if args.spec is not None or args.overrides:
             raise CliError("--schema takes no SPEC or --set", code="SK505")
-        from ..spec import json_schema
+        from ..core.spec import json_schema
 
         print_json(json_schema())
         return 0

@@ -1,12 +1,12 @@
-"""`skdsl tables`: the paper's tables regenerated from the specs (skdsl/tables/)."""
+"""`skdsl tables`: the paper's tables regenerated from the specs (skdsl/report/tables/)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from ..errors import CliError
-from ..tables.command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
+from ..base.errors import CliError
+from ..report.tables.command import DEFAULT_MANIFEST, DEFAULT_OUTPUT
 from .arguments import add_command, add_switches
 from .output import check_output, write_text
 
@@ -31,8 +31,8 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    from ..tables import consistency_problems, evaluate, load_manifest, render
-    from ..tables.command import default_page, manifest_path
+    from ..report.tables import consistency_problems, evaluate, load_manifest, render
+    from ..report.tables.command import default_page, manifest_path
 
     path = manifest_path(args.manifest)
     manifest = load_manifest(path)
@@ -60,7 +60,7 @@ def _check(output: str | None, text: str, rows: int, manifest_path: Path) -> boo
         print(f"{rows} rows checked; no {DEFAULT_OUTPUT} beside {manifest_path} to compare "
               f"(an installed skdsl ships its specs, not its docs)")
         return True
-    from .. import files
+    from ..base import files
 
     try:  # a FIFO or device at `output` is refused here, as `skdsl tables -o` refuses it
         current = files.read_text(output, files.MAX_TEXT_BYTES)

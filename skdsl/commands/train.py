@@ -16,8 +16,8 @@ import json
 import math
 import os
 
-from ..errors import CliError, did_you_mean
-from ..train.config import (AUGMENTS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
+from ..base.errors import CliError, did_you_mean
+from ..core.settings import (AUGMENTS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
                             RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig)
 from .arguments import (MAX_DIGITS, add_command, add_spec_argument, add_switches, add_values,
                         clipped, flag, is_whole_number, parse_data_source,
@@ -231,7 +231,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def _memory_budget(text: str | None) -> int | None:
-    from ..resources import ResourceError, parse_size
+    from ..core.resources import ResourceError, parse_size
 
     if text is None:
         return None

@@ -1,4 +1,4 @@
-"""`skdsl weights convert`: published weights mapped onto a spec's module (skdsl/weights.py)."""
+"""`skdsl weights convert`: published weights mapped onto a spec's module (skdsl/nn/weights.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .arguments import add_spec_argument, load_spec
 
 def register(subparsers) -> argparse.ArgumentParser:
     """Add `skdsl weights convert --from timm SPEC IN OUT` to the CLI's subcommands."""
-    from ..weights import FAMILIES  # no torch: the rule tables
+    from ..nn.weights import FAMILIES  # no torch: the rule tables
 
     weights = subparsers.add_parser(
         "weights", help="convert published weights to a spec's compiled module",
@@ -44,7 +44,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """`skdsl weights convert`: 0 when OUT is written; a WeightsError (exit status 2) otherwise."""
-    from ..weights import convert
+    from ..nn.weights import convert
 
     spec = load_spec(args)
     done = convert(spec, args.source, args.output, args.origin, spec_name=f"spec '{spec.name}'",

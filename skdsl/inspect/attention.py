@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import declare_settings
-from ..resources import guard_memory, out_of_memory_is_an_error
+from ..base.errors import declare_settings
+from ..core.resources import guard_memory, out_of_memory_is_an_error
 from ..train import data as D
 from ..train.runner import open_data
 from .record import AttentionRecorder
@@ -263,17 +263,16 @@ def inspect_attention(request: AttentionRequest) -> dict:
 def load_trained(request: AttentionRequest) -> tuple[nn.Module, object, dict]:
     """The compiled spec with the checkpoint's weights, and the training settings (empty for
     converted weights or a bare state dict), read weights-only as `skdsl eval` reads them."""
-    from .. import state_io
-    from ..compiler import compile as compile_network
-    from ..train import checkpoint as ckpt
+    from ..nn import state_io
+    from ..nn.compiler import compile as compile_network
     from ..train.specs import load_spec
 
-    state, saved = ckpt.read_weights(request.checkpoint, state_io.CHECKPOINTS)
+    state, saved = state_io.read_weights(request.checkpoint, state_io.CHECKPOINTS)
     trained = dict(saved["config"]) if saved else {}
     spec = load_spec(request.spec, request.overrides, trained.get("classes"),
                      request.allow_imports_outside)
     if saved is not None:
-        state_io.check_spec(saved, request.checkpoint, ckpt.spec_fingerprint(spec)[1])
+        state_io.check_spec(saved, request.checkpoint, state_io.spec_fingerprint(spec)[1])
     model = compile_network(spec)
     state_io.load_weights(model, state, request.checkpoint, spec.name)
     if torch.cuda.is_available():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import files
-from ..errors import declare_settings
+from ..base import files
+from ..base.errors import declare_settings
 from .units import InspectError
 
 declare_settings("out")
@@ -28,7 +28,7 @@ def table(result: dict):
     first scale, then the paired change to every other scale ± its standard error; a last row
     gives top-1 at each scale. Fields every unit shares go in the title (as the paper's "kernel
     5x5 - 3x3"), so 3 scales fit 80 columns; narrower, the graph names are left out first."""
-    from ..report import Column, FittedTable
+    from ..report.network import Column, FittedTable
 
     scales, units = result["scales"], result["units"]
     kinds = {_fields(unit["fields"]) for unit in units}

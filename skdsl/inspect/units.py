@@ -13,7 +13,7 @@ SK_3_4 is the Select of the 4th unit of stage conv3. Read from the graph alone (
   names them SK_<stage>_<unit>_1, _2, ... in graph order.
 
 Each branch's receptive field is computed from the graph, over the branch's own nodes, as the
-analysis computes every field (skdsl.analysis.walk_fields): a 3×3 with dilation 2 is 5×5. The
+analysis computes every field (skdsl.core.analysis.walk_fields): a 3×3 with dilation 2 is 5×5. The
 recorder lists branches from the smallest field to the largest, whatever order the spec wrote.
 """
 
@@ -23,9 +23,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..analysis import walk_fields
-from ..errors import SkdslError, did_you_mean
-from ..graph import Node
+from ..core.analysis import walk_fields
+from ..base.errors import SkdslError, did_you_mean
+from ..core.graph import Node
 
 PAPER_UNITS = ("SK_2_3", "SK_3_4", "SK_5_3")  # the units of the paper's Fig. 3 and Fig. 4
 

@@ -13,7 +13,7 @@ and their lowering in graph.py; the ops they lower to are here.
 
 from __future__ import annotations
 
-from .base import CONVENTIONS, KEYWORDS, OPS, Keyword, Op, Option, Take, attribute_names
+from .base import CONVENTIONS, ITEMS, KEYWORDS, OPS, Keyword, Op, Option, Take, attribute_names
 # Imported in the order the keywords are listed (messages that list them keep it).
 from . import conv, attention, pool, dense, norm, tensor, resample  # noqa: E402,F401
 
@@ -27,5 +27,5 @@ ROWS = {**{kind: op.rows for kind, op in GENERIC_KINDS.items()},
         "pool": pool.pool_rows, "act": norm.activation_rows, "add": tensor.merge_rows,
         "concat": tensor.merge_rows, "mul": tensor.merge_rows, "select": tensor.merge_rows}
 
-__all__ = ["OPS", "KEYWORDS", "LAYER_KEYWORDS", "GENERIC_KINDS", "ROWS", "CONVENTIONS", "Op",
+__all__ = ["OPS", "ITEMS", "KEYWORDS", "LAYER_KEYWORDS", "GENERIC_KINDS", "ROWS", "CONVENTIONS", "Op",
            "Keyword", "Option", "Take", "attribute_names"]

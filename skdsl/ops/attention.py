@@ -1,21 +1,40 @@
 """Attention: SK's `select` op, and the `sk`, `sum`, `select` and `se` keywords. The SK unit and
 SE are composites (spec.py holds their meaning, Eq. 4 among it; graph.py lowers them to ops);
 `select` writes the SK unit's last op by hand, so an SK built from listed branches, a pool and
-two fcs lowers to the same Select as `SK[...]` does."""
+two fcs lowers to the same SelectOp as `SK[...]` does."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
-from .. import spec as S
-from .base import Op, Option, keyword, op
+from pydantic import Field
+
+from .fields import ACTIVATIONS, GATES, Layer, PositiveInt
+from .base import item_model, keyword, Op, op, Option
 from .conv import BIAS, DILATION, GROUPS, STRIDE
 from .shapes import elements
 
 
+# -- what the user writes: the spec model of its keyword --------------------------------
+
+
+@item_model
+class SqueezeExcite(Layer):
+    """Squeeze-and-excitation (SENet): global pool, fc C→C/r, ReLU, fc C/r→C, sigmoid, scale."""
+
+    kind: Literal["se"] = "se"
+    reduction_ratio: PositiveInt = Field(16, description="r; the squeeze width is C/r.")
+    min_width: PositiveInt = Field(1, description="The smallest squeeze width.")
+    bias: bool = Field(True, description="Biases on both fcs, as in the SENet paper.")
+    gate: Literal[GATES] = "sigmoid"
+
+
+# -- the graph op --------------------------------------------------------------------------
+
+
 @op("select", counted_by="softmax", torch_module="layers.Select", label="select M={branches}")
-class Select(Op):
-    """SK's Select (Eq. 5-6): a softmax over M branches per channel, then their weighted sum;
+class SelectOp(Op):
+    """SK's SelectOp (Eq. 5-6): a softmax over M branches per channel, then their weighted sum;
     M·C for the softmax and M·C·H·W for the sum under the `softmax` convention."""
 
     branches: int
@@ -34,7 +53,7 @@ ATTENTION_FC_OPTIONS = (
     Option("attention_bias", ("fc_bias",), "flag", "fc_bias"),
     Option("attention_groups", ("fc_groups",), "positive", "fc_groups (groups of the fcs)"),
     Option("attention_norm", ("fc_bn",), "flag", "fc_bn"),
-    Option("attention_act", ("fc_act",), "word", "fc_act", tuple(S.ACTIVATIONS)),
+    Option("attention_act", ("fc_act",), "word", "fc_act", tuple(ACTIVATIONS)),
 )
 SK_OPTIONS = (
     BRANCH_COUNT, GROUPS, REDUCTION,
@@ -46,7 +65,7 @@ SUM_OPTIONS = (BRANCH_COUNT, GROUPS, STRIDE, SPLIT)
 BRANCH_OPTIONS = (GROUPS, DILATION)
 SE_OPTIONS = (REDUCTION, BIAS, Option("min_width", ("min",), "positive",
                                       "min (the least squeeze width)"),
-              Option("gate", ("gate",), "word", "gate", S.GATES))
+              Option("gate", ("gate",), "word", "gate", GATES))
 
 SK = keyword("sk", "sk", usage="write it as: SK[M=2, G=32, r=16], 128, stride 2",
              options=SK_OPTIONS, brackets=("M", "G", "r", "L"), builder="selective",
@@ -55,4 +74,4 @@ SUM = keyword("sum", "sk", usage="write it as: SUM[M=2, G=32], 128", options=SUM
               brackets=("M", "G"), builder="selective", branches=True)
 SELECT = keyword("select", "select", usage="write it as: select logits, branch1, branch2",
                  builder="merge")
-SE = keyword("se", "se", options=SE_OPTIONS, brackets=("r",), model=S.SqueezeExcite)
+SE = keyword("se", "se", options=SE_OPTIONS, brackets=("r",), model=SqueezeExcite)

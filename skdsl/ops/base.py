@@ -22,6 +22,7 @@ CONVENTIONS = ("bn", "act", "pool", "add", "mul", "softmax")
 
 OPS: dict[str, type["Op"]] = {}  # graph op name -> its class
 KEYWORDS: dict[str, "Keyword"] = {}  # layer keyword -> its definition
+ITEMS: list[type] = []  # the spec models of the op files, which core/spec.py's Item unites
 
 
 class Op:
@@ -44,7 +45,7 @@ class Op:
         """Multiply-adds under `counted_by`: one per output element unless the op says."""
         return elements(node.out_shapes[0])
 
-    # The torch module that runs it: "layers.Add" (skdsl.layers) or "nn.BatchNorm2d", made
+    # The torch module that runs it: "layers.Add" (skdsl.nn.layers) or "nn.BatchNorm2d", made
     # from the op's attributes in order, unless `module` says otherwise.
     torch_module: ClassVar[str | None] = None
     label: ClassVar[str | None] = None  # `text`'s format over the attributes: "shuffle G{groups}"
@@ -58,7 +59,7 @@ class Op:
         if home == "nn":
             from torch import nn as home_module
         else:
-            from .. import layers as home_module
+            from ..nn import layers as home_module
         return getattr(home_module, name)(*(getattr(self, f) for f in attribute_names(self)))
 
     def text(self) -> str:
@@ -167,3 +168,9 @@ def keyword(word: str, base_name: str, **definition) -> Keyword:
     return entry
 
 
+def item_model(cls: type) -> type:
+    """Register the spec model of an op file's keyword (a pydantic model with a `kind`), so
+    that core/spec.py's `Item` union, and with it every spec, takes it."""
+    assert cls not in ITEMS, cls
+    ITEMS.append(cls)
+    return cls

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
-from .. import spec as S
-from .base import Keyword, Op, Option, Take, keyword, op
+from pydantic import Field, model_validator
+
+from .fields import ActivationName, ACTIVATIONS, Groups, Kernel, Layer, NonNegativeInt, PositiveInt
+from .base import item_model, keyword, Keyword, Op, op, Option, Take
 
 STRIDE = Option("stride", ("stride", "s"), "positive", "stride")
 GROUPS = Option("groups", ("G", "groups", "g"), "groups", "G (groups)")
@@ -13,8 +15,40 @@ DILATION = Option("dilation", ("D", "dilation", "d"), "positive", "D (dilation)"
 PADDING = Option("padding", ("pad", "padding"), "pair", "padding")
 BIAS = Option("bias", ("bias",), "flag", "bias")
 NORM = Option("norm", ("bn", "norm"), "flag", "bn")
-ACT = Option("act", ("act",), "word", "act", tuple(S.ACTIVATIONS))
+ACT = Option("act", ("act",), "word", "act", tuple(ACTIVATIONS))
 KERNEL = Take("kernel", "a kernel such as 3x3", "kernel", noun="kernel")
+
+
+# -- what the user writes: the spec model of its keyword --------------------------------
+
+
+@item_model
+class Conv(Layer):
+    """conv k×k (+ BN + activation): `conv 3x3, 128, G=32, stride 2`."""
+
+    kind: Literal["conv"] = "conv"
+    kernel: Kernel = Field(description="Kernel height and width (k×k).")
+    out_channels: PositiveInt | None = Field(
+        None, description="Output channels; None keeps the input's (depthwise only)."
+    )
+    stride: PositiveInt = 1
+    groups: Groups = Field(1, description="G, the number of groups; 'depthwise' = one per channel.")
+    dilation: PositiveInt = Field(1, description="D, the dilation.")
+    padding: tuple[NonNegativeInt, NonNegativeInt] | None = Field(
+        None, description="Zero padding; None = dilation·(k−1)/2, which keeps the size at stride 1."
+    )
+    bias: bool = False
+    norm: bool = Field(True, description="Batch normalisation after the convolution.")
+    act: ActivationName = "relu"
+
+    @model_validator(mode="after")
+    def _width_needed(self):
+        if self.out_channels is None and self.groups != "depthwise":
+            raise ValueError("a convolution needs its output channels")
+        return self
+
+
+# -- the graph op --------------------------------------------------------------------------
 
 
 def kernel_text(kernel: tuple[int, int]) -> str:
@@ -22,7 +56,7 @@ def kernel_text(kernel: tuple[int, int]) -> str:
 
 
 @op("conv2d", field_rule="window")
-class Conv2d(Op):
+class Conv2dOp(Op):
     """A 2-d convolution: C_out · (C_in / G) · k_h · k_w weights, one multiply-add each per
     output pixel."""
 
@@ -45,7 +79,7 @@ class Conv2d(Op):
     def module(self):
         from torch import nn
 
-        from .. import layers as L
+        from ..nn import layers as L
 
         # A dilated convolution may run as an ordinary one on polyphase sub-grids (layers.POLYPHASE).
         conv_class = L.DilatedConv2d if self.dilation > 1 else nn.Conv2d
@@ -60,18 +94,18 @@ class Conv2d(Op):
         return text + (f" D{self.dilation}" if self.dilation > 1 else "")
 
 
-def pointwise(in_channels: int, out_channels: int, bias: bool) -> Conv2d:
+def pointwise(in_channels: int, out_channels: int, bias: bool) -> Conv2dOp:
     """A 1×1 convolution (SK's and SE's fcs on a C×1×1 map)."""
-    return Conv2d(in_channels, out_channels, (1, 1), 1, (0, 0), 1, 1, bias)
+    return Conv2dOp(in_channels, out_channels, (1, 1), 1, (0, 0), 1, 1, bias)
 
 
 CONV = keyword("conv", "conv", usage="write it as: conv 3x3, 128, G=32, stride 2",
                takes=(KERNEL, Take("out_channels", "its output channels", "positive")),
-               options=(STRIDE, GROUPS, DILATION, PADDING, BIAS, NORM, ACT), model=S.Conv)
+               options=(STRIDE, GROUPS, DILATION, PADDING, BIAS, NORM, ACT), model=Conv)
 DWCONV = keyword("dwconv", "conv", usage="write it as: dwconv 3x3, stride 2",
                  takes=(KERNEL, Take("out_channels", "its output channels", "positive",
                                      required=False)),
-                 options=(STRIDE, DILATION, PADDING, BIAS, NORM, ACT), model=S.Conv,
+                 options=(STRIDE, DILATION, PADDING, BIAS, NORM, ACT), model=Conv,
                  fixed={"groups": "depthwise"})
 
 
@@ -91,4 +125,4 @@ def conv_rows(conv, show_stride: bool) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["Conv2d", "pointwise", "CONV", "DWCONV", "Keyword", "conv_rows", "kernel_text"]
+__all__ = ["Conv2dOp", "pointwise", "CONV", "DWCONV", "Keyword", "conv_rows", "kernel_text"]

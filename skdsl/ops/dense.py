@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
-from .. import spec as S
-from .base import Op, Take, keyword, op
+from pydantic import Field
+
+from .fields import Layer, PositiveInt
+from .base import item_model, keyword, Op, op, Take
 from .conv import BIAS
 from .shapes import elements
 
 
+# -- what the user writes: the spec models of its keywords ------------------------------
+
+
+@item_model
+class Linear(Layer):
+    """Fully connected layer on the flattened input: `fc 1000`."""
+
+    kind: Literal["fc"] = "fc"
+    out_features: PositiveInt
+    bias: bool = True
+
+
+@item_model
+class Dropout(Layer):
+    kind: Literal["dropout"] = "dropout"
+    p: float = Field(ge=0.0, lt=1.0, description="Probability of zeroing an element.")
+
+
+# -- the graph op --------------------------------------------------------------------------
+
+
 @op("linear", spec_kinds=("fc",), field_rule="global", torch_module="layers.FlattenLinear",
     label="linear {in_features}→{out_features}", row="fc, {out_features}")
-class Linear(Op):
+class LinearOp(Op):
     """A fully connected layer on the flattened input: in · out weights and multiply-adds."""
 
     in_features: int
@@ -24,7 +47,7 @@ class Linear(Op):
         return mult_adds + (self.out_features if self.bias else 0), mult_adds, self.out_features
 
     @classmethod
-    def from_item(cls, item, shape, path) -> "Linear":
+    def from_item(cls, item, shape, path) -> "LinearOp":
         return cls(elements(shape), item.out_features, item.bias)
 
     def output(self, shape):
@@ -33,12 +56,12 @@ class Linear(Op):
 
 @op("dropout", spec_kinds=("dropout",), torch_module="nn.Dropout", label="dropout {p:g}",
     row="dropout, p={p:g}")
-class Dropout(Op):
+class DropoutOp(Op):
     p: float
 
 
-FC = keyword("fc", "fc", usage="write it as: fc 1000", model=S.Linear, options=(BIAS,),
+FC = keyword("fc", "fc", usage="write it as: fc 1000", model=Linear, options=(BIAS,),
              takes=(Take("out_features", "its output features", "positive"),))
-DROPOUT = keyword("dropout", "dropout", usage="write it as: dropout 0.2", model=S.Dropout,
+DROPOUT = keyword("dropout", "dropout", usage="write it as: dropout 0.2", model=Dropout,
                   takes=(Take("p", "a probability such as 0.2", "probability",
                               noun="dropout probability"),))

@@ -4,16 +4,60 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 from typing import ClassVar
 
-from .. import spec as S
-from .base import Op, Option, Take, keyword, op
+from pydantic import Field
+
+from .fields import Kernel, Layer, NonNegativeInt, PositiveInt
+from .base import item_model, keyword, Op, op, Option, Take
 from .conv import PADDING, STRIDE, kernel_text
 from .shapes import elements
 
 
+# -- what the user writes: the spec models of its keywords ------------------------------
+
+
+@item_model
+class Pool(Layer):
+    """max or average pooling: `maxpool 3x3, stride 2`."""
+
+    kind: Literal["pool"] = "pool"
+    mode: Literal["max", "avg"]
+    kernel: Kernel
+    stride: PositiveInt = Field(description="Defaults to the kernel size when not written.")
+    padding: tuple[NonNegativeInt, NonNegativeInt] | None = Field(None, description="None = (k−1)/2.")
+    ceil_mode: bool = False
+    count_include_pad: bool = Field(True, description="avg: divide by the whole window, padding "
+                                    "included (PyTorch's default); False: by the real pixels "
+                                    "only, as TensorFlow and timm's Inception-v4 pool.")
+
+
+class _Reduction(Layer):
+    """A pooling whose extent is fixed by its kind, so only the mode is written."""
+
+    mode: Literal["max", "avg"] = "avg"
+
+
+@item_model
+class GlobalPool(_Reduction):
+    """Global pooling to 1×1: `avgpool global`."""
+
+    kind: Literal["global_pool"] = "global_pool"
+
+
+@item_model
+class ChannelPool(_Reduction):
+    """Pool across channels to a 1×H×W map (CBAM's spatial attention): `channelpool max`."""
+
+    kind: Literal["channel_pool"] = "channel_pool"
+
+
+# -- the graph op --------------------------------------------------------------------------
+
+
 @dataclass(slots=True)
-class _WindowPool(Op):
+class _WindowPoolOp(Op):
     """A k×k pooling window: k·k reads per output element under the `pool` convention."""
 
     field_rule: ClassVar[str] = "window"
@@ -42,15 +86,15 @@ class _WindowPool(Op):
 
 
 @op("max_pool")
-class MaxPool(_WindowPool):
+class MaxPoolOp(_WindowPoolOp):
     """Max pooling over a k×k window."""
 
 @op("avg_pool")
-class AvgPool(_WindowPool):
+class AvgPoolOp(_WindowPoolOp):
     """Average pooling over a k×k window."""
 
 @dataclass(slots=True)
-class _ReadingPool(Op):
+class _ReadingPoolOp(Op):
     """A pool that reads every input element once (`pool` convention)."""
 
     counted_by: ClassVar[str | None] = "pool"
@@ -62,7 +106,7 @@ class _ReadingPool(Op):
 
 @op("global_pool", spec_kinds=("global_pool",), spatial="global pool", field_rule="global",
     torch_module="layers.GlobalPool", label="global_pool {mode}")
-class GlobalPool(_ReadingPool):
+class GlobalPoolOp(_ReadingPoolOp):
     """Global average or max pooling to C×1×1; its output has seen the whole image."""
 
 
@@ -76,7 +120,7 @@ class GlobalPool(_ReadingPool):
 
 @op("channel_pool", spec_kinds=("channel_pool",), spatial="channel pool",
     torch_module="layers.ChannelPool")
-class ChannelPool(_ReadingPool):
+class ChannelPoolOp(_ReadingPoolOp):
     """Average or max across channels to 1×H×W (CBAM's spatial attention)."""
 
 
@@ -96,7 +140,7 @@ AVGPOOL = keyword("avgpool", "pool",
                   usage="write it as: avgpool 2x2, stride 2 (or avgpool global)",
                   options=AVGPOOL_OPTIONS, builder="pool")
 GAP = keyword("gap", "pool", builder="pool")
-CHANNELPOOL = keyword("channelpool", "pool", model=S.ChannelPool,
+CHANNELPOOL = keyword("channelpool", "pool", model=ChannelPool,
                       takes=(Take("mode", "avg or max", "word", noun="channelpool mode",
                                   required=False, choices=("avg", "max")),))
 

@@ -4,14 +4,42 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .. import spec as S
-from .base import Op, Option, Take, keyword, op
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from .fields import Layer, PositiveInt
+from .base import item_model, keyword, Op, op, Option, Take
 
 MODES = ("nearest", "bilinear")
 
 
+# -- what the user writes: the spec model of its keyword --------------------------------
+
+
+@item_model
+class Upsample(Layer):
+    """Enlarge H×W by an integer factor, `upsample 2` (nearest) or `upsample 2, mode bilinear`,
+    or to a named tensor's size, `upsample to x` (Residual Attention Networks' mask branch)."""
+
+    kind: Literal["upsample"] = "upsample"
+    factor: PositiveInt | None = Field(None, description="The integer factor of both H and W.")
+    to: str | None = Field(None, description="Or: the tensor whose H×W the output takes.")
+    mode: Literal["nearest", "bilinear"] = Field("nearest", description="Interpolation.")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        if (self.factor is None) == (self.to is None):
+            raise ValueError("upsample takes a factor (upsample 2) or a tensor to match "
+                             "(upsample to x), one of the two")
+        return self
+
+
+# -- the graph op --------------------------------------------------------------------------
+
+
 @op("upsample", spec_kinds=("upsample",), spatial="upsample", field_rule="own")
-class Upsample(Op):
+class UpsampleOp(Op):
     """H×W enlarged to `size`, nearest or bilinear (align_corners=False, torch's default): by
     an integer factor (`upsample 2`) or to a named tensor's size (`upsample to x`, graph.py).
     No parameters, and no multiply-adds under any convention: like a pool's, its interpolation
@@ -21,7 +49,7 @@ class Upsample(Op):
     mode: str
 
     @classmethod
-    def from_item(cls, item, shape, path) -> "Upsample":
+    def from_item(cls, item, shape, path) -> "UpsampleOp":
         return cls((shape[1] * item.factor, shape[2] * item.factor), item.mode)
 
     def output(self, shape):
@@ -52,7 +80,7 @@ class Upsample(Op):
 
 
 UPSAMPLE = keyword("upsample", "upsample", usage="write it as: upsample 2, mode bilinear   "
-                   "(or upsample to NAME)", model=S.Upsample,
+                   "(or upsample to NAME)", model=Upsample,
                    takes=(Take("factor", "a factor such as 2", "positive", required=False,
                                noun="upsample factor"),),
                    options=(Option("mode", ("mode",), "word", "upsample mode", MODES),

@@ -4,21 +4,70 @@ ops, and the `add`, `concat`, `mul`, `shuffle` and `scale` keywords."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from .. import spec as S
-from ..errors import SpecError
-from .base import Op, Take, keyword, op
+from pydantic import Field, model_validator
+
+from .fields import Layer, PositiveInt
+from ..base.errors import SpecError
+from .base import item_model, keyword, Op, op, Take
 from .shapes import divisor_hint, elements
 
 
+# -- what the user writes: the spec models of its keywords ------------------------------
+
+
+@item_model
+class Scale(Layer):
+    """Multiply by a constant: `scale 0.17` (Inception-ResNet's residual scaling)."""
+
+    kind: Literal["scale"] = "scale"
+    factor: float = Field(allow_inf_nan=False, description="The constant factor.")
+
+
+@item_model
+class ChannelShuffle(Layer):
+    """ShuffleNet's channel shuffle with g groups: `shuffle 2`."""
+
+    kind: Literal["shuffle"] = "shuffle"
+    groups: PositiveInt
+
+
+@item_model
+class ChannelSplit(Layer):
+    """Split channels into named tensors: `split 2 -> left, right` or `split 16, 48 -> a, b`."""
+
+    kind: Literal["split"] = "split"
+    outputs: list[str] = Field(min_length=2)
+    sizes: list[PositiveInt] | None = Field(None, description="None: equal parts.")
+
+    @model_validator(mode="after")
+    def _sizes_match_outputs(self):
+        if self.sizes is not None and len(self.sizes) != len(self.outputs):
+            raise ValueError(f"{len(self.sizes)} sizes for {len(self.outputs)} outputs")
+        return self
+
+
+@item_model
+class Merge(Layer):
+    """Combine named tensors: `add a, b`, `concat left, right`, `mul x, gate` (broadcasting),
+    `select logits, a, b` (SK's Select, Eq. 5-6: the first tensor weighs the others)."""
+
+    kind: Literal["add", "concat", "mul", "select"]
+    inputs: list[str] = Field(min_length=1, description="Tensor names; 'input' is the scope's input.")
+
+
+# -- the graph op --------------------------------------------------------------------------
+
+
 @op("input")
-class Input(Op):
+class InputOp(Op):
     """The network's input image."""
 
 
 
 @dataclass(slots=True)
-class _Elementwise(Op):
+class _ElementwiseOp(Op):
     """Tensors combined elementwise: (inputs − 1) operations per output element."""
 
     def extra(self, node) -> int:
@@ -26,21 +75,21 @@ class _Elementwise(Op):
 
 
 @op("add", counted_by="add", torch_module="layers.Add")
-class Add(_Elementwise):
+class AddOp(_ElementwiseOp):
     """Elementwise sum, broadcasting (residual adds, SK's fuse)."""
 
 @op("mul", counted_by="mul", torch_module="layers.Multiply")
-class Mul(_Elementwise):
+class MulOp(_ElementwiseOp):
     """Elementwise product, broadcasting (SE's and attention's scaling)."""
 
 
 
 @op("concat", torch_module="layers.Concat")
-class Concat(Op):
+class ConcatOp(Op):
     """Feature maps joined along the channels."""
 
 @op("split", torch_module="layers.ChannelSplit")
-class Split(Op):
+class SplitOp(Op):
     """Channels split into parts of `sizes`; one output per part."""
 
     sizes: tuple[int, ...]
@@ -51,13 +100,13 @@ class Split(Op):
 
 @op("shuffle", spec_kinds=("shuffle",), spatial="shuffle", torch_module="layers.ChannelShuffle",
     label="shuffle G{groups}", row="channel shuffle, G={groups}")
-class Shuffle(Op):
+class ShuffleOp(Op):
     """ShuffleNet's channel shuffle with `groups` groups."""
 
     groups: int
 
     @classmethod
-    def from_item(cls, item, shape, path) -> "Shuffle":
+    def from_item(cls, item, shape, path) -> "ShuffleOp":
         if shape[0] % item.groups:
             raise SpecError(f"shuffle {item.groups} does not divide the {shape[0]} channels of "
                             f"{path}", item.span("groups"), code="SK301",
@@ -67,20 +116,20 @@ class Shuffle(Op):
 
 @op("scale", spec_kinds=("scale",), counted_by="mul", torch_module="layers.Scale",
     label="scale {factor:g}", row="scale, {factor:g}")
-class Scale(Op):
+class ScaleOp(Op):
     """Multiply by a constant `factor` (Inception-ResNet's residual scaling): no parameters; one
     multiply per element under the `mul` convention, none under the default one."""
 
     factor: float
 
 
-SHUFFLE = keyword("shuffle", "shuffle", usage="write it as: shuffle 2", model=S.ChannelShuffle,
+SHUFFLE = keyword("shuffle", "shuffle", usage="write it as: shuffle 2", model=ChannelShuffle,
                   takes=(Take("groups", "its number of groups", "positive"),))
 _MERGE = dict(builder="merge")
 ADD = keyword("add", "add", **_MERGE)
 CONCAT = keyword("concat", "concat", **_MERGE)
 MUL = keyword("mul", "mul", **_MERGE)
-SCALE = keyword("scale", "scale", usage="write it as: scale 0.17", model=S.Scale,
+SCALE = keyword("scale", "scale", usage="write it as: scale 0.17", model=Scale,
                 takes=(Take("factor", "a factor such as 0.17", "number", noun="scale factor"),))
 
 

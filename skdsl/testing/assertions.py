@@ -13,11 +13,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from skdsl import spec as S
-from skdsl.analysis import analyze
-from skdsl.errors import SpecError, printable
-from skdsl.graph import lower
-from skdsl.loading import load, parse
+from skdsl.core import spec as S
+from skdsl.core.analysis import analyze
+from skdsl.base.errors import SpecError, printable
+from skdsl.core.graph import lower
+from skdsl.lang.loading import load, parse
 
 
 def _as_network(spec, overrides: dict | None = None) -> S.Network:
@@ -77,7 +77,7 @@ def _torch_threads(count: int | None):
 def _compiles_exactly(spec, input_shape) -> ExactReport:
     import torch
 
-    from skdsl.compiler import compile as compile_network
+    from skdsl.nn.compiler import compile as compile_network
 
     network = _as_network(spec)
     shape = tuple(input_shape or network.input)
@@ -175,7 +175,7 @@ def assert_shapes(spec, input=None, expected_output=None, *, batch: int = 2,
 def _shapes_agree(spec, input, expected_output, batch, every_node) -> tuple[int, ...]:
     import torch
 
-    from skdsl.compiler import compile as compile_network
+    from skdsl.nn.compiler import compile as compile_network
 
     network = _as_network(spec)
     shape = tuple(input or network.input)

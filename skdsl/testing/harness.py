@@ -9,18 +9,18 @@ import signal
 import threading
 from pathlib import Path
 
-from skdsl.analysis import analyze
-from skdsl.errors import SkdslError
-from skdsl.loading import load
+from skdsl.core.analysis import analyze
+from skdsl.base.errors import SkdslError
+from skdsl.lang.loading import load
 
 
 def run_check(path: str | Path, overrides: dict | None = None) -> tuple[int, str]:
     """What `skdsl check PATH` (with `--set` `overrides`) does, through the library: (exit
     status, output). 0 and the check line, or the error's status (2) and the error rendered;
     any other exception propagates (a crash is a bug). The command line itself is fuzzed
-    (skdsl/fuzz.py) and tested (tests/test_cli.py); this is the same in the library's words.
+    (skdsl/fuzz/spec.py) and tested (tests/commands/test_cli.py); this is the same in the library's words.
     """
-    from skdsl import report
+    from skdsl.report import network as report
 
     try:
         analysis = analyze(load(path, overrides))

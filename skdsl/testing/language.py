@@ -18,7 +18,7 @@ MULTIPLIERS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.25, 1.4, 1.5, 2.0)  # timm's and Mo
 
 def width_expressions() -> "SearchStrategy[tuple[str, int]]":
     """(text, width): `int(64 * 0.75)`, `round(...)`, `make_divisible(..., 8)` or `(...) // d`,
-    each with the width it gives (computed here independently of skdsl.expand)."""
+    each with the width it gives (computed here independently of skdsl.lang.expand)."""
     from hypothesis import strategies as st
 
     @st.composite

@@ -144,7 +144,7 @@ class LayerWriter(Drawing):
             text += "[" + ", ".join(self.shuffled(options)) + "]"
             text += ", " if not self.decorate or self.chance(80) else " "
         else:
-            # `SK[], 32` would be valid syntax too, but crashes expand.py (see tests/test_properties.py)
+            # `SK[], 32` would be valid syntax too, but crashes expand.py (see tests/testing/test_properties.py)
             text += " "
         text += self.expr(out)
         size = [out_size(s, 3, stride, 1) for s in (h, w)]  # odd kernels, same padding

@@ -1,6 +1,6 @@
 """`meeting_inputs()`: tiny networks in which one multi-input op (SK or SUM branches, add, mul,
 concat, a residual, a shared branch) meets inputs that may not agree, with the error code the
-spec must give, worked out here apart from skdsl.graph.
+spec must give, worked out here apart from skdsl.core.graph.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def meeting_inputs(kinds: Iterable[str] = MEETING_KINDS, sizes: Iterable[int] = 
     another size, then an `add` or a `concat`). The code is None when the inputs agree: the
     spec is valid, and its compiled module must count as analysed. Otherwise it is the code of
     the located error the spec must give: SK309 for SK or SUM branches, SK303 for add, mul
-    and concat, SK305 for a residual. Shapes are worked out here, apart from skdsl.graph.
+    and concat, SK305 for a residual. Shapes are worked out here, apart from skdsl.core.graph.
     """
     from hypothesis import strategies as st
 

@@ -1,4 +1,4 @@
-"""Sizes the random writers work out for themselves, apart from skdsl.graph (so that they test
+"""Sizes the random writers work out for themselves, apart from skdsl.core.graph (so that they test
 it): PyTorch's conv/pool output size, divisors for groups, and indented lines of .sk text as
 (depth, text) pairs.
 """
@@ -13,7 +13,7 @@ Shape = tuple[int, int, int]
 
 def out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1,
              ceil_mode: bool = False) -> int:
-    """PyTorch's conv/pool output size, written independently of skdsl.graph."""
+    """PyTorch's conv/pool output size, written independently of skdsl.core.graph."""
     numerator = size + 2 * padding - dilation * (kernel - 1) - 1
     if numerator < 0:
         return 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from skdsl import spec as S
-from skdsl.expand import RESIDUAL_OPTIONS
+from skdsl.core import spec as S
+from skdsl.lang.expand import RESIDUAL_OPTIONS
 from skdsl.ops import KEYWORDS, Option
 from skdsl.ops.attention import BRANCH_OPTIONS
 
@@ -55,5 +55,5 @@ CONV_STRIDE, CONV_GROUPS, CONV_DILATION = (default(KEYWORDS["conv"].model, field
 SK_STRIDE = default(S.SelectiveKernel, "stride")
 BRANCH_GROUPS, BRANCH_DILATION = (default(S.KernelBranch, field)
                                   for field in ("groups", "dilation"))
-# SK[...] with neither M nor a branch list has two branches (skdsl/expand.py's shorthand).
+# SK[...] with neither M nor a branch list has two branches (skdsl/lang/expand.py's shorthand).
 SHORTHAND_BRANCHES = 2

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from skdsl import spec as S
-from skdsl.errors import SpecError
-from skdsl.graph import lower
-from skdsl.loading import load, parse
+from skdsl.core import spec as S
+from skdsl.base.errors import SpecError
+from skdsl.core.graph import lower
+from skdsl.lang.loading import load, parse
 
 from .sizes import Shape, out_size, render
 from .writer import Writer
@@ -135,7 +135,7 @@ def variants(path_or_text: str | Path, **param_strategies) -> "SearchStrategy[S.
     """
     from hypothesis import strategies as st
 
-    from skdsl.parser import parse_text, read_source
+    from skdsl.lang.parser import parse_text, read_source
 
     is_text = isinstance(path_or_text, str) and "\n" in path_or_text
     text = path_or_text if is_text else read_source(path_or_text)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import types
 
-from .config import EvalConfig, TrainConfig
+from ..core.settings import EvalConfig, TrainConfig
 
 
 def train(config: TrainConfig):

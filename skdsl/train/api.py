@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import APIError
-from .config import TrainConfig
+from ..base.errors import APIError
+from ..core.settings import TrainConfig
 from .config_file import check_settings
 
 

@@ -13,9 +13,9 @@ and a malicious file cannot run code):
     best_top1, history                         validation top-1 so far, per-epoch metrics
     rng                                        per process: torch, CUDA, python, numpy states
     config                                     the settings the run was started with
-    checksum                                   sha256 over the whole payload (skdsl/state_io.py)
+    checksum                                   sha256 over the whole payload (skdsl/nn/state_io.py)
 
-The files themselves are read and written by skdsl/state_io.py, which export and weights use too;
+The files themselves are read and written by skdsl/nn/state_io.py, which export and weights use too;
 this module adds what only training needs: the random generator states.
 """
 
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from .. import state_io
-from ..errors import CheckpointError
-from ..state_io import FORMAT, FORMAT_VERSION, check_spec, spec_fingerprint
+from ..nn import state_io
+from ..base.errors import CheckpointError
+from ..nn.state_io import FORMAT, FORMAT_VERSION, check_spec, spec_fingerprint
 
 checksum = state_io.digest
 
@@ -58,18 +58,6 @@ def load(path: str | Path, spec_sha256: str | None = None) -> dict:
                               hint="skdsl reads the last.pt and best.pt files that `skdsl train` "
                                    "writes; a bare state_dict cannot tell which spec it fits")
     return state_io.checked_checkpoint(payload, path, state_io.CHECKPOINTS, spec_sha256)
-
-
-def read_weights(path: str | Path, reader: state_io.Reader, spec_sha256: str | None = None,
-                 expected=None) -> tuple[dict, dict | None]:
-    """The model weights in any file skdsl takes (an skdsl checkpoint, checked whole and, given
-    `spec_sha256`, against that spec; converted weights; a bare or wrapped state dict), and the
-    checkpoint when it is one."""
-    payload = state_io.read(path, reader)
-    if state_io.is_checkpoint(payload):
-        saved = state_io.checked_checkpoint(payload, path, reader, spec_sha256)
-        return saved["model"], saved
-    return state_io.state_dict_in(payload, path, reader, expected), None
 
 
 # -- random number generator states, as tensors and plain values ----------------------------------

@@ -24,9 +24,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 
-from .. import files
-from ..errors import SkdslError
-from .config import (CHOICES, FLAGS, INTEGER_RANGES, NUMBERS, OPEN_RANGES, TEXTS, TrainConfig)
+from ..base import files
+from ..base.errors import SkdslError
+from ..core.settings import (CHOICES, FLAGS, INTEGER_RANGES, NUMBERS, OPEN_RANGES, TEXTS, TrainConfig)
 
 NOT_IN_FILES = ("config_file",)  # a file names no other file
 
@@ -95,7 +95,7 @@ def _explained(error: ValidationError, origin: str, text: str) -> ConfigFileErro
     line = _line_of(key, text)
     where = f"{origin}, line {line}" if line else origin
     if problem["type"] == "extra_forbidden":
-        from ..errors import did_you_mean
+        from ..base.errors import did_you_mean
 
         known = [f.name for f in fields(TrainConfig) if f.name not in NOT_IN_FILES]
         return ConfigFileError(f"{where}: unknown setting '{key}'",

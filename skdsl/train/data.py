@@ -26,17 +26,17 @@ import torch.nn.functional as F
 from torch import Generator, Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from .. import files
-from ..errors import CliError, did_you_mean
-from ..loading import SettingError
-from .config import DATA_KINDS
+from ..base import files
+from ..base.errors import SkdslError, did_you_mean
+from ..base.errors import SettingError
+from ..core.settings import DATA_KINDS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-class DataError(CliError):
+class DataError(SkdslError):
     """A data source that cannot be used: a missing directory, a malformed file, a broken image."""
 
     code = "SK512"

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import named
-from ..terminal import rich_environment
+from ..base.errors import named
+from ..base.terminal import rich_environment
 
 
 @dataclass
@@ -97,7 +97,7 @@ def banner_lines(facts: dict) -> list[str]:
     """The run's first lines, from the facts runner._announce gathers: how it runs (device,
     threads, precision, memory format, compile), the network (parameters and multiply-adds from
     skdsl.analyze), the recipe, and the data (split sizes, global batch, steps per epoch)."""
-    from ..report import grouped, short_count
+    from ..report.network import grouped, short_count
 
     config, recipe, source = facts["config"], facts["recipe"], facts["source"]
     world = facts["world_size"]

@@ -17,10 +17,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..errors import CliError, declare_settings
-from ..launch import launch
-from ..loading import SettingError
-from .config import DEVICES
+from ..base.errors import declare_settings
+from ..base.launch import launch
+from ..base.errors import SettingError
+from ..core.settings import DEVICES
 
 declare_settings("device")
 
@@ -93,7 +93,7 @@ def pick_device(request: str, local_rank: int = 0) -> torch.device:
         raise SettingError("{device} cuda: this machine has no CUDA GPU that torch can use",
                            code="SK510", hint="use {device} cpu (or leave {device} out)")
     if local_rank >= torch.cuda.device_count():
-        raise CliError(f"process {local_rank} on this node has no GPU: only "
+        raise SettingError(f"process {local_rank} on this node has no GPU: only "
                        f"{torch.cuda.device_count()} are visible", code="SK510",
                        hint="start at most one process per GPU: torchrun --nproc_per_node "
                             f"{torch.cuda.device_count()}")

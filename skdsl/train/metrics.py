@@ -25,9 +25,9 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .. import files
-from ..errors import declare_settings
-from ..loading import SettingError
+from ..base import files
+from ..base.errors import declare_settings
+from ..base.errors import SettingError
 
 declare_settings("plot")
 
@@ -176,7 +176,7 @@ def plot_curves(records: list[dict], path: Path) -> None:
 def summary_table(history: list[dict], best_epoch: int | None):
     """The per-epoch results as a table fitted to the terminal (report.FittedTable: never a cut
     number), the best epoch marked; train loss, lr and time are left out first when narrow."""
-    from ..report import Column, FittedTable
+    from ..report.network import Column, FittedTable
 
     def cells(format_record) -> list[str]:
         return [format_record(record) for record in history]

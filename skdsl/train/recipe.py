@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, replace
 
 from torch import nn, optim
 
-from .config import RECIPE_NAMES, SCHEDULES
+from ..core.settings import RECIPE_NAMES, SCHEDULES
 
 # AdamW's usual numbers (DeiT, timm): the SGD recipes' lr of 0.1 would diverge under Adam.
 ADAMW_LR, ADAMW_WEIGHT_DECAY, ADAMW_BATCH = 1e-3, 0.05, 256

@@ -28,15 +28,16 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .. import files, state_io
-from ..terminal import console_width, rich_environment
-from ..errors import APIError, CheckpointError, SkdslError, named
-from ..loading import SettingError
-from ..resources import is_out_of_memory
+from ..base import files
+from ..nn import state_io
+from ..base.terminal import console_width, rich_environment
+from ..base.errors import APIError, CheckpointError, SkdslError, named
+from ..base.errors import SettingError
+from ..core.resources import is_out_of_memory
 from . import checkpoint as ckpt
 from . import data as D
 from . import distributed as dist_
-from .config import EvalConfig, TrainConfig, config_problem
+from ..core.settings import EvalConfig, TrainConfig, config_problem
 from .display import Display, Progress, banner_lines, counted
 from .ema import WeightAverage
 from .lock import LOCK_NAME, RunLock
@@ -498,7 +499,7 @@ def _network(config: TrainConfig, given: Given):
 
 def network_analysis(spec):
     """skdsl.analyze of a spec or of a given skdsl module's graph; None for other modules."""
-    from ..analysis import analyze
+    from ..core.analysis import analyze
 
     if isinstance(spec, ModuleNetwork):
         return analyze(spec.graph) if spec.graph is not None else None
@@ -565,7 +566,7 @@ def _guard_memory(spec, batch_size: int, precision: str, budget: int | None,
     saved activations at this process's batch (`task` "training"), or an evaluation whose
     weights and activations alive at once ("inference"), would not fit `budget` (None: what the
     device has, shared by the processes of this machine; resources.guard_memory)."""
-    from ..resources import guard_memory
+    from ..core.resources import guard_memory
 
     guard_memory(spec, batch_size, precision, budget, task=task, device=context.device,
                  doing="training" if task == "training" else "evaluating")
@@ -600,7 +601,7 @@ def _load_init(model: nn.Module, spec, path: str, context: dist_.Context) -> Non
     """--init: weights from a checkpoint, converted weights or a state dict (every process reads
     the file). Only the classifier head may be absent or of another shape; it keeps its fresh
     initialisation, and the run says so."""
-    state, _ = ckpt.read_weights(path, state_io.CHECKPOINTS, expected=model.state_dict())
+    state, _ = state_io.read_weights(path, state_io.CHECKPOINTS, expected=model.state_dict())
     own = {key: tensor.clone() for key, tensor in model.state_dict().items()}
     left = state_io.load_weights(model, state, path, spec.name,
                                  leave_out=state_io.head_keys(model))
@@ -928,7 +929,7 @@ def evaluate_checkpoint(config: EvalConfig) -> dict:
     `config.memory_budget` bytes (None: what the device has) is refused before the model is
     built (SK621)."""
     with dist_.process_group(config.device) as context:
-        state, saved = ckpt.read_weights(config.checkpoint, state_io.CHECKPOINTS)
+        state, saved = state_io.read_weights(config.checkpoint, state_io.CHECKPOINTS)
         trained = TrainConfig.from_dict(saved["config"]) if saved else TrainConfig("", "")
         if config.classes is None and trained.classes is not None:
             config = replace(config, classes=trained.classes)  # a fine-tuned run's class count
@@ -968,7 +969,7 @@ def _ema_weights(saved: dict | None, path: str) -> dict:
 
 
 def skdsl_compile(spec) -> nn.Module:
-    from ..compiler import compile as compile_network
+    from ..nn.compiler import compile as compile_network
 
     return compile_network(spec)
 

@@ -1,20 +1,20 @@
 """The spec a run, an evaluation or an export names: found, read, and its class count replaced.
 
 `spec_path` is the one place a SPEC argument becomes a file (a path, or a zoo name resolved by
-skdsl.zoo); loading itself is skdsl.loading's, for every caller.
+skdsl.lang.zoo); loading itself is skdsl.lang.loading's, for every caller.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..loading import load
+from ..lang.loading import load
 
 
 def spec_path(name: str) -> str:
-    """The file a SPEC argument names: a path, or a zoo name (skdsl.zoo.resolve)."""
-    from ..errors import SkdslError
-    from ..zoo import resolve
+    """The file a SPEC argument names: a path, or a zoo name (skdsl.lang.zoo.resolve)."""
+    from ..base.errors import SkdslError
+    from ..lang.zoo import resolve
 
     try:
         return str(resolve(name))

@@ -20,7 +20,7 @@ import contextlib
 import os
 import sys
 
-from ..launch import launch
+from ..base.launch import launch
 
 
 def available_cores() -> int:
