@@ -39,7 +39,7 @@ from typing import Any
 from .. import ops
 from . import spec as S
 from ..base.errors import SettingError, declare_settings, did_you_mean
-from .graph import LoweredGraph, Node, Placement, Shape, Unit, lower_table, output_shape
+from .graph import LoweredGraph, Node, Placement, Shape, Unit, as_table, lower_table, output_shape
 from ..ops.shapes import elements as _elements  # noqa: F401  (resources.py reads it here)
 
 declare_settings("count")
@@ -174,11 +174,10 @@ def analyze(spec_or_graph, input_shape: Shape | None = None, count=()) -> Analys
         raise CountError(f"{{count}} names no op class {', '.join(map(repr, unknown))}",
                          hint=did_you_mean(unknown[0], EXTRA_COUNTS)
                          or f"choose from {', '.join(EXTRA_COUNTS)}")
-    graph = spec_or_graph
     if isinstance(spec_or_graph, S.Network):
         graph = lower_table(spec_or_graph, input_shape)
-    elif not isinstance(graph, LoweredGraph):
-        graph = LoweredGraph.from_networkx(graph)
+    else:
+        graph = as_table(spec_or_graph)
     return Analysis(
         network=graph.graph["network"],
         input=graph.graph["input"],

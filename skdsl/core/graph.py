@@ -29,8 +29,8 @@ from .. import ops
 from . import spec as S
 from ..base.errors import SettingError, Span, SpecError, declare_settings, did_you_mean
 from ..ops import conv as C
-from ..ops.shapes import (Shape, broadcast as _broadcast, conv_output_size,
-                         divisor_hint as _divisor_hint, fmt as _fmt,
+from ..ops.base import shared
+from ..ops.shapes import (Shape, conv_output_size, fmt as _fmt,
                          largest_divisor as _largest_divisor, same_padding)
 
 declare_settings("input_shape")
@@ -151,6 +151,24 @@ class LoweredGraph:
             summary = kept[key] = compute(unit, key)
         return summary
 
+    @property
+    def input_shape(self) -> Shape:
+        return self.graph["input"]
+
+    @property
+    def output(self) -> Ref:
+        """The network's output tensor."""
+        return tuple(self.graph["output"])
+
+    @property
+    def name(self) -> str:
+        return self.graph.get("network", "")
+
+    @property
+    def blocks(self) -> dict[str, str]:
+        """Each stage-level block's path -> the template it calls."""
+        return self.graph.get("blocks", {})
+
     @classmethod
     def from_networkx(cls, graph) -> "LoweredGraph":
         """The table of a networkx graph that `lower` made (its node dicts hold `attrs`)."""
@@ -243,6 +261,12 @@ class Placement:
 _Instance = Placement  # the former private name (benchmarks/analysis_speed.py reads it)
 
 
+def as_table(graph) -> LoweredGraph:
+    """The typed IR of a lowered graph: itself, or the table of the networkx export that
+    `lower` made (networkx is an export format; skdsl reads only the table)."""
+    return graph if isinstance(graph, LoweredGraph) else LoweredGraph.from_networkx(graph)
+
+
 def lower_table(network: S.Network, input_shape: Shape | None = None, *,
                 reuse: bool = True) -> LoweredGraph:
     """Lower a network to its node table, inferring every shape; SpecError on a shape mistake.
@@ -307,7 +331,6 @@ class _Lowering:
         self.containers: set[str] = set()
         self.units: dict[tuple, Unit] | None = {} if reuse else None
         self.instances: dict[str, Placement] = {}  # stage-level blocks, by path
-        self.norms: dict[int, ops.Op] = {}  # one BatchNorm record per width
         self.table["input"] = self.nodes["input"] = Node(
             "input", (), (), (input_shape,), "input", "input", None, network.span("input"),
             ops.tensor.InputOp())
@@ -397,30 +420,6 @@ class _Lowering:
 
     # -- layers -----------------------------------------------------------------------------
 
-    def conv(self, item: S.Conv, x: Ref, scope: _Scope, env, path: str | None = None) -> Ref:
-        span = item.span()
-        path = path or f"{scope.path}.{item.name}"
-        channels, height, width = self.feature_map(x, item, "conv", path)
-        groups = channels if item.groups == "depthwise" else item.groups
-        out = item.out_channels if item.out_channels is not None else channels
-        if channels % groups or out % groups:
-            count, role = (channels, "input") if channels % groups else (out, "output")
-            raise SpecError(f"G={groups} does not divide the {count} {role} channels of {path}",
-                            item.span("groups" if role == "input" else "out_channels"),
-                            code="SK301", hint=_divisor_hint(count, groups))
-        padding = item.padding or same_padding(item.kernel, item.dilation)
-        shape = (out, *self.spatial_output(item, path, (height, width), item.kernel, item.stride,
-                                           padding, item.dilation))
-        y = self.emit(f"{path}.conv", C.Conv2dOp(channels, out, item.kernel, item.stride, padding,
-                                               item.dilation, groups, item.bias),
-                      [x], [shape], span, path, scope)
-        if item.norm:
-            norm = self.norms.get(out) or self.norms.setdefault(out, _BatchNorm(out))
-            y = self.emit(f"{path}.bn", norm, [y], [shape], span, path, scope)
-        if item.act != "none":
-            y = self.emit(f"{path}.act", _ACTIVATIONS[item.act], [y], [shape], span, path, scope)
-        return y
-
     def spatial_output(self, item, path, size, kernel, stride, padding, dilation=1,
                        ceil_mode=False) -> tuple[int, int]:
         out = (conv_output_size(size[0], kernel[0], stride, padding[0], dilation, ceil_mode),
@@ -449,14 +448,14 @@ class _Lowering:
             branch_conv = _Conv(f"branch{index}", branch.kernel, item.out_channels,
                                 stride=item.stride, groups=branch.groups,
                                 dilation=branch.dilation, written=(branch, item))
-            branch_outputs.append(self.conv(branch_conv, source, scope, env,
+            branch_outputs.append(C.lower_conv(self, branch_conv, source, scope, env,
                                             f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
         for ref in branch_outputs:
             if self.shape(ref) != shape:
                 self.reject_unequal_branches(item, path, self.shape(x), branch_outputs)
         # Fuse: U = sum of the branches (Eq. 1); without attention U is the output (Table 7).
-        fused = self.emit(f"{path}.fuse", _ADD, branch_outputs, [shape], span, path, scope)
+        fused = self.emit(f"{path}.fuse", shared("add"), branch_outputs, [shape], span, path, scope)
         if not item.attention:
             return fused
         return self.attend(item, fused, branch_outputs, scope, env, path)
@@ -469,11 +468,11 @@ class _Lowering:
         channels, d = item.out_channels, item.attention_width
         groups, bias = item.attention_groups, item.attention_bias
         self.check_attention_groups(item, path)
-        summary = self.emit(f"{path}.pool", _AVERAGE, [fused], [(channels, 1, 1)], span, path,
-                            scope)  # s = F_gp(U), Eq. 2
+        summary = self.emit(f"{path}.pool", shared("global_pool", "avg"), [fused],
+                            [(channels, 1, 1)], span, path, scope)  # s = F_gp(U), Eq. 2
         reduce = _Conv("reduce", (1, 1), d, groups=groups, bias=bias, norm=item.attention_norm,
                        act=item.attention_act, written=(item,))  # z = δ(B(W s)), Eq. 3
-        compact = self.conv(reduce, summary, scope, env, f"{path}.reduce")
+        compact = C.lower_conv(self, reduce, summary, scope, env, f"{path}.reduce")
         branches = len(item.branches)
         # One 1×1 conv d -> M·C holds the paper's A, B, ... stacked (Eq. 5).
         logits = self.emit(f"{path}.logits", C.Conv2dOp(d, branches * channels, (1, 1), 1, (0, 0),
@@ -557,36 +556,6 @@ class _Lowering:
                         hint=_branch_fix(branch, index + 1, source[1:], item.stride,
                                          reference[1:]))
 
-    def squeeze_excite(self, item: S.SqueezeExcite, x: Ref, scope: _Scope, env) -> Ref:
-        span = item.span()
-        path = f"{scope.path}.{item.name}"
-        channels, height, width = self.feature_map(x, item, "SE", path)
-        squeeze = max(channels // item.reduction_ratio, item.min_width)
-        steps = [("pool", _AVERAGE, (channels, 1, 1)),
-                 ("reduce", C.pointwise(channels, squeeze, item.bias), (squeeze, 1, 1)),
-                 ("act", _ACTIVATIONS["relu"], (squeeze, 1, 1)),
-                 ("expand", C.pointwise(squeeze, channels, item.bias), (channels, 1, 1)),
-                 ("gate", _ACTIVATIONS[item.gate], (channels, 1, 1))]
-        y = x
-        for name, attrs, shape in steps:
-            y = self.emit(f"{path}.{name}", attrs, [y], [shape], span, path, scope)
-        return self.emit(f"{path}.scale", _MUL, [x, y], [(channels, height, width)], span, path,
-                         scope)
-
-    def pool(self, item: S.Pool, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        channels, height, width = self.feature_map(x, item, "pool", path)
-        padding = item.padding or same_padding(item.kernel, 1)
-        if any(2 * p > k for p, k in zip(padding, item.kernel)):
-            raise SpecError(f"padding {_fmt(padding)} is more than half the {_fmt(item.kernel)} "
-                            f"window of {path}", item.span("padding"), code="SK203",
-                            hint="PyTorch pools accept padding up to half the kernel")
-        size = self.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
-                                   1, item.ceil_mode)
-        window = ops.OPS[f"{item.mode}_pool"](item.kernel, item.stride, padding, item.ceil_mode,
-                                              item.count_include_pad)
-        return self.emit(path, window, [x], [(channels, *size)], item.span(), path, scope)
-
     def primitive(self, item: S.Layer, x: Ref, scope: _Scope, env) -> Ref:
         """A spec item that lowers to one op of the registry (ops.GENERIC_KINDS)."""
         path = f"{scope.path}.{item.name}"
@@ -596,69 +565,6 @@ class _Lowering:
             self.feature_map(x, item, op.spatial, path)
         attrs = op.from_item(item, shape, path)
         return self.emit(path, attrs, [x], [attrs.output(shape)], item.span(), path, scope)
-
-    def upsample(self, item: S.Upsample, x: Ref, scope: _Scope, env) -> Ref:
-        """`upsample F` by the generic rule; `upsample to NAME` to that tensor's H×W."""
-        if item.to is None:
-            return self.primitive(item, x, scope, env)
-        path = f"{scope.path}.{item.name}"
-        shape = self.feature_map(x, item, "upsample", path)
-        target = self.feature_map(self.tensor(env, item.to, item, "to"), item, "upsample", path)
-        if target[1] < shape[1] or target[2] < shape[2]:
-            raise SpecError(f"upsample to {item.to} would shrink {_fmt(shape[1:])} to "
-                            f"{_fmt(target[1:])} at {path}", item.span("to"), code="SK234",
-                            hint="upsample enlarges; a pool or a strided conv shrinks")
-        attrs = ops.OPS["upsample"](tuple(target[1:]), item.mode)
-        return self.emit(path, attrs, [x], [attrs.output(shape)], item.span(), path, scope)
-
-    def activation(self, item: S.Activation, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        if item.function == "none":
-            return x
-        return self.emit(path, _ACTIVATIONS[item.function], [x], [self.shape(x)], item.span(),
-                         path, scope)
-
-    def split(self, item: S.ChannelSplit, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        channels, *size = self.feature_map(x, item, "split", path)
-        parts = len(item.outputs)
-        if item.sizes is None:
-            if channels % parts:
-                raise SpecError(f"{channels} channels do not split into {parts} equal parts at "
-                                f"{path}", item.span(), code="SK307",
-                                hint=_divisor_hint(channels, parts))
-            sizes = [channels // parts] * parts
-        else:
-            sizes = list(item.sizes)
-            if sum(sizes) != channels:
-                raise SpecError(f"split sizes {' + '.join(map(str, sizes))} = {sum(sizes)} but the "
-                                f"input has {channels} channels at {path}", item.span("sizes"),
-                                code="SK307", hint=f"make the sizes add up to {channels}")
-        node, _ = self.emit(path, ops.tensor.SplitOp(tuple(sizes)), [x], [(s, *size) for s in sizes],
-                            item.span(), path, scope)
-        for port, output in enumerate(item.outputs):
-            env[output] = (node, port)
-        return x
-
-    def merge(self, item: S.Merge, x: Ref, scope: _Scope, env) -> Ref:
-        path = f"{scope.path}.{item.name}"
-        refs = [self.tensor(env, name, item, f"inputs.{i}") for i, name in enumerate(item.inputs)]
-        shapes = [self.shape(ref) for ref in refs]
-        if item.kind == "concat":
-            if any(len(s) != 3 or s[1:] != shapes[0][1:] for s in shapes):
-                raise SpecError(f"concat needs feature maps of one spatial size, got "
-                                f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
-                                code="SK303", hint="a conv or a pool with a stride (or a "
-                                "padding) can bring the inputs to one spatial size")
-            out = (sum(s[0] for s in shapes), *shapes[0][1:])
-        else:
-            out = _broadcast(shapes)
-            if out is None:
-                raise SpecError(f"{item.kind} needs tensors of one shape, got "
-                                f"{', '.join(map(_fmt, shapes))} at {path}", item.span("inputs"),
-                                code="SK303",
-                                hint="a projection (conv 1x1 with a stride) can match the shapes")
-        return self.emit(path, ops.OPS[item.kind](), refs, [out], item.span(), path, scope)
 
     def tensor(self, env: dict[str, Ref], name: str, item: S.SpecModel, field="inputs") -> Ref:
         if name not in env:
@@ -692,10 +598,10 @@ class _Lowering:
         if shapes[0] != shapes[1]:
             raise SpecError(f"the residual body gives {_fmt(shapes[0])} but its shortcut gives "
                             f"{_fmt(shapes[1])} at {path}", item.span(), code="SK305")
-        y = self.emit(path, _ADD, [body, shortcut], [shapes[0]], span, path, scope)
+        y = self.emit(path, shared("add"), [body, shortcut], [shapes[0]], span, path, scope)
         if item.act != "none":
             path = f"{scope.path}.{item.act_name}"
-            y = self.emit(path, _ACTIVATIONS[item.act], [y], [shapes[0]], span, path, scope)
+            y = self.emit(path, shared("act", item.act), [y], [shapes[0]], span, path, scope)
         return y
 
     def projection(self, item: S.Residual, x: Ref, body: Ref, scope: _Scope, env) -> Ref:
@@ -712,7 +618,7 @@ class _Lowering:
                 hint="write the shortcut yourself with a `shortcut:` block inside the residual")
         projection = _Conv(item.shortcut_name, (1, 1), target[0], stride=stride, act="none",
                            written=(item,))
-        return self.conv(projection, x, scope, env)
+        return C.lower_conv(self, projection, x, scope, env)
 
     def block(self, item: S.Block, x: Ref, scope: _Scope, env) -> Ref:
         path = f"{scope.path}.{item.name}"
@@ -747,19 +653,12 @@ class _Lowering:
     BINDS_ITSELF = ("branch", "split", "residual")
     LOWER = {
         **dict.fromkeys(ops.GENERIC_KINDS, primitive),
-        "conv": conv, "sk": selective_kernel, "se": squeeze_excite, "pool": pool,
-        "act": activation, "split": split, "add": merge, "concat": merge,
-        "mul": merge, "branch": branch, "residual": residual, "block": block,
-        "upsample": upsample, "select": select,
+        **ops.LOWERERS,  # the op files' own: conv, se, pool, act, split, add, concat, mul, upsample
+        "sk": selective_kernel, "select": select, "branch": branch, "residual": residual,
+        "block": block,
     }
 
 
-_BatchNorm = ops.norm.BatchNormOp
-# Records hold numbers, not places, and nothing changes one: nodes with the same numbers share
-# one (as _ADD below), which saves making ~90 small objects per SKNet-101 lowering.
-_ACTIVATIONS = {function: ops.norm.ActivationOp(function) for function in S.ACTIVATIONS}
-_ADD, _MUL = ops.tensor.AddOp(), ops.tensor.MulOp()  # no numbers: one record serves every node
-_AVERAGE = ops.pool.GlobalPoolOp("avg")
 
 
 @dataclass(slots=True)

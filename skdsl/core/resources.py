@@ -223,8 +223,8 @@ def _weights(node: dict) -> tuple[int, int]:
     """(parameters, bytes of buffers) of one node; a tied node's are its twin's."""
     if node.get("tied_to"):
         return 0, 0
-    buffers = 2 * node["channels"] * FLOAT_BYTES + COUNTER_BYTES if node["op"] == "batchnorm" else 0
-    return node_cost(node).params, buffers
+    floats, counters = node["attrs"].buffers()
+    return node_cost(node).params, floats * FLOAT_BYTES + counters * COUNTER_BYTES
 
 
 def _by_layer(graph, measure) -> tuple[int, dict[str, int]]:

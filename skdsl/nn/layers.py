@@ -308,9 +308,23 @@ class FoldedBatchNorm(nn.Identity):
         return f"folded into {self.into}"
 
 
+def initialise(model: nn.Module) -> None:
+    """The paper's initialisation: He for convolutions, N(0, 0.01) for linear, BN to identity."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.01)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 __all__ = [
-    "ACTIVATIONS", "make_activation", "elementwise_sum", "dilated_conv2d", "Add", "Multiply", "Scale",
-    "Concat", "ChannelSplit",
+    "initialise", "ACTIVATIONS", "make_activation", "elementwise_sum", "dilated_conv2d", "Add",
+    "Multiply", "Scale", "Concat", "ChannelSplit",
     "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select", "POLYPHASE",
     "DilatedConv2d", "FoldedBatchNorm",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..base.errors import SkdslError
-from ..core.graph import lower, output_shape
+from ..core.graph import lower_table, output_shape
 from ..lang.zoo import load, pretrained_cfg_of
 from .compiler import compile
 
@@ -20,7 +20,7 @@ def create_model(name_or_path: str | Path, num_classes: int | None = None,
     the zoo's preprocessing record, which the module carries as `model.pretrained_cfg`.
     """
     spec = load(name_or_path, overrides, num_classes)
-    graph = lower(spec)
+    graph = lower_table(spec)
     if num_classes is not None and output_shape(graph) != (num_classes,):
         raise SkdslError(f"num_classes={num_classes}: network {spec.name}'s head does not follow "
                          f"its `classes` line (it gives {'×'.join(map(str, output_shape(graph)))} "

@@ -1,7 +1,7 @@
 """Attention: SK's `select` op, and the `sk`, `sum`, `select` and `se` keywords. The SK unit and
 SE are composites (spec.py holds their meaning, Eq. 4 among it; graph.py lowers them to ops);
 `select` writes the SK unit's last op by hand, so an SK built from listed branches, a pool and
-two fcs lowers to the same SelectOp as `SK[...]` does."""
+two fcs lowers to the same Select op as `SK[...]` does."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Literal
 
 from pydantic import Field
 
+from .base import Lowering, Op, Option, item_model, keyword, lowers, op, shared
+from .conv import BIAS, DILATION, GROUPS, STRIDE, pointwise
 from .fields import ACTIVATIONS, GATES, Layer, PositiveInt
-from .base import item_model, keyword, Op, op, Option
-from .conv import BIAS, DILATION, GROUPS, STRIDE
 from .shapes import elements
 
 
@@ -32,9 +32,10 @@ class SqueezeExcite(Layer):
 # -- the graph op --------------------------------------------------------------------------
 
 
-@op("select", counted_by="softmax", torch_module="layers.Select", label="select M={branches}")
+@op("select", counted_by="softmax", fresh_output="always", torch_module="layers.Select",
+    label="select M={branches}")
 class SelectOp(Op):
-    """SK's SelectOp (Eq. 5-6): a softmax over M branches per channel, then their weighted sum;
+    """SK's Select (Eq. 5-6): a softmax over M branches per channel, then their weighted sum;
     M·C for the softmax and M·C·H·W for the sum under the `softmax` convention."""
 
     branches: int
@@ -66,6 +67,28 @@ BRANCH_OPTIONS = (GROUPS, DILATION)
 SE_OPTIONS = (REDUCTION, BIAS, Option("min_width", ("min",), "positive",
                                       "min (the least squeeze width)"),
               Option("gate", ("gate",), "word", "gate", GATES))
+
+
+# -- its lowering: spec item -> graph nodes (core/graph.py calls it) --------------------
+
+
+@lowers("se")
+def lower_squeeze_excite(lowering: Lowering, item: SqueezeExcite, x, scope, env):
+    span = item.span()
+    path = f"{scope.path}.{item.name}"
+    channels, height, width = lowering.feature_map(x, item, "SE", path)
+    squeeze = max(channels // item.reduction_ratio, item.min_width)
+    steps = [("pool", shared("global_pool", "avg"), (channels, 1, 1)),
+             ("reduce", pointwise(channels, squeeze, item.bias), (squeeze, 1, 1)),
+             ("act", shared("act", "relu"), (squeeze, 1, 1)),
+             ("expand", pointwise(squeeze, channels, item.bias), (channels, 1, 1)),
+             ("gate", shared("act", item.gate), (channels, 1, 1))]
+    y = x
+    for name, attrs, shape in steps:
+        y = lowering.emit(f"{path}.{name}", attrs, [y], [shape], span, path, scope)
+    return lowering.emit(f"{path}.scale", shared("mul"), [x, y], [(channels, height, width)], span,
+                         path, scope)
+
 
 SK = keyword("sk", "sk", usage="write it as: SK[M=2, G=32, r=16], 128, stride 2",
              options=SK_OPTIONS, brackets=("M", "G", "r", "L"), builder="selective",

@@ -10,8 +10,9 @@ one such class, defined with `@op(...)`, plus its torch module in layers.py.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Callable, ClassVar, Protocol
 
 from .shapes import Shape, elements
 
@@ -23,6 +24,8 @@ CONVENTIONS = ("bn", "act", "pool", "add", "mul", "softmax")
 OPS: dict[str, type["Op"]] = {}  # graph op name -> its class
 KEYWORDS: dict[str, "Keyword"] = {}  # layer keyword -> its definition
 ITEMS: list[type] = []  # the spec models of the op files, which core/spec.py's Item unites
+LOWERERS: dict[str, Callable] = {}  # spec kind -> the op file's lowering of it
+ROW_WRITERS: dict[str, Callable] = {}  # spec kind -> its Table 1 lines, where not the op's own
 
 
 class Op:
@@ -44,6 +47,31 @@ class Op:
     def extra(self, node) -> int:
         """Multiply-adds under `counted_by`: one per output element unless the op says."""
         return elements(node.out_shapes[0])
+
+    # -- facts the compiler and the memory estimate read ---------------------------------------
+
+    def reduction(self, incoming: int, node) -> int:
+        """The nominal stride of the output from the network input (timm's feature_info
+        `reduction`), given the largest at the op's inputs: unchanged unless the op strides
+        (conv2d, pools) or resamples (upsample)."""
+        return incoming
+
+    # Whether the output is a new tensor that the op's own backward does not read, so that a
+    # consumer may overwrite it in place (compiler._enable_inplace): "always" (conv, BN, fc and
+    # Select save their inputs, never their output), "several inputs" (a sum or concat of two
+    # or more saves nothing; a product saves its operands), or "never" (a one-input sum, a
+    # split or a dropout can hand on a tensor that lives elsewhere; ReLU, sigmoid or amax read
+    # their own output in backward).
+    fresh_output: ClassVar[str] = "never"
+
+    def output_is_fresh(self, inputs: int) -> bool:
+        return self.fresh_output == "always" or (self.fresh_output == "several inputs"
+                                                 and inputs > 1)
+
+    def buffers(self) -> tuple[int, int]:
+        """The torch module's buffers: (floating-point elements, integer counters); BN keeps
+        its running mean and variance and a batch counter."""
+        return 0, 0
 
     # The torch module that runs it: "layers.Add" (skdsl.nn.layers) or "nn.BatchNorm2d", made
     # from the op's attributes in order, unless `module` says otherwise.
@@ -101,7 +129,8 @@ class Op:
 def op(name: str, **definition):
     """Define a graph op and add it to the registry: `@op("scale", counted_by="mul", ...)` above
     a class of its attributes, which becomes a slotted dataclass; `definition` sets the class
-    variables of `Op` (spec_kinds, spatial, field_rule, counted_by, torch_module, label, row)."""
+    variables of `Op` (spec_kinds, spatial, field_rule, counted_by, fresh_output,
+    torch_module, label, row)."""
 
     def define(cls: type[Op]) -> type[Op]:
         assert name not in OPS, name
@@ -174,3 +203,66 @@ def item_model(cls: type) -> type:
     assert cls not in ITEMS, cls
     ITEMS.append(cls)
     return cls
+
+
+class Lowering(Protocol):
+    """What an op file's lowerer is given: the graph under construction (core/graph.py's
+    _Lowering). A lowerer reads shapes and adds nodes through it, never the node table, so an op
+    file needs nothing of the graph module. `Ref` is (node name, output port); `scope` and `env`
+    (the tensors bound by name) are passed on as they came."""
+
+    def shape(self, ref) -> Shape:
+        """The shape of tensor `ref`."""
+
+    def feature_map(self, ref, item, kind: str, path: str) -> Shape:
+        """`ref`'s C×H×W shape; SK304 at `item` when it is a vector."""
+
+    def spatial_output(self, item, path: str, size, kernel, stride, padding, dilation=1,
+                       ceil_mode=False) -> tuple[int, int]:
+        """A window's output H×W; SK302 at `item` when it shrinks to nothing or grows too big."""
+
+    def tensor(self, env: dict, name: str, item, field: str = "inputs"):
+        """The tensor bound to `name` in `env`; SK306 at `item`'s `field` when there is none."""
+
+    def primitive(self, item, x, scope, env):
+        """The generic lowering of `item` to its op (ops.GENERIC_KINDS)."""
+
+    def emit(self, name: str, attrs: Op, inputs: list, out_shapes: list, span, path: str,
+             scope):
+        """Add the node `name` running `attrs` on `inputs`; its output ref (a list of them
+        for an op of several outputs)."""
+
+
+@functools.lru_cache(maxsize=4096)
+def shared(name: str, *attributes) -> Op:
+    """The record of op `name` with these numbers, one for every node that has them: records
+    hold numbers, not places, and nothing changes one, so sharing saves making ~90 small objects
+    per SKNet-101 lowering. Read at lowering time, when every op file is loaded."""
+    return OPS[name](*attributes)
+
+
+def writes_rows(*kinds: str):
+    """Register the function below as the Table 1 text of spec items of `kinds`:
+    `rows(item, in_block) -> lines` (report.item_lines), for a kind whose text is not its
+    generic op's `row`."""
+
+    def register(function: Callable) -> Callable:
+        for kind in kinds:
+            assert kind not in ROW_WRITERS, kind
+            ROW_WRITERS[kind] = function
+        return function
+
+    return register
+
+
+def lowers(*kinds: str):
+    """Register the function below as the lowering of spec items of `kinds`:
+    `lowerer(lowering, item, x, scope, env) -> the output ref`."""
+
+    def register(function: Callable) -> Callable:
+        for kind in kinds:
+            assert kind not in LOWERERS, kind
+            LOWERERS[kind] = function
+        return function
+
+    return register

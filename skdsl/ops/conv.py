@@ -6,8 +6,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .fields import ActivationName, ACTIVATIONS, Groups, Kernel, Layer, NonNegativeInt, PositiveInt
-from .base import item_model, keyword, Keyword, Op, op, Option, Take
+from ..base.errors import SpecError
+from .base import Keyword, Lowering, Op, Option, Take, item_model, keyword, lowers, op, shared
+from .fields import (ACTIVATIONS, ActivationName, Groups, Kernel, Layer, NonNegativeInt,
+                     PositiveInt)
+from .shapes import divisor_hint, same_padding
 
 STRIDE = Option("stride", ("stride", "s"), "positive", "stride")
 GROUPS = Option("groups", ("G", "groups", "g"), "groups", "G (groups)")
@@ -55,7 +58,7 @@ def kernel_text(kernel: tuple[int, int]) -> str:
     return f"{kernel[0]}×{kernel[1]}"
 
 
-@op("conv2d", field_rule="window")
+@op("conv2d", field_rule="window", fresh_output="always")
 class Conv2dOp(Op):
     """A 2-d convolution: C_out · (C_in / G) · k_h · k_w weights, one multiply-add each per
     output pixel."""
@@ -75,6 +78,9 @@ class Conv2dOp(Op):
         out_channels, height, width = node.out_shapes[0]
         params = weights + (self.out_channels if self.bias else 0)
         return params, weights * height * width, out_channels * height * width
+
+    def reduction(self, incoming: int, node) -> int:
+        return incoming * self.stride
 
     def module(self):
         from torch import nn
@@ -97,6 +103,34 @@ class Conv2dOp(Op):
 def pointwise(in_channels: int, out_channels: int, bias: bool) -> Conv2dOp:
     """A 1×1 convolution (SK's and SE's fcs on a C×1×1 map)."""
     return Conv2dOp(in_channels, out_channels, (1, 1), 1, (0, 0), 1, 1, bias)
+
+
+# -- its lowering: spec item -> graph nodes (core/graph.py calls it) --------------------
+
+
+@lowers("conv")
+def lower_conv(lowering: Lowering, item: Conv, x, scope, env, path: str | None = None):
+    span = item.span()
+    path = path or f"{scope.path}.{item.name}"
+    channels, height, width = lowering.feature_map(x, item, "conv", path)
+    groups = channels if item.groups == "depthwise" else item.groups
+    out = item.out_channels if item.out_channels is not None else channels
+    if channels % groups or out % groups:
+        count, role = (channels, "input") if channels % groups else (out, "output")
+        raise SpecError(f"G={groups} does not divide the {count} {role} channels of {path}",
+                        item.span("groups" if role == "input" else "out_channels"),
+                        code="SK301", hint=divisor_hint(count, groups))
+    padding = item.padding or same_padding(item.kernel, item.dilation)
+    shape = (out, *lowering.spatial_output(item, path, (height, width), item.kernel, item.stride,
+                                           padding, item.dilation))
+    y = lowering.emit(f"{path}.conv", Conv2dOp(channels, out, item.kernel, item.stride, padding,
+                                               item.dilation, groups, item.bias),
+                      [x], [shape], span, path, scope)
+    if item.norm:
+        y = lowering.emit(f"{path}.bn", shared("batchnorm", out), [y], [shape], span, path, scope)
+    if item.act != "none":
+        y = lowering.emit(f"{path}.act", shared("act", item.act), [y], [shape], span, path, scope)
+    return y
 
 
 CONV = keyword("conv", "conv", usage="write it as: conv 3x3, 128, G=32, stride 2",

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from .fields import Layer, PositiveInt
-from .base import item_model, keyword, Op, op, Take
+from .base import Op, Take, item_model, keyword, op
 from .conv import BIAS
+from .fields import Layer, PositiveInt
 from .shapes import elements
 
 
@@ -33,8 +33,9 @@ class Dropout(Layer):
 # -- the graph op --------------------------------------------------------------------------
 
 
-@op("linear", spec_kinds=("fc",), field_rule="global", torch_module="layers.FlattenLinear",
-    label="linear {in_features}→{out_features}", row="fc, {out_features}")
+@op("linear", spec_kinds=("fc",), field_rule="global", fresh_output="always",
+    torch_module="layers.FlattenLinear", label="linear {in_features}→{out_features}",
+    row="fc, {out_features}")
 class LinearOp(Op):
     """A fully connected layer on the flattened input: in · out weights and multiply-adds."""
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .fields import ActivationName, ACTIVATIONS, Layer
-from .base import item_model, keyword, Op, op, Take
+from .base import Lowering, Op, Take, item_model, keyword, lowers, op, shared, writes_rows
+from .fields import ACTIVATIONS, ActivationName, Layer
 
 
 # -- what the user writes: the spec models of its keywords ------------------------------
@@ -25,8 +25,8 @@ class Activation(Layer):
 # -- the graph op --------------------------------------------------------------------------
 
 
-@op("batchnorm", spec_kinds=("bn",), spatial="bn", counted_by="bn", torch_module="nn.BatchNorm2d",
-    row="BN")
+@op("batchnorm", spec_kinds=("bn",), spatial="bn", counted_by="bn", fresh_output="always",
+    torch_module="nn.BatchNorm2d", row="BN")
 class BatchNormOp(Op):
     """Batch normalisation: γ and β per channel are parameters; the running statistics are
     buffers. At inference it is y = γ'·x + β', one multiply-add per element."""
@@ -36,6 +36,9 @@ class BatchNormOp(Op):
 
     def cost(self, node) -> tuple[int, int, int]:
         return 2 * self.channels, 0, 0
+
+    def buffers(self) -> tuple[int, int]:
+        return 2 * self.channels, 1  # running mean and variance, num_batches_tracked
 
     @classmethod
     def from_item(cls, item, shape, path) -> "BatchNormOp":
@@ -49,11 +52,24 @@ class ActivationOp(Op):
     function: str
 
 
+# -- its lowering: spec item -> graph nodes (core/graph.py calls it) --------------------
+
+
+@lowers("act")
+def lower_activation(lowering: Lowering, item: Activation, x, scope, env):
+    path = f"{scope.path}.{item.name}"
+    if item.function == "none":
+        return x
+    return lowering.emit(path, shared("act", item.function), [x], [lowering.shape(x)], item.span(),
+                         path, scope)
+
+
 BN = keyword("bn", "bn", model=BatchNorm)
 ACT = keyword("act", "act", usage="write it as: act relu", model=Activation,
               takes=(Take("function", "an activation such as relu", "word", noun="activation",
                           choices=tuple(ACTIVATIONS)),))
 
 
+@writes_rows("act")
 def activation_rows(item, in_block: bool) -> list[str]:
     return [] if item.function == "none" else [item.function]

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from .fields import Kernel, Layer, NonNegativeInt, PositiveInt
-from .base import item_model, keyword, Op, op, Option, Take
+from ..base.errors import SpecError
+from .base import OPS, Lowering, Op, Option, Take, item_model, keyword, lowers, op, writes_rows
 from .conv import PADDING, STRIDE, kernel_text
-from .shapes import elements
+from .fields import Kernel, Layer, NonNegativeInt, PositiveInt
+from .shapes import elements, fmt, same_padding
 
 
 # -- what the user writes: the spec models of its keywords ------------------------------
@@ -71,6 +71,9 @@ class _WindowPoolOp(Op):
 
     def extra(self, node) -> int:
         return elements(node.out_shapes[0]) * self.kernel[0] * self.kernel[1]
+
+    def reduction(self, incoming: int, node) -> int:
+        return incoming * self.stride
 
     def module(self):
         from torch import nn
@@ -134,6 +137,27 @@ POOL_OPTIONS = (STRIDE, PADDING, Option("ceil_mode", ("ceil",), "flag", "ceil"))
 AVGPOOL_OPTIONS = (*POOL_OPTIONS,
                    Option("count_include_pad", ("count_pad", "count_include_pad"), "flag",
                           "count_pad"))
+
+
+# -- its lowering: spec item -> graph nodes (core/graph.py calls it) --------------------
+
+
+@lowers("pool")
+def lower_pool(lowering: Lowering, item: Pool, x, scope, env):
+    path = f"{scope.path}.{item.name}"
+    channels, height, width = lowering.feature_map(x, item, "pool", path)
+    padding = item.padding or same_padding(item.kernel, 1)
+    if any(2 * p > k for p, k in zip(padding, item.kernel)):
+        raise SpecError(f"padding {fmt(padding)} is more than half the {fmt(item.kernel)} "
+                        f"window of {path}", item.span("padding"), code="SK203",
+                        hint="PyTorch pools accept padding up to half the kernel")
+    size = lowering.spatial_output(item, path, (height, width), item.kernel, item.stride, padding,
+                                   1, item.ceil_mode)
+    window = OPS[f"{item.mode}_pool"](item.kernel, item.stride, padding, item.ceil_mode,
+                                      item.count_include_pad)
+    return lowering.emit(path, window, [x], [(channels, *size)], item.span(), path, scope)
+
+
 MAXPOOL = keyword("maxpool", "pool", usage="write it as: maxpool 3x3, stride 2",
                   options=POOL_OPTIONS, builder="pool")
 AVGPOOL = keyword("avgpool", "pool",
@@ -145,6 +169,7 @@ CHANNELPOOL = keyword("channelpool", "pool", model=ChannelPool,
                                   required=False, choices=("avg", "max")),))
 
 
+@writes_rows("pool")
 def pool_rows(item, in_block: bool) -> list[str]:
     text = f"{kernel_text(item.kernel)} {item.mode} pool"
     return [text if in_block else f"{text}, stride {item.stride}"]

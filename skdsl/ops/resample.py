@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fractions import Fraction
-
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ..base.errors import SpecError
+from .base import Lowering, Op, Option, Take, item_model, keyword, lowers, op
 from .fields import Layer, PositiveInt
-from .base import item_model, keyword, Op, op, Option, Take
+from .shapes import fmt
 
 MODES = ("nearest", "bilinear")
 
@@ -55,6 +56,12 @@ class UpsampleOp(Op):
     def output(self, shape):
         return (shape[0], *self.size)
 
+    def reduction(self, incoming: int, node) -> int:
+        """Divided by the factor, which an `upsample to` a tensor of odd size (7 -> 14, or
+        28 -> 57) makes inexact: the nearest whole stride, at least 1."""
+        factor = self.size[0] / node.in_shapes[0][1]
+        return max(1, round(incoming / factor))
+
     def field(self, node, incoming: tuple) -> tuple:
         """The receptive-field step (analysis.field_step): the output grid is finer by
         H_out/H_in, so the jump divides by it; nearest copies one input pixel (the field stays),
@@ -77,6 +84,25 @@ class UpsampleOp(Op):
     def rows(cls, item, in_block: bool) -> list[str]:
         how = f"×{item.factor}" if item.to is None else f"to {item.to}"
         return [f"upsample {how}, {item.mode}"]
+
+
+# -- its lowering: spec item -> graph nodes (core/graph.py calls it) --------------------
+
+
+@lowers("upsample")
+def lower_upsample(lowering: Lowering, item: Upsample, x, scope, env):
+    """`upsample F` by the generic rule; `upsample to NAME` to that tensor's H×W."""
+    if item.to is None:
+        return lowering.primitive(item, x, scope, env)
+    path = f"{scope.path}.{item.name}"
+    shape = lowering.feature_map(x, item, "upsample", path)
+    target = lowering.feature_map(lowering.tensor(env, item.to, item, "to"), item, "upsample", path)
+    if target[1] < shape[1] or target[2] < shape[2]:
+        raise SpecError(f"upsample to {item.to} would shrink {fmt(shape[1:])} to "
+                        f"{fmt(target[1:])} at {path}", item.span("to"), code="SK234",
+                        hint="upsample enlarges; a pool or a strided conv shrinks")
+    attrs = UpsampleOp(tuple(target[1:]), item.mode)
+    return lowering.emit(path, attrs, [x], [attrs.output(shape)], item.span(), path, scope)
 
 
 UPSAMPLE = keyword("upsample", "upsample", usage="write it as: upsample 2, mode bilinear   "

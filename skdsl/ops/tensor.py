@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .fields import Layer, PositiveInt
 from ..base.errors import SpecError
-from .base import item_model, keyword, Op, op, Take
-from .shapes import divisor_hint, elements
+from .base import Lowering, Op, Take, item_model, keyword, lowers, op, shared, writes_rows
+from .fields import Layer, PositiveInt
+from .shapes import broadcast, divisor_hint, elements, fmt
 
 
 # -- what the user writes: the spec models of its keywords ------------------------------
@@ -74,17 +74,17 @@ class _ElementwiseOp(Op):
         return (len(node.inputs) - 1) * elements(node.out_shapes[0])
 
 
-@op("add", counted_by="add", torch_module="layers.Add")
+@op("add", counted_by="add", fresh_output="several inputs", torch_module="layers.Add")
 class AddOp(_ElementwiseOp):
     """Elementwise sum, broadcasting (residual adds, SK's fuse)."""
 
-@op("mul", counted_by="mul", torch_module="layers.Multiply")
+@op("mul", counted_by="mul", fresh_output="several inputs", torch_module="layers.Multiply")
 class MulOp(_ElementwiseOp):
     """Elementwise product, broadcasting (SE's and attention's scaling)."""
 
 
 
-@op("concat", torch_module="layers.Concat")
+@op("concat", fresh_output="several inputs", torch_module="layers.Concat")
 class ConcatOp(Op):
     """Feature maps joined along the channels."""
 
@@ -123,6 +123,55 @@ class ScaleOp(Op):
     factor: float
 
 
+# -- its lowering: spec item -> graph nodes (core/graph.py calls it) --------------------
+
+
+@lowers("split")
+def lower_split(lowering: Lowering, item: ChannelSplit, x, scope, env):
+    path = f"{scope.path}.{item.name}"
+    channels, *size = lowering.feature_map(x, item, "split", path)
+    parts = len(item.outputs)
+    if item.sizes is None:
+        if channels % parts:
+            raise SpecError(f"{channels} channels do not split into {parts} equal parts at "
+                            f"{path}", item.span(), code="SK307",
+                            hint=divisor_hint(channels, parts))
+        sizes = [channels // parts] * parts
+    else:
+        sizes = list(item.sizes)
+        if sum(sizes) != channels:
+            raise SpecError(f"split sizes {' + '.join(map(str, sizes))} = {sum(sizes)} but the "
+                            f"input has {channels} channels at {path}", item.span("sizes"),
+                            code="SK307", hint=f"make the sizes add up to {channels}")
+    node, _ = lowering.emit(path, SplitOp(tuple(sizes)), [x], [(s, *size) for s in sizes],
+                            item.span(), path, scope)
+    for port, output in enumerate(item.outputs):
+        env[output] = (node, port)
+    return x
+
+
+@lowers("add", "concat", "mul")
+def lower_merge(lowering: Lowering, item: Merge, x, scope, env):
+    path = f"{scope.path}.{item.name}"
+    refs = [lowering.tensor(env, name, item, f"inputs.{i}") for i, name in enumerate(item.inputs)]
+    shapes = [lowering.shape(ref) for ref in refs]
+    if item.kind == "concat":
+        if any(len(s) != 3 or s[1:] != shapes[0][1:] for s in shapes):
+            raise SpecError(f"concat needs feature maps of one spatial size, got "
+                            f"{', '.join(map(fmt, shapes))} at {path}", item.span("inputs"),
+                            code="SK303", hint="a conv or a pool with a stride (or a "
+                            "padding) can bring the inputs to one spatial size")
+        out = (sum(s[0] for s in shapes), *shapes[0][1:])
+    else:
+        out = broadcast(shapes)
+        if out is None:
+            raise SpecError(f"{item.kind} needs tensors of one shape, got "
+                            f"{', '.join(map(fmt, shapes))} at {path}", item.span("inputs"),
+                            code="SK303",
+                            hint="a projection (conv 1x1 with a stride) can match the shapes")
+    return lowering.emit(path, shared(item.kind), refs, [out], item.span(), path, scope)
+
+
 SHUFFLE = keyword("shuffle", "shuffle", usage="write it as: shuffle 2", model=ChannelShuffle,
                   takes=(Take("groups", "its number of groups", "positive"),))
 _MERGE = dict(builder="merge")
@@ -133,5 +182,6 @@ SCALE = keyword("scale", "scale", usage="write it as: scale 0.17", model=Scale,
                 takes=(Take("factor", "a factor such as 0.17", "number", noun="scale factor"),))
 
 
+@writes_rows("add", "concat", "mul", "select")
 def merge_rows(item, in_block: bool) -> list[str]:
     return [f"{item.kind}({', '.join(item.inputs)})"]

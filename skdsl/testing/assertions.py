@@ -16,7 +16,7 @@ from pathlib import Path
 from skdsl.core import spec as S
 from skdsl.core.analysis import analyze
 from skdsl.base.errors import SpecError, printable
-from skdsl.core.graph import lower
+from skdsl.core.graph import lower_table
 from skdsl.lang.loading import load, parse
 
 
@@ -81,7 +81,7 @@ def _compiles_exactly(spec, input_shape) -> ExactReport:
 
     network = _as_network(spec)
     shape = tuple(input_shape or network.input)
-    graph = lower(network, shape)
+    graph = lower_table(network, shape)
     analysis = analyze(network, shape)
     model = compile_network(network, shape)
     model.eval()
@@ -89,7 +89,7 @@ def _compiles_exactly(spec, input_shape) -> ExactReport:
 
     # A branch that `shares` another's weights runs the other's modules: its nodes are
     # `tied_to` a node with a module and have none of their own.
-    tied = {name: data["tied_to"] for name, data in graph.nodes(data=True) if data.get("tied_to")}
+    tied = {name: node.tied_to for name, node in graph.nodes.items() if node.tied_to}
     nodes = set(graph.nodes) - {"input"} - set(tied)
     leaves = _leaf_names(model)
     if leaves != nodes:
@@ -179,7 +179,7 @@ def _shapes_agree(spec, input, expected_output, batch, every_node) -> tuple[int,
 
     network = _as_network(spec)
     shape = tuple(input or network.input)
-    graph = lower(network, shape)
+    graph = lower_table(network, shape)
     model = compile_network(network, shape)
     model.eval()
     x = torch.randn(batch, *shape)
@@ -190,12 +190,12 @@ def _shapes_agree(spec, input, expected_output, batch, every_node) -> tuple[int,
             names = [n for n in graph.nodes if n != "input"]
             for name, value in model.features(x, names).items():
                 got = [tuple(t.shape) for t in (value if isinstance(value, tuple) else (value,))]
-                want = [(batch, *s) for s in graph.nodes[name]["out_shapes"]]
+                want = [(batch, *s) for s in graph.nodes[name].out_shapes]
                 if got != want:
                     problems.append(f"node {name}: the module gives {_shapes(got)}, the graph "
                                     f"says {_shapes(want)}")
-    output_node, port = graph.graph["output"]
-    inferred = (batch, *graph.nodes[output_node]["out_shapes"][port])
+    output_node, port = graph.output
+    inferred = (batch, *graph.nodes[output_node].out_shapes[port])
     if tuple(y.shape) != inferred:
         problems.insert(0, f"output: the module gives {tuple(y.shape)}, inferred {inferred}")
     if expected_output is not None:
@@ -235,7 +235,7 @@ def assert_rejected(text: str | bytes, *, code: str | None = None, filename: str
         path.write_bytes(data)
         try:
             network = load(path, overrides)
-            lower(network)
+            lower_table(network)
         except SpecError as error:
             _check_located(error, path, data)
             if code is not None and error.code != code:

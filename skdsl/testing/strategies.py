@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from skdsl.core import spec as S
 from skdsl.base.errors import SpecError
-from skdsl.core.graph import lower
+from skdsl.core.graph import lower_table
 from skdsl.lang.loading import load, parse
 
 from .sizes import Shape, out_size, render
@@ -153,7 +153,7 @@ def variants(path_or_text: str | Path, **param_strategies) -> "SearchStrategy[S.
                 network = parse(text, file="<variants>", overrides=overrides)
             else:
                 network = load(path_or_text, overrides)
-            lower(network)
+            lower_table(network)
         except SpecError:
             return None
         return network

@@ -1,6 +1,5 @@
 """Compiled networks agree with their graphs: modules, parameters, FLOPs, shapes and values."""
 
-import networkx as nx
 import pytest
 
 from skdsl.base.errors import SpecError
@@ -149,9 +148,9 @@ NETWORKS = {
 
 # -- what the graph says --------------------------------------------------------------------
 
-def graph_parameters(graph: nx.DiGraph) -> int:
+def graph_parameters(graph: G.LoweredGraph) -> int:
     total = 0
-    for _, node in graph.nodes(data=True):
+    for node in graph.nodes.values():
         if node["op"] == "conv2d":
             kh, kw = node["kernel"]
             weights = node["out_channels"] * node["in_channels"] // node["groups"] * kh * kw
@@ -164,9 +163,9 @@ def graph_parameters(graph: nx.DiGraph) -> int:
     return total
 
 
-def graph_multiply_adds(graph: nx.DiGraph) -> int:
+def graph_multiply_adds(graph: G.LoweredGraph) -> int:
     total = 0
-    for _, node in graph.nodes(data=True):
+    for node in graph.nodes.values():
         if node["op"] == "conv2d":
             kh, kw = node["kernel"]
             _, height, width = node["out_shapes"][0]
@@ -183,7 +182,7 @@ def leaf_names(model: torch.nn.Module) -> set[str]:
 
 def compiled(name: str):
     spec = NETWORKS[name]()
-    graph = G.lower(spec)
+    graph = G.lower_table(spec)
     model = compiler.compile(graph).eval()
     return model, graph
 
@@ -276,7 +275,7 @@ def test_conv_attributes_reach_the_module():
 
 def test_select_is_bypassed_without_attention():
     _, graph = compiled("sk2_plain")
-    assert not any(node["op"] == "select" for _, node in graph.nodes(data=True))
+    assert not any(node["op"] == "select" for node in graph.nodes.values())
     assert graph.nodes["stage.sk.fuse"]["op"] == "add"
 
 
@@ -380,7 +379,7 @@ def test_stage_named_like_a_root_attribute_is_refused(stage):
 def _twins(name: str):
     """The same network and weights compiled with and without in-place steps."""
     torch.manual_seed(0)
-    graph = G.lower(NETWORKS[name]())
+    graph = G.lower_table(NETWORKS[name]())
     plain = compiler.compile(graph, inplace=False)
     inplace = compiler.CompiledNetwork(graph)
     inplace.load_state_dict(plain.state_dict())
