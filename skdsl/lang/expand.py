@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from .. import ops
 from ..core import spec as S
+from ..core.graph import lower_table
 from . import syntax as A
 from ..base.errors import Span, SpecError, declare_settings, did_you_mean
 from .parser import (LAYER_KEYWORDS, check_repeat, check_spec_file, file_error, parse_text,
@@ -444,8 +445,7 @@ class InputChannels:
         name, shape = self.network
         if not stages:
             return shape[0]
-        # graph.py comes after this module in the pipeline: imported here, where it is needed.
-        from ..core.graph import lower_table  # the node table: no networkx graph is needed here
+        # The shape rules are the lowering's (core sits below lang): asked, not written twice.
         return lower_table(S.Network(name=name, input=shape, stages=stages)).output_shape[0]
 
 

@@ -174,9 +174,14 @@ def _feature_info(graph, stage_calls: list[Call]) -> list[dict]:
 def _reductions(graph) -> dict[str, int]:
     """Each node's nominal stride from the input, as timm reports it (32 for a 7×7 map of a
     224×224 image or of 299×299): each op's rule (ops.Op.reduction) applied along the most
-    strided path to it."""
+    strided path to it. A gate that broadcasts (SE's and SK's 1×1 attention, a 1×H×W spatial
+    map) is not on that path: the inputs of the output's own size are, where there are any."""
     reductions = {}
     for name, node in graph.nodes.items():
-        inherited = max((reductions[source] for source, _ in node.inputs), default=1)
+        size = node.out_shapes[0][1:]
+        inputs = [(reductions[source], shape[1:] == size)
+                  for (source, _), shape in zip(node.inputs, node.in_shapes)]
+        full = [reduction for reduction, same_size in inputs if same_size]
+        inherited = max(full or [reduction for reduction, _ in inputs], default=1)
         reductions[name] = node.attrs.reduction(inherited, node)
     return reductions

@@ -188,6 +188,8 @@ class Keyword:
     fixed: dict = None  # fields the keyword itself sets: dwconv's groups="depthwise"
     builder: str | None = None  # expand's builder, for keywords the generic rule cannot read
     branches: bool = False  # takes an indented list of kernel branches (SK, SUM)
+    # Layer line(s), "\n"-joined, valid in a stage reading 16×16×16: docs and the conformance suite.
+    example: str | None = None
 
 
 def keyword(word: str, base_name: str, **definition) -> Keyword:

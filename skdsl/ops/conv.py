@@ -134,9 +134,11 @@ def lower_conv(lowering: Lowering, item: Conv, x, scope, env, path: str | None =
 
 
 CONV = keyword("conv", "conv", usage="write it as: conv 3x3, 128, G=32, stride 2",
+               example="conv 3x3, 32, G=4, stride 2",
                takes=(KERNEL, Take("out_channels", "its output channels", "positive")),
                options=(STRIDE, GROUPS, DILATION, PADDING, BIAS, NORM, ACT), model=Conv)
 DWCONV = keyword("dwconv", "conv", usage="write it as: dwconv 3x3, stride 2",
+                 example="dwconv 3x3, 32, stride 2",
                  takes=(KERNEL, Take("out_channels", "its output channels", "positive",
                                      required=False)),
                  options=(STRIDE, DILATION, PADDING, BIAS, NORM, ACT), model=Conv,

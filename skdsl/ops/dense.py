@@ -62,7 +62,9 @@ class DropoutOp(Op):
 
 
 FC = keyword("fc", "fc", usage="write it as: fc 1000", model=Linear, options=(BIAS,),
+             example="fc 32",
              takes=(Take("out_features", "its output features", "positive"),))
 DROPOUT = keyword("dropout", "dropout", usage="write it as: dropout 0.2", model=Dropout,
+                  example="dropout 0.2",
                   takes=(Take("p", "a probability such as 0.2", "probability",
                               noun="dropout probability"),))

@@ -64,8 +64,9 @@ def lower_activation(lowering: Lowering, item: Activation, x, scope, env):
                          path, scope)
 
 
-BN = keyword("bn", "bn", model=BatchNorm)
+BN = keyword("bn", "bn", model=BatchNorm, example="bn")
 ACT = keyword("act", "act", usage="write it as: act relu", model=Activation,
+              example="act relu6",
               takes=(Take("function", "an activation such as relu", "word", noun="activation",
                           choices=tuple(ACTIVATIONS)),))
 

@@ -112,9 +112,12 @@ class _ReadingPoolOp(Op):
 class GlobalPoolOp(_ReadingPoolOp):
     """Global average or max pooling to C×1×1; its output has seen the whole image."""
 
-
     def output(self, shape):
         return (shape[0], 1, 1)
+
+    def reduction(self, incoming: int, node) -> int:
+        """One pixel for the whole map: the stride is the map's height in input pixels."""
+        return incoming * node.in_shapes[0][1]
 
     @classmethod
     def rows(cls, item, in_block: bool) -> list[str]:
@@ -159,12 +162,13 @@ def lower_pool(lowering: Lowering, item: Pool, x, scope, env):
 
 
 MAXPOOL = keyword("maxpool", "pool", usage="write it as: maxpool 3x3, stride 2",
+                  example="maxpool 3x3, stride 2",
                   options=POOL_OPTIONS, builder="pool")
-AVGPOOL = keyword("avgpool", "pool",
+AVGPOOL = keyword("avgpool", "pool", example="avgpool 2x2",
                   usage="write it as: avgpool 2x2, stride 2 (or avgpool global)",
                   options=AVGPOOL_OPTIONS, builder="pool")
-GAP = keyword("gap", "pool", builder="pool")
-CHANNELPOOL = keyword("channelpool", "pool", model=ChannelPool,
+GAP = keyword("gap", "pool", builder="pool", example="gap")
+CHANNELPOOL = keyword("channelpool", "pool", model=ChannelPool, example="channelpool max",
                       takes=(Take("mode", "avg or max", "word", noun="channelpool mode",
                                   required=False, choices=("avg", "max")),))
 

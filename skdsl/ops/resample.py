@@ -107,6 +107,7 @@ def lower_upsample(lowering: Lowering, item: Upsample, x, scope, env):
 
 UPSAMPLE = keyword("upsample", "upsample", usage="write it as: upsample 2, mode bilinear   "
                    "(or upsample to NAME)", model=Upsample,
+                   example="maxpool 2x2\nupsample 2, mode bilinear",
                    takes=(Take("factor", "a factor such as 2", "positive", required=False,
                                noun="upsample factor"),),
                    options=(Option("mode", ("mode",), "word", "upsample mode", MODES),

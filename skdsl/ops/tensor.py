@@ -173,12 +173,17 @@ def lower_merge(lowering: Lowering, item: Merge, x, scope, env):
 
 
 SHUFFLE = keyword("shuffle", "shuffle", usage="write it as: shuffle 2", model=ChannelShuffle,
+                  example="shuffle 4",
                   takes=(Take("groups", "its number of groups", "positive"),))
 _MERGE = dict(builder="merge")
-ADD = keyword("add", "add", **_MERGE)
-CONCAT = keyword("concat", "concat", **_MERGE)
-MUL = keyword("mul", "mul", **_MERGE)
+ADD = keyword("add", "add", **_MERGE,
+              example="branch body: conv 3x3, 16, act none\nadd input, body")
+CONCAT = keyword("concat", "concat", **_MERGE,
+                 example="branch more: conv 1x1, 8\nconcat input, more")
+MUL = keyword("mul", "mul", **_MERGE,
+              example="branch gate:\n    channelpool avg\n    act sigmoid\nmul input, gate")
 SCALE = keyword("scale", "scale", usage="write it as: scale 0.17", model=Scale,
+                example="scale 0.17",
                 takes=(Take("factor", "a factor such as 0.17", "number", noun="scale factor"),))
 
 

@@ -328,3 +328,23 @@ def test_pretrained_cfg_defaults_to_none_and_default_cfg_is_its_alias():
     assert model.pretrained_cfg is None and model.default_cfg is None
     model.default_cfg = {"input_size": (3, 32, 32), "interpolation": "bilinear"}
     assert model.pretrained_cfg["interpolation"] == "bilinear"
+
+
+@pytest.mark.parametrize("name", skdsl.list_models())
+def test_feature_info_equals_the_measured_feature_maps_of_every_zoo_network(name):
+    """The features_only outputs of a forward pass at the spec's input size, on the meta device:
+    torch infers every shape and computes no value."""
+    with torch.device("meta"):
+        model = skdsl.create_model(name).eval()  # BN in training refuses a batch of one at 1×1
+        image = torch.empty(1, *model.pretrained_cfg["input_size"])
+        with torch.no_grad():
+            maps = model.as_features()(image)
+    height = image.shape[2]
+    assert len(maps) == len(model.feature_info)
+    for entry, found in zip(model.feature_info, maps):
+        assert found.shape[1] == entry["num_chs"], entry
+        map_height = found.shape[2]
+        if height % map_height == 0:
+            assert entry["reduction"] == height // map_height, entry
+        else:  # nominal, as timm: a 299-pixel Inception's 8×8 map is reduction 32 (299 / 8 = 37.4)
+            assert entry["reduction"] / 2 < height / map_height < entry["reduction"] * 2, entry
