@@ -40,7 +40,7 @@ from pathlib import Path
 from . import spec as S
 from .analysis import _elements, node_cost
 from ..base.errors import SkdslError, declare_settings
-from .graph import lower_table
+from .graph import Node, as_table, lower_table
 from ..base.launch import launch
 
 __all__ = ["ResourceError", "MemoryEstimate", "TrainingMemory", "available_memory", "parse_size",
@@ -216,14 +216,14 @@ def format_size(size: int) -> str:
 def _graph(spec_or_graph, input_shape):
     if isinstance(spec_or_graph, S.Network):
         return lower_table(spec_or_graph, input_shape)
-    return spec_or_graph  # a LoweredGraph, or the networkx graph of skdsl.lower
+    return as_table(spec_or_graph)  # a LoweredGraph, or the networkx export of skdsl.lower
 
 
-def _weights(node: dict) -> tuple[int, int]:
+def _weights(node: Node) -> tuple[int, int]:
     """(parameters, bytes of buffers) of one node; a tied node's are its twin's."""
-    if node.get("tied_to"):
+    if node.tied_to:
         return 0, 0
-    floats, counters = node["attrs"].buffers()
+    floats, counters = node.attrs.buffers()
     return node_cost(node).params, floats * FLOAT_BYTES + counters * COUNTER_BYTES
 
 
@@ -235,7 +235,7 @@ def _by_layer(graph, measure) -> tuple[int, dict[str, int]]:
         value = measure(name, node)
         if value:
             total += value
-            layers[node["layer"]] = layers.get(node["layer"], 0) + value
+            layers[node.layer] = layers.get(node.layer, 0) + value
     return total, layers
 
 
@@ -316,7 +316,7 @@ def estimate_memory(spec_or_graph, batch_size: int, precision: str = "fp32", inp
         params, buffers = params + own[0], buffers + own[1]
 
     def output(name, node):  # the input batch arrives in fp32
-        size = sum(_elements(shape) for shape in node["out_shapes"])  # a split has several
+        size = sum(_elements(shape) for shape in node.out_shapes)  # a split has several
         return size * (FLOAT_BYTES if name == "input" else element)
 
     weights = params * FLOAT_BYTES
@@ -345,7 +345,7 @@ def _peak_alive(graph, size_of) -> tuple[int, str]:
     order = list(graph.nodes.items())
     last_read = {}
     for index, (_, node) in enumerate(order):
-        for source, _port in node["inputs"]:
+        for source, _port in node.inputs:
             last_read[source] = index
     last_read[graph.graph["output"][0]] = len(order)
     freed_after = [0] * (len(order) + 1)
@@ -355,7 +355,7 @@ def _peak_alive(graph, size_of) -> tuple[int, str]:
         size = size_of(name, node)
         alive += size
         if alive + size > peak:
-            peak, layer = alive + size, node["layer"]
+            peak, layer = alive + size, node.layer
         freed_after[max(index, last_read.get(name, index))] += size
         alive -= freed_after[index]
     return peak, layer

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..core.analysis import walk_fields
 from ..base.errors import SkdslError, did_you_mean
-from ..core.graph import Node
+from ..core.graph import as_table
 
 PAPER_UNITS = ("SK_2_3", "SK_3_4", "SK_5_3")  # the units of the paper's Fig. 3 and Fig. 4
 
@@ -80,17 +80,17 @@ class SKUnit:
 
 def sk_units(graph) -> tuple[SKUnit, ...]:
     """Every SK unit with attention in `graph` (a lowered graph), in graph order."""
-    nodes = dict(graph.nodes.items())
-    selects = [(name, node) for name, node in nodes.items() if node["op"] == "select"]
+    nodes = dict(as_table(graph).nodes.items())
+    selects = [(name, node) for name, node in nodes.items() if node.op == "select"]
     if not selects:
         raise NoSelectiveKernelError(
             "the network has no SK convolution with attention, so no unit selects a kernel",
             hint="inspect a network with SK[...] layers, such as specs/sknet_tiny.sk "
                  "(SUM[...] adds its branches without selecting)")
-    units_of_stage = _units_of_stages(nodes, {node["layer"] for _, node in selects})
+    units_of_stage = _units_of_stages(nodes, {node.layer for _, node in selects})
     stage_number = _stage_numbers(list(units_of_stage),
-                                  {node["stage"] for _, node in selects})
-    keys = [(node["stage"], _unit_key(node, {node["layer"]})) for _, node in selects]
+                                  {node.stage for _, node in selects})
+    keys = [(node.stage, _unit_key(node, {node.layer})) for _, node in selects]
     named = []
     for (name, node), key in zip(selects, keys):
         stage, unit = key
@@ -103,18 +103,18 @@ def sk_units(graph) -> tuple[SKUnit, ...]:
 
 def _unit_key(node: dict, sk_layers: set) -> str | None:
     """The unit a node belongs to: its block, or an SK layer written outside any block."""
-    if node.get("block"):
-        return node["block"]
-    return node["layer"] if node.get("layer") in sk_layers else None
+    if node.block:
+        return node.block
+    return node.layer if node.layer in sk_layers else None
 
 
 def _units_of_stages(nodes: dict, sk_layers: set) -> dict[str, list[str]]:
     """Each stage (in graph order) and its units in order."""
     units: dict[str, list[str]] = {}
     for node in nodes.values():
-        if node["op"] == "input":  # the input node is no stage of the spec
+        if node.op == "input":  # the input node is no stage of the spec
             continue
-        of_stage = units.setdefault(node["stage"], [])  # every stage counts for the positions
+        of_stage = units.setdefault(node.stage, [])  # every stage counts for the positions
         key = _unit_key(node, sk_layers)
         if key is not None and key not in of_stage:
             of_stage.append(key)
@@ -131,10 +131,10 @@ def _stage_numbers(stages: list[str], with_units: set[str]) -> dict[str, int]:
 
 
 def _unit(nodes: dict, name: str, node: dict, paper: str) -> SKUnit:
-    layer = node["layer"]
-    fields = [_branch_field(nodes, layer, source) for source, _ in node["inputs"][1:]]
+    layer = node.layer
+    fields = [_branch_field(nodes, layer, source) for source, _ in node.inputs[1:]]
     order = sorted(range(len(fields)), key=lambda i: _area(fields[i]))  # stable: ties keep order
-    return SKUnit(paper, layer, name, node["stage"], node["channels"], tuple(order),
+    return SKUnit(paper, layer, name, node.stage, node.attrs.channels, tuple(order),
                   tuple(fields[i] for i in order))
 
 
@@ -151,17 +151,12 @@ def _branch_field(nodes: dict, layer: str, output: str) -> tuple[int, int] | Non
         if name in inside or not name.startswith(layer + "."):
             continue
         inside.add(name)
-        pending.extend(source for source, _ in nodes[name]["inputs"])
-    state = {source: (1, 1, 1, 1) for name in inside for source, _ in nodes[name]["inputs"]
+        pending.extend(source for source, _ in nodes[name].inputs)
+    state = {source: (1, 1, 1, 1) for name in inside for source, _ in nodes[name].inputs
              if source not in inside}
-    walk_fields(((name, _record(nodes[name])) for name in nodes if name in inside), state)
+    walk_fields(((name, nodes[name]) for name in nodes if name in inside), state)
     field = state[output]
     return None if field is None else (field[0], field[1])
-
-
-def _record(node):
-    """The analysis walks `Node` records; a networkx graph holds each as its dict."""
-    return Node.from_dict(node) if isinstance(node, dict) else node
 
 
 def find_units(units: tuple[SKUnit, ...], wanted: list[str] | None) -> tuple[SKUnit, ...]:

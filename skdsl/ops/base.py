@@ -116,14 +116,9 @@ class Op:
     # -- reading a node -----------------------------------------------------------------------
 
     @classmethod
-    def of(cls, node) -> "Op":
-        """The typed attributes of a node, or of its dict in a networkx graph."""
-        return node["attrs"]
-
-    @classmethod
     def build(cls, node):
-        """compiler.MODULES' entry: the module of a node (or of its networkx dict)."""
-        return node["attrs"].module()
+        """compiler.MODULES' entry: the module of a graph node."""
+        return node.attrs.module()
 
 
 def op(name: str, **definition):
