@@ -1,4 +1,11 @@
-"""Lowering: spec -> networkx DiGraph, one node per primitive op, shapes inferred on every edge.
+"""Lowering: spec -> the IR, a `LoweredGraph` of one node per primitive op, shapes inferred on
+every edge. The IR is what analysis, resources and the compiler read, by typed fields; networkx
+is an export of it (`lower`, for `skdsl graph` and users), read back at the edge (`as_table`).
+
+The lowering here is the node-table builder and the composites' rules (SK units, select,
+branches, residuals, blocks, the generic one-item-one-op rule); every other spec kind is lowered
+by its op file's `@lowers` function (ops.LOWERERS), through the `ops.Lowering` protocol that
+`_Lowering` implements.
 
 Node names are the hierarchical names of the compiled module's leaves
 (`conv3.block2.sk.branch1.conv`), so a report row, a graph node and a checkpoint key agree.

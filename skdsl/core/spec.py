@@ -1,7 +1,10 @@
 """What a spec means: frozen pydantic models, the single source of truth for a validated network.
 
-A `Network` is fully expanded: templates are called, parameters evaluated, repeats unrolled and
-every item named. Input channels are not stored; the graph infers them. Defaults are the paper's.
+The models of single layers live in their op files (skdsl/ops/, registered as ops.ITEMS); this
+module adds the composites (SK units, branches, residuals, blocks, stages, the network) and
+unites them all in `Item`. A `Network` is fully expanded: templates are called, parameters
+evaluated, repeats unrolled and every item named. Input channels are not stored; the graph
+infers them. Defaults are the paper's.
 Each model keeps where its values came from in a private `_at` map (field name -> `Span`, "" for
 the whole item) so later stages can point at the user's text; spans are not part of the JSON.
 """

@@ -1,7 +1,8 @@
-"""Attention: SK's `select` op, and the `sk`, `sum`, `select` and `se` keywords. The SK unit and
-SE are composites (spec.py holds their meaning, Eq. 4 among it; graph.py lowers them to ops);
-`select` writes the SK unit's last op by hand, so an SK built from listed branches, a pool and
-two fcs lowers to the same Select op as `SK[...]` does."""
+"""Attention: SK's `select` op, the SE unit (its spec model and its lowering to a pool, two 1×1
+convs and a gate), and the `sk`, `sum`, `select` and `se` keywords. The SK unit is a composite
+(core/spec.py holds its meaning, Eq. 4 among it; core/graph.py lowers it to ops); `select`
+writes the SK unit's last op by hand, so an SK built from listed branches, a pool and two fcs
+lowers to the same Select op as `SK[...]` does."""
 
 from __future__ import annotations
 

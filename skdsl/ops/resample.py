@@ -42,7 +42,7 @@ class Upsample(Layer):
 @op("upsample", spec_kinds=("upsample",), spatial="upsample", field_rule="own")
 class UpsampleOp(Op):
     """H×W enlarged to `size`, nearest or bilinear (align_corners=False, torch's default): by
-    an integer factor (`upsample 2`) or to a named tensor's size (`upsample to x`, graph.py).
+    an integer factor (`upsample 2`) or to a named tensor's size (`upsample to x`, lower_upsample).
     No parameters, and no multiply-adds under any convention: like a pool's, its interpolation
     is not a multiply-add of weights (torch's FLOP counter agrees: it counts 0)."""
 
