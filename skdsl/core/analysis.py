@@ -37,8 +37,8 @@ from functools import cached_property
 from typing import Any
 
 from .. import ops
-from . import spec as S
 from ..base.errors import SettingError, declare_settings, did_you_mean
+from . import spec as S
 from .graph import LoweredGraph, Node, Placement, Shape, Unit, as_table, lower_table, output_shape
 from ..ops.shapes import elements as _elements  # noqa: F401  (resources.py reads it here)
 

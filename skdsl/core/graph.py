@@ -33,12 +33,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .. import ops
-from . import spec as S
 from ..base.errors import SettingError, Span, SpecError, declare_settings, did_you_mean
 from ..ops import conv as C
 from ..ops.base import shared
 from ..ops.shapes import (Shape, conv_output_size, fmt as _fmt,
                          largest_divisor as _largest_divisor, same_padding)
+from . import spec as S
 
 declare_settings("input_shape")
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from ..base.errors import SkdslError, declare_settings
+from ..base.launch import launch
 from . import spec as S
 from .analysis import _elements, node_cost
-from ..base.errors import SkdslError, declare_settings
 from .graph import Node, as_table, lower_table
-from ..base.launch import launch
 
 __all__ = ["ResourceError", "MemoryEstimate", "TrainingMemory", "available_memory", "parse_size",
            "parse_budget", "format_size", "parameter_bytes", "estimate_memory",

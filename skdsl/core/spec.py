@@ -17,15 +17,15 @@ from pydantic import Field, field_validator, model_validator
 
 from .. import ops
 # The vocabulary and the op files' models, read by the rest of skdsl as spec's (S.Conv, S.LARGEST).
+from ..ops.attention import SqueezeExcite
+from ..ops.conv import Conv
+from ..ops.dense import Linear, Dropout
 from ..ops.fields import (ACTIVATIONS, GATES, LARGEST, ActivationName, Groups, Kernel, Layer,
                           NonNegativeInt, PositiveInt, SpecModel, check_name)
-from ..ops.conv import Conv
-from ..ops.attention import SqueezeExcite
-from ..ops.pool import Pool, GlobalPool, ChannelPool
-from ..ops.dense import Linear, Dropout
 from ..ops.norm import BatchNorm, Activation
-from ..ops.tensor import Scale, ChannelShuffle, ChannelSplit, Merge
+from ..ops.pool import Pool, GlobalPool, ChannelPool
 from ..ops.resample import Upsample
+from ..ops.tensor import Scale, ChannelShuffle, ChannelSplit, Merge
 
 SCHEMA_VERSION = 1
 Value = Union[int, float, str]  # a declared parameter's or a block argument's value

@@ -23,8 +23,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from ..core.analysis import walk_fields
 from ..base.errors import SkdslError, did_you_mean
+from ..core.analysis import walk_fields
 from ..core.graph import as_table
 
 PAPER_UNITS = ("SK_2_3", "SK_3_4", "SK_5_3")  # the units of the paper's Fig. 3 and Fig. 4

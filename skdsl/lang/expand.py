@@ -18,10 +18,10 @@ from typing import Callable
 from pydantic import ValidationError
 
 from .. import ops
+from ..base.errors import Span, SpecError, declare_settings, did_you_mean
 from ..core import spec as S
 from ..core.graph import lower_table
 from . import syntax as A
-from ..base.errors import Span, SpecError, declare_settings, did_you_mean
 from .parser import (LAYER_KEYWORDS, check_repeat, check_spec_file, file_error, parse_text,
                      read_source)
 from .syntax import (MAX_BRANCHES, MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING,

@@ -17,10 +17,10 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 from lark.indenter import Indenter
 
-from ..base import files
 from .. import ops
-from . import syntax as A
+from ..base import files
 from ..base.errors import Span, SpecError, did_you_mean, register_source
+from . import syntax as A
 from .syntax import (MAX_FILE_BYTES, MAX_INTEGER, MAX_LINE_LENGTH, MAX_NESTING, MAX_READ_BYTES,
                      MAX_REPEAT, MAX_TERMS)
 

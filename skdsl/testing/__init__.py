@@ -34,8 +34,8 @@ hypothesis nor torch.
 from __future__ import annotations
 
 from .assertions import ExactReport, assert_compiles_exactly, assert_rejected, assert_shapes
-from .constructs import KINDS, Rewrite, rewrites
 from .broken import INSERT_TOKENS, INVALID_UTF8, MUTATION_KINDS, broken_specs, mutations
+from .constructs import KINDS, Rewrite, rewrites
 from .harness import run_check, time_limit
 from .language import conditions, width_expressions
 from .meetings import MEETING_KINDS, meeting_inputs

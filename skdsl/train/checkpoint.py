@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from ..nn import state_io
 from ..base.errors import CheckpointError
+from ..nn import state_io
 from ..nn.state_io import FORMAT, FORMAT_VERSION, check_spec, spec_fingerprint
 
 checksum = state_io.digest

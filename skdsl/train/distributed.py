@@ -18,8 +18,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from ..base.errors import declare_settings
-from ..base.launch import launch
 from ..base.errors import SettingError
+from ..base.launch import launch
 from ..core.settings import DEVICES
 
 declare_settings("device")

@@ -12,9 +12,9 @@ import os
 import socket
 from pathlib import Path
 
-from ..nn import state_io
 from ..base.errors import declare_settings
 from ..base.errors import SettingError
+from ..nn import state_io
 
 declare_settings("out")
 

@@ -29,15 +29,15 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..base import files
-from ..nn import state_io
-from ..base.terminal import console_width, rich_environment
 from ..base.errors import APIError, CheckpointError, SkdslError, named
 from ..base.errors import SettingError
+from ..base.terminal import console_width, rich_environment
 from ..core.resources import is_out_of_memory
+from ..core.settings import EvalConfig, TrainConfig, config_problem
+from ..nn import state_io
 from . import checkpoint as ckpt
 from . import data as D
 from . import distributed as dist_
-from ..core.settings import EvalConfig, TrainConfig, config_problem
 from .display import Display, Progress, banner_lines, counted
 from .ema import WeightAverage
 from .lock import LOCK_NAME, RunLock
