@@ -226,24 +226,6 @@ def test_feature_info_matches_the_stage_outputs_without_a_forward_pass():
     assert [entry["reduction"] for entry in info] == [2, 2, 4, 8]
 
 
-@pytest.mark.parametrize("name", ["attention92", "inception_v3", "dpn92", "shufflenet_v2_x0_5",
-                                  "resnext29_8x64d", "skresnet50d"])
-def test_feature_info_reductions_match_the_feature_maps_of_every_kind_of_network(name):
-    """Attention-92's mask branches downsample and upsample again: the reductions once went
-    4, 32, 1024, ... for maps at 4, 4, 8, 16, 32. The maps are the lowered graph's shapes (equal
-    to the module's by the property tests); a module on the meta device builds in no time."""
-    with torch.device("meta"):
-        model = skdsl.create_model(name)
-    nodes, height = model.graph.nodes, model.graph.graph["input"][1]
-    for entry in model.feature_info:
-        output = [node for node in nodes if node.startswith(entry["module"] + ".")
-                  or node == entry["module"]][-1]
-        channels, map_height, _ = nodes[output]["out_shapes"][0]
-        assert channels == entry["num_chs"]
-        # nominal, as timm: a 299-pixel Inception's 8×8 map is reduction 32 (299 / 8 = 37.4)
-        assert entry["reduction"] / 2 < height / map_height < entry["reduction"] * 2, entry
-
-
 def test_features_by_stage_name_and_by_part():
     model, x = tiny().eval(), images()
     found = model.features(x, stages=("conv3", "conv4"))
@@ -333,7 +315,8 @@ def test_pretrained_cfg_defaults_to_none_and_default_cfg_is_its_alias():
 @pytest.mark.parametrize("name", skdsl.list_models())
 def test_feature_info_equals_the_measured_feature_maps_of_every_zoo_network(name):
     """The features_only outputs of a forward pass at the spec's input size, on the meta device:
-    torch infers every shape and computes no value."""
+    torch infers every shape and computes no value. Attention-92's mask branches downsample and
+    upsample again: its reductions once went 4, 32, 1024, ... for maps at 4, 4, 8, 16, 32."""
     with torch.device("meta"):
         model = skdsl.create_model(name).eval()  # BN in training refuses a batch of one at 1×1
         image = torch.empty(1, *model.pretrained_cfg["input_size"])
