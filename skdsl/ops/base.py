@@ -1,11 +1,12 @@
-"""The registry's vocabulary: `Op`, one class per primitive graph op, and `Keyword`, one
-definition per layer keyword of the language.
+"""The registry's vocabulary: `Op`, one class per primitive graph op; `Keyword`, one definition
+per layer keyword of the language; and the decorators an op file registers the rest with
+(`item_model`, `lowers`, `writes_rows`), with the `Lowering` protocol its lowerers are given.
 
 An op class is everything about one op (pycls keeps a layer beside its cost function; here the
 op's class is both): its attributes are the dataclass fields, and its methods give the shape
-rule, the cost under every counting convention, the receptive-field rule, the torch module it
-compiles to (torch imported when called, never here) and its text in reports. Adding an op is
-one such class, defined with `@op(...)`, plus its torch module in layers.py.
+rule, the cost under every counting convention, the receptive-field and reduction rules, the
+in-place and buffer facts, the torch module it compiles to (torch imported when called, never
+here) and its text in reports. docs/architecture.md adds an op, file and all.
 """
 
 from __future__ import annotations
