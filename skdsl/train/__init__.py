@@ -5,10 +5,11 @@
     result.best_top1, result.out / "best.pt"
     evaluate(EvalConfig("specs/sknet_tiny.sk", checkpoint="runs/tiny/best.pt"))["top1"]
 
-Modules, one job each: config (settings), data (sources, transforms, loaders), recipe (optimiser,
-schedule, loss), checkpoint (atomic, checked files), distributed (torchrun, collectives,
-SyncBatchNorm), runner (the loop), display and metrics (what is shown and logged), api (the
-`skdsl.train(...)` call). The `train` and `eval` commands are skdsl/commands/train.py. Importing
+The settings themselves (TrainConfig, EvalConfig) are core/settings.py's, since checkpoint I/O
+below this package checks them too. Modules, one job each: data (sources, transforms, loaders),
+recipe (optimiser, schedule, loss), checkpoint (atomic, checked files), distributed (torchrun,
+collectives, SyncBatchNorm), runner (the loop), display and metrics (what is shown and logged),
+api (the `skdsl.train(...)` call). The `train` and `eval` commands are skdsl/commands/train.py. Importing
 this package does not import torch; `train` does.
 """
 
