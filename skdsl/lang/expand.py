@@ -1012,7 +1012,7 @@ class Expander:
     def layer(self, st: A.LayerStmt, context: _Context):
         self.count_layers(1, st.span)
         keyword = ops.KEYWORDS[st.keyword]
-        build = _BUILDERS[keyword.builder or "generic"]
+        build = READERS[keyword.reading]
         where = st.keyword.upper() if keyword.brackets else st.keyword
         options = _name_bracket_positionals(st, where, keyword)
         args = _Args(where, options + st.args, context.env, _first_line(st.span), keyword.usage)
@@ -1297,9 +1297,11 @@ def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
     return _build(S.Merge, args.spans[""], args.spans, name=name, kind=st.keyword, inputs=inputs)
 
 
-# The builders of keywords the generic rule cannot read (ops.Keyword.builder).
-_BUILDERS = {"generic": _generic, "selective": _selective, "pool": _pool, "merge": _merge}
-LAYERS = {word: _BUILDERS[keyword.builder or "generic"] for word, keyword in ops.KEYWORDS.items()}
+# One reader per way a keyword is written (ops.Reading): the op files say how, this reads it.
+READERS = {ops.Reading.GENERIC: _generic, ops.Reading.KERNEL_BRANCHES: _selective,
+           ops.Reading.WINDOW_OR_GLOBAL: _pool, ops.Reading.TENSOR_NAMES: _merge}
+assert set(READERS) == set(ops.Reading), "a Reading without its reader in lang/expand.py"
+LAYERS = {word: READERS[keyword.reading] for word, keyword in ops.KEYWORDS.items()}
 
 
 def _build(model: type, span: Span, spans: dict[str, Span], **fields):

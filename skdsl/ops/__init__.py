@@ -20,7 +20,7 @@ imported until an op's `module()` is called.
 from __future__ import annotations
 
 from .base import (CONVENTIONS, ITEMS, KEYWORDS, LOWERERS, OPS, ROW_WRITERS, Keyword, Lowering,
-                   Op, Option, Take, attribute_names)
+                   Op, Option, Reading, Take, attribute_names)
 # Imported in the order the keywords are listed (messages that list them keep it).
 from . import conv, attention, pool, dense, norm, tensor, resample  # noqa: E402,F401
 
@@ -34,4 +34,5 @@ GENERIC_KINDS: dict[str, type[Op]] = {kind: op for op in OPS.values() for kind i
 ROWS = {**{kind: op.rows for kind, op in GENERIC_KINDS.items()}, **ROW_WRITERS}
 
 __all__ = ["OPS", "ITEMS", "KEYWORDS", "LOWERERS", "LAYER_KEYWORDS", "GENERIC_KINDS", "ROWS",
-           "CONVENTIONS", "Op", "Keyword", "Lowering", "Option", "Take", "attribute_names"]
+           "CONVENTIONS", "Op", "Keyword", "Lowering", "Option", "Reading", "Take",
+           "attribute_names"]

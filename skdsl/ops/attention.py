@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import Lowering, Op, Option, item_model, keyword, lowers, op, shared
+from .base import Lowering, Op, Option, Reading, item_model, keyword, lowers, op, shared
 from .conv import BIAS, DILATION, GROUPS, STRIDE, pointwise
 from .fields import ACTIVATIONS, GATES, Layer, PositiveInt
 from .shapes import elements
@@ -93,11 +93,12 @@ def lower_squeeze_excite(lowering: Lowering, item: SqueezeExcite, x, scope, env)
 
 SK = keyword("sk", "sk", usage="write it as: SK[M=2, G=32, r=16], 128, stride 2",
              example="SK[M=2, G=4, r=4, L=8], 32",
-             options=SK_OPTIONS, brackets=("M", "G", "r", "L"), builder="selective",
+             options=SK_OPTIONS, brackets=("M", "G", "r", "L"),
+             reading=Reading.KERNEL_BRANCHES,
              branches=True)
 SUM = keyword("sum", "sk", usage="write it as: SUM[M=2, G=32], 128", options=SUM_OPTIONS,
               example="SUM[M=3, G=4], 16",
-              brackets=("M", "G"), builder="selective", branches=True)
+              brackets=("M", "G"), reading=Reading.KERNEL_BRANCHES, branches=True)
 SELECT = keyword("select", "select", usage="write it as: select logits, branch1, branch2",
                  example="branch k3: conv 3x3, 16, G=4\n"
                          "branch k5: conv 3x3, 16, G=4, D=2\n"
@@ -107,6 +108,6 @@ SELECT = keyword("select", "select", usage="write it as: select logits, branch1,
                          "    conv 1x1, 8\n"
                          "    conv 1x1, 32, bn no, act none\n"
                          "select logits, k3, k5",
-                 builder="merge")
+                 reading=Reading.TENSOR_NAMES)
 SE = keyword("se", "se", options=SE_OPTIONS, brackets=("r",), model=SqueezeExcite,
              example="SE[r=4]")

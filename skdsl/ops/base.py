@@ -11,6 +11,7 @@ here) and its text in reports. docs/architecture.md adds an op, file and all.
 
 from __future__ import annotations
 
+import enum
 import functools
 from dataclasses import dataclass, fields
 from typing import Callable, ClassVar, Protocol
@@ -166,13 +167,20 @@ class Take:
     choices: tuple[str, ...] = ()
 
 
+class Reading(enum.Enum):
+    """How the language reads a keyword's arguments. GENERIC: its `takes` in order, then its
+    `options`, into its `model`. The others are shapes of text that rule cannot read, each read
+    by one reader of lang/expand.py (which checks at import that it has one for every Reading)."""
+
+    GENERIC = "generic"
+    KERNEL_BRANCHES = "kernel branches"  # SK[M=2, G=32], 64 and an indented list of branches
+    WINDOW_OR_GLOBAL = "window or global"  # maxpool 3x3, avgpool global, gap
+    TENSOR_NAMES = "tensor names"  # add a, b: names as written, never parameters' values
+
+
 @dataclass(frozen=True)
 class Keyword:
-    """A layer keyword of the language: how it is written and what it expands to.
-
-    A keyword with a `model` is expanded by the generic rule: its `takes` in order, then its
-    `options`, into `model(**fixed, ...)`. Others name a builder of expand.py in `builder`.
-    """
+    """A layer keyword of the language: how it is written and what it expands to (`reading`)."""
 
     word: str  # as written: "conv"
     base_name: str  # the item's local name when unlabelled: "pool" for maxpool
@@ -182,9 +190,9 @@ class Keyword:
     brackets: tuple[str, ...] = ()  # the names of unnamed values in SK[2, 32, 16]
     model: type | None = None
     fixed: dict = None  # fields the keyword itself sets: dwconv's groups="depthwise"
-    builder: str | None = None  # expand's builder, for keywords the generic rule cannot read
+    reading: Reading = Reading.GENERIC
     branches: bool = False  # takes an indented list of kernel branches (SK, SUM)
-    # Layer line(s), "\n"-joined, valid in a stage reading 16×16×16: docs and the conformance suite.
+    # Layer line(s), "\n"-joined, valid in a stage reading 16×16×16 (the conformance suite).
     example: str | None = None
 
 

@@ -9,7 +9,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from ..base.errors import SpecError
-from .base import OPS, Lowering, Op, Option, Take, item_model, keyword, lowers, op, writes_rows
+from .base import (OPS, Lowering, Op, Option, Reading, Take, item_model, keyword, lowers, op,
+                   writes_rows)
 from .conv import PADDING, STRIDE, kernel_text
 from .fields import Kernel, Layer, NonNegativeInt, PositiveInt
 from .shapes import elements, fmt, same_padding
@@ -163,11 +164,11 @@ def lower_pool(lowering: Lowering, item: Pool, x, scope, env):
 
 MAXPOOL = keyword("maxpool", "pool", usage="write it as: maxpool 3x3, stride 2",
                   example="maxpool 3x3, stride 2",
-                  options=POOL_OPTIONS, builder="pool")
+                  options=POOL_OPTIONS, reading=Reading.WINDOW_OR_GLOBAL)
 AVGPOOL = keyword("avgpool", "pool", example="avgpool 2x2",
                   usage="write it as: avgpool 2x2, stride 2 (or avgpool global)",
-                  options=AVGPOOL_OPTIONS, builder="pool")
-GAP = keyword("gap", "pool", builder="pool", example="gap")
+                  options=AVGPOOL_OPTIONS, reading=Reading.WINDOW_OR_GLOBAL)
+GAP = keyword("gap", "pool", reading=Reading.WINDOW_OR_GLOBAL, example="gap")
 CHANNELPOOL = keyword("channelpool", "pool", model=ChannelPool, example="channelpool max",
                       takes=(Take("mode", "avg or max", "word", noun="channelpool mode",
                                   required=False, choices=("avg", "max")),))

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..base.errors import SpecError
-from .base import Lowering, Op, Take, item_model, keyword, lowers, op, shared, writes_rows
+from .base import Lowering, Op, Reading, Take, item_model, keyword, lowers, op, shared, writes_rows
 from .fields import Layer, PositiveInt
 from .shapes import broadcast, divisor_hint, elements, fmt
 
@@ -175,7 +175,7 @@ def lower_merge(lowering: Lowering, item: Merge, x, scope, env):
 SHUFFLE = keyword("shuffle", "shuffle", usage="write it as: shuffle 2", model=ChannelShuffle,
                   example="shuffle 4",
                   takes=(Take("groups", "its number of groups", "positive"),))
-_MERGE = dict(builder="merge")
+_MERGE = dict(reading=Reading.TENSOR_NAMES)
 ADD = keyword("add", "add", **_MERGE,
               example="branch body: conv 3x3, 16, act none\nadd input, body")
 CONCAT = keyword("concat", "concat", **_MERGE,
