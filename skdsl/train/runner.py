@@ -46,7 +46,7 @@ from .metrics import (MetricsLog, TensorBoardLog, peak_memory_mib, plot_curves, 
 from .mixing import Mixer
 from .recipe import LrSchedule, Recipe, default_recipe, make_loss, make_optimizer, resolve, set_lr
 from .specs import load_spec, spec_text
-from .threads import default_threads, using_threads
+from .threads import checked_threads, using_threads
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -198,7 +198,7 @@ def train(config: TrainConfig, given: Given | None = None,
 
     config = with_config_file(config)
     with dist_.process_group(config.device or "auto") as context:
-        with using_threads(config.threads or default_threads()) as threads:
+        with using_threads(checked_threads(config.threads)) as threads:
             return _train(config, context, given or Given(), threads, spelled)
 
 

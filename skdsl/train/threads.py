@@ -20,6 +20,7 @@ import contextlib
 import os
 import sys
 
+from ..base.errors import SettingError
 from ..base.launch import launch
 
 
@@ -38,6 +39,22 @@ def local_processes(environ=None) -> int:
 def default_threads(environ=None) -> int:
     """This process's share of its cores: affinity ÷ local processes, at least 1."""
     return max(1, available_cores() // local_processes(environ))
+
+
+def checked_threads(asked: int | None, environ=None) -> int:
+    """The intra-op threads of this process: `asked`, else its share of the cores. More than
+    the cores it may run on is refused before torch starts them: beyond the cores they only wait
+    on each other, and by the thousand their stacks exhaust memory before the first step
+    (`--threads 4096` failed inside OpenMP's allocator, found by the command-line fuzzer)."""
+    if asked is None:
+        return default_threads(environ)
+    cores = available_cores()
+    if asked > cores:
+        raise SettingError(f"{{threads}} {asked:,} is more than the {cores} core"
+                           f"{'s' if cores > 1 else ''} this process may run on", code="SK510",
+                           hint=f"give at most {cores}, or leave out {{threads}} for this "
+                                "process's share of its cores")
+    return asked
 
 
 def prefer_passive_waiting() -> bool:
@@ -63,5 +80,5 @@ def using_threads(count: int):
         torch.set_num_threads(previous)
 
 
-__all__ = ["available_cores", "local_processes", "default_threads", "prefer_passive_waiting",
-           "using_threads"]
+__all__ = ["available_cores", "local_processes", "default_threads", "checked_threads",
+           "prefer_passive_waiting", "using_threads"]

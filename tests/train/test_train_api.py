@@ -11,6 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import skdsl
 import skdsl.train.runner as runner
+from skdsl.base.errors import SettingError
+from skdsl.commands import main
 from skdsl.commands.arguments import flag
 from skdsl.base.launch import LaunchError
 from skdsl.train import TrainConfig, train
@@ -53,6 +55,18 @@ def test_default_threads_share_the_affinity_between_local_processes(monkeypatch)
     assert T.default_threads({"LOCAL_WORLD_SIZE": "16"}) == 1  # never 0
     with pytest.raises(LaunchError, match="LOCAL_WORLD_SIZE='junk' is not a whole number"):
         T.default_threads({"LOCAL_WORLD_SIZE": "junk"})
+
+
+def test_more_threads_than_cores_are_refused_before_torch_starts_them(monkeypatch, spec, tmp_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(2)), raising=False)
+    assert T.checked_threads(None, {}) == 2 and T.checked_threads(2) == 2
+    with pytest.raises(SettingError, match="threads 4,096 is more than the 2 cores") as error:
+        T.checked_threads(4096)
+    assert error.value.code == "SK510" and "at most 2" in error.value.hint
+    out = tmp_path / "run"  # the command-line fuzzer's case: exit 70 in OpenMP's allocator
+    assert main(["train", spec, "--data", "synthetic:train=16,val=8", "--batch-size", "4",
+                 "--out", str(out), "--threads", "4096", "--max-steps", "1"]) == 2
+    assert not (out / "last.pt").exists()
 
 
 def test_a_run_uses_its_threads_says_so_and_gives_them_back(spec, tmp_path, capsys):
