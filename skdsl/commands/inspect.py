@@ -98,8 +98,12 @@ def run(args: argparse.Namespace) -> int:
 def _scales(text: str) -> tuple[float, ...]:
     from ..inspect.attention import ScaleRequestError
 
+    parts = text.split(",")
+    if any(not part.strip() for part in parts):  # `1,,2` is a slip, not the scales 1 and 2
+        raise ScaleRequestError(f"--scales {text!r}: an empty scale between commas",
+                                hint="such as --scales 1.0,1.5,2.0")
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        return tuple(float(part) for part in parts)
     except ValueError:
         raise ScaleRequestError(f"--scales {text!r}: expected numbers separated by commas",
                                 hint="such as --scales 1.0,1.5,2.0") from None

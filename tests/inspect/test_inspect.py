@@ -266,6 +266,8 @@ def test_the_table_names_units_and_top1_and_render_needs_synthetic_data(trained,
     (["--units", "SK_9_9"], "SK641"),
     (["--scales", "1.0,0.5"], "SK642"),
     (["--scales", "1.0,big"], "SK642"),
+    (["--scales", "1,,2"], "SK642"),  # accepted as 1,2 until the command-line fuzzer, seed 202
+    (["--scales", "1,2,"], "SK642"),
     (["--limit", "0"], "SK642"),
 ])
 def test_mistakes_are_explained_errors(trained, skdsl_main, capsys, flags, code):
