@@ -110,7 +110,15 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(p.strip() for p in text.split(",") if p.strip())
+    if text is None:
+        return None
+    parts = tuple(part.strip() for part in text.split(","))
+    if not all(parts):  # as --scales: `a,,b` is a slip, never the units a and b
+        from ..inspect.units import UnknownUnitError
+
+        raise UnknownUnitError(f"--units {text!r}: an empty unit name between commas",
+                               hint="such as --units SK_3_1,SK_2_1")
+    return parts
 
 
 __all__ = ["register", "run"]

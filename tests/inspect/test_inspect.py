@@ -264,6 +264,7 @@ def test_the_table_names_units_and_top1_and_render_needs_synthetic_data(trained,
 
 @pytest.mark.parametrize("flags, code", [
     (["--units", "SK_9_9"], "SK641"),
+    (["--units", "SK_3_1,,SK_2_1"], "SK641"),
     (["--scales", "1.0,0.5"], "SK642"),
     (["--scales", "1.0,big"], "SK642"),
     (["--scales", "1,,2"], "SK642"),  # accepted as 1,2 until the command-line fuzzer, seed 202
