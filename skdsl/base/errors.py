@@ -58,6 +58,13 @@ def register_source(file: str, text: str) -> None:
     _SOURCES[file] = text
 
 
+def source_line(file: str, number: int) -> str | None:
+    """Line `number` (1-based) of a registered source, or None."""
+    text = _SOURCES.get(file)
+    lines = None if text is None else text.split("\n")
+    return lines[number - 1] if lines and 0 < number <= len(lines) else None
+
+
 @dataclass(frozen=True)
 class Span:
     """A region of a source file: 1-based lines and columns, end column exclusive."""

@@ -275,12 +275,35 @@ def as_table(graph) -> LoweredGraph:
 
 
 def lower_table(network: S.Network, input_shape: Shape | None = None, *,
-                reuse: bool = True) -> LoweredGraph:
+                reuse: bool = True, shared: "SharedUnits | None" = None) -> LoweredGraph:
     """Lower a network to its node table, inferring every shape; SpecError on a shape mistake.
 
     `reuse=False` lowers every repeated block anew instead of once (the tests compare the two).
+    `shared`: units (and their costs) kept for the next network of the same family.
     """
-    return _Lowering(network, checked_input_shape(input_shape) or network.input, reuse).graph
+    return _Lowering(network, checked_input_shape(input_shape) or network.input, reuse,
+                     shared).graph
+
+
+class SharedUnits:
+    """Stage-level block bodies lowered once for a family of networks, the variants of one spec
+    (`skdsl explore`): a body whose items are the same objects (the expansion cache shares
+    them) on an input of the same shape lowers to the same nodes in every variant, so it is
+    lowered, and its costs summed, once. Holds each body, so that its items' ids, the key,
+    stay theirs."""
+
+    def __init__(self, limit: int = 8192):
+        self.limit = limit
+        self.units: dict[tuple, Unit] = {}
+        self.summaries: dict[Unit, dict] = {}
+        self._bodies: list = []
+
+    def keep(self, body: list) -> None:
+        if len(self.units) > self.limit:  # a long study of many distinct bodies
+            self.units.clear()
+            self.summaries.clear()
+            self._bodies.clear()
+        self._bodies.append(body)
 
 
 def _shown(value, limit: int = 40) -> str:
@@ -330,13 +353,18 @@ def output_shape(graph) -> Shape:
 
 
 class _Lowering:
-    def __init__(self, network: S.Network, input_shape: Shape, reuse: bool = True):
+    def __init__(self, network: S.Network, input_shape: Shape, reuse: bool = True,
+                 shared: SharedUnits | None = None):
         self.graph = LoweredGraph(network=network.name, input=input_shape, blocks={})
+        self.shared = shared
         self.nodes: dict[str, Node] = {}  # every node lowered here, for lookups
         self.table: dict[str, Node] = {}  # the segment being written
         self.graph.segments.append(self.table)
         self.containers: set[str] = set()
         self.units: dict[tuple, Unit] | None = {} if reuse else None
+        if reuse and shared is not None:
+            self.units = shared.units
+            self.graph._summaries = shared.summaries
         self.instances: dict[str, Placement] = {}  # stage-level blocks, by path
         self.table["input"] = self.nodes["input"] = Node(
             "input", (), (), (input_shape,), "input", "input", None, network.span("input"),
@@ -642,6 +670,8 @@ class _Lowering:
             y = self.sequence(item.body, x, scope.inner(path, path), {"input": x})
             unit = self.units[key] = Unit(self.table, path, x, y)
             self.table = outer
+            if self.shared is not None:
+                self.shared.keep(item.body)
         else:
             self.claim(path, item.span())
             self.containers.add(path)

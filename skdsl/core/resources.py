@@ -41,7 +41,7 @@ from ..base.errors import SkdslError, declare_settings
 from ..base.launch import launch
 from . import spec as S
 from .analysis import _elements, node_cost
-from .graph import Node, as_table, lower_table
+from .graph import LoweredGraph, Node, Placement, Unit, as_table, lower_table
 
 __all__ = ["ResourceError", "MemoryEstimate", "TrainingMemory", "available_memory", "parse_size",
            "parse_budget", "format_size", "parameter_bytes", "estimate_memory",
@@ -359,6 +359,109 @@ def _peak_alive(graph, size_of) -> tuple[int, str]:
         freed_after[max(index, last_read.get(name, index))] += size
         alive -= freed_after[index]
     return peak, layer
+
+
+def inference_bytes(graph: LoweredGraph) -> int:
+    """What `estimate_memory(graph, 1, "fp32", task="inference").total` gives (weights, buffers
+    and the most activations alive at once), from the segments: a stage-level block's body is
+    walked once per distinct body and placed (explore counts thousands of variants that share
+    them), not spelled out node by node."""
+    items = _walk_items(graph)
+    if items is None:  # a node reads inside a block from outside it: spell the network out
+        return estimate_memory(graph, 1, task="inference").total
+    last_read = {}
+    for index, (_, inputs, _, _) in enumerate(items):
+        for source in inputs:
+            last_read[source] = index
+    last_read[graph.graph["output"][0]] = len(items)
+    alive = peak = weights = 0
+    freed_after = [0] * (len(items) + 1)
+    for index, (name, inputs, size, block) in enumerate(items):
+        if block is None:  # a node: its output, and a temporary of that size while it runs
+            peak = max(peak, alive + 2 * size)
+            alive += size
+        else:
+            kept, freed, own_weights = block
+            source = inputs[0]
+            peak = max(peak, alive + (freed if last_read.get(source) == index else kept))
+            alive += size
+            weights += own_weights
+        freed_after[max(index, last_read.get(name, index))] += size
+        alive -= freed_after[index]
+    return weights + _segment_weights(graph) + peak
+
+
+def _walk_items(graph: LoweredGraph) -> list | None:
+    """The network as a sequence of (name, inputs, output bytes, None) for nodes and
+    (output name, [source], output bytes, unit summary) for placed blocks; None when a node
+    outside a block reads a node inside one."""
+    items, known = [], set()
+    for segment in graph.segments:
+        if isinstance(segment, Placement):
+            name = segment.output[0]
+            if segment.unit.output[0] not in segment.unit.nodes:  # a body that passes x on
+                return None
+            summary = graph.unit_summary(segment.unit, "inference bytes", _unit_memory)
+            items.append((name, (segment.source[0],), summary[3], summary[:3]))
+            known.add(name)
+            continue
+        for name, node in segment.items():
+            inputs = tuple(source for source, _port in node.inputs)
+            if any(source not in known for source in inputs):
+                return None
+            items.append((name, inputs, _activation_bytes(name, node), None))
+            known.add(name)
+    return items
+
+
+def _activation_bytes(name: str, node: Node) -> int:
+    size = sum(_elements(shape) for shape in node.out_shapes)  # a split has several
+    return size * FLOAT_BYTES
+
+
+def _segment_weights(graph: LoweredGraph) -> int:
+    total = 0
+    for segment in graph.segments:
+        if not isinstance(segment, Placement):
+            for node in segment.values():
+                params, buffers = _weights(node)
+                total += params * FLOAT_BYTES + buffers
+    return total
+
+
+def _unit_memory(unit: Unit, _key) -> tuple[int, int, int, int]:
+    """A block body's most bytes alive at once, its input counted while it is alive: `kept`
+    when the input outlives the block, `freed` when the block reads it last; its weights'
+    bytes; its output's bytes."""
+    source = unit.source[0]
+    source_size = next(_elements(shape) for node in unit.nodes.values()
+                       for (reader, _port), shape in zip(node.inputs, node.in_shapes)
+                       if reader == source)
+    order = list(unit.nodes.items())
+    last_read = {source: -1}
+    for index, (_, node) in enumerate(order):
+        for reader, _port in node.inputs:
+            last_read[reader] = index
+    last_read[unit.output[0]] = len(order)
+    results = []
+    for input_outlives in (True, False):
+        alive = peak = source_size * FLOAT_BYTES
+        freed_after = [0] * (len(order) + 1)
+        if not input_outlives:
+            freed_after[max(0, last_read[source])] += source_size * FLOAT_BYTES
+        for index, (name, node) in enumerate(order):
+            size = _activation_bytes(name, node)
+            peak = max(peak, alive + 2 * size)
+            alive += size
+            freed_after[max(index, last_read.get(name, index))] += size
+            alive -= freed_after[index]
+        results.append(peak - source_size * FLOAT_BYTES)
+    weights = 0
+    for node in unit.nodes.values():
+        params, buffers = _weights(node)
+        weights += params * FLOAT_BYTES + buffers
+    output = _activation_bytes(unit.output[0], unit.nodes[unit.output[0]])
+    return results[0], results[1], weights, output
 
 
 # -- the guards -------------------------------------------------------------------------------------

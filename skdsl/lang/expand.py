@@ -13,7 +13,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from pydantic import ValidationError
 
@@ -41,7 +41,8 @@ class Symbol(str):
 class Value:
     value: object
     span: Span
-    known: tuple[str, ...] = ()  # names in scope, for "did you mean" when a Symbol was a typo
+    # names in scope, for "did you mean" when a Symbol was a typo
+    known: Iterable[str] = field(default=(), compare=False)
 
 
 Env = dict[str, Value]
@@ -63,26 +64,31 @@ class Program:
     """
 
     def __init__(self, root: A.SourceFile, overrides: dict[str, str | int | float] | None = None,
-                 allow_imports_outside: bool = False):
+                 allow_imports_outside: bool = False, cache: "ExpansionCache | None" = None):
         self.root = root
+        self.cache = cache
         self.templates: dict[str, _Template] = {}
         self.overrides = dict(overrides or {})
-        self.folders = None if allow_imports_outside else (
-            Path(root.path).parent.resolve(), _std_dir())
+        found = None if cache is None else cache.places.get((id(root), allow_imports_outside))
+        if found is None:
+            found = (None if allow_imports_outside else (Path(root.path).parent.resolve(),
+                                                         _std_dir()), Path(root.path).resolve())
+            if cache is not None:
+                cache.places[(id(root), allow_imports_outside)] = found
+        self.folders, root_path = found
         self._imported: set[Path] = set()
-        root_path = Path(root.path).resolve()
         self._import(root, stack=[(root_path, root.path)])
 
     def _import(self, source: A.SourceFile, stack: list[tuple[Path, str]],
                 own: bool = True) -> None:
-        env = _file_params(source, self.overrides if source is self.root else {})
+        env = file_params(source, self.overrides if source is self.root else {})
         if not own and source.networks:
             raise SpecError(f"'{source.path}' is imported, so it may not hold a network",
                             source.networks[0].name.span, code="SK209",
                             hint="move the network into a file of its own; a file that is "
                             "imported holds blocks and params only")
         for use in source.uses:
-            resolved, shown = _resolve(use, source.path, self.folders)
+            resolved, shown = self._resolved(use, source.path)
             if resolved in (path for path, _ in stack):  # compared resolved: sub/../a.sk is a.sk
                 chain = " -> ".join([*(name for _, name in stack), shown])
                 raise SpecError(f"import cycle: {chain}", use.span, code="SK113",
@@ -93,7 +99,7 @@ class Program:
                 raise SpecError(f"imports nested too deeply: more than {MAX_NESTING} files "
                                 "deep", use.span, code="SK119",
                                 hint="import the files you need from the spec itself")
-            self._import(parse_file(resolved, shown), [*stack, (resolved, shown)], own=False)
+            self._import(self._parsed(resolved, shown), [*stack, (resolved, shown)], own=False)
             self._imported.add(resolved)
         for block in source.blocks:
             earlier = self.templates.get(block.name)
@@ -107,6 +113,23 @@ class Program:
             self.templates[block.name] = _Template(block, env)
         if source is self.root:
             self.env = env
+
+    def _resolved(self, use: A.UseDecl, importer: str) -> tuple[Path, str]:
+        if self.cache is None:
+            return _resolve(use, importer, self.folders)
+        key = (id(use), importer, self.folders)
+        found = self.cache.places.get(key)
+        if found is None:
+            found = self.cache.places[key] = _resolve(use, importer, self.folders)
+        return found
+
+    def _parsed(self, path: Path, shown: str) -> A.SourceFile:
+        if self.cache is None:
+            return parse_file(path, shown)
+        tree = self.cache.files.get((path, shown))
+        if tree is None:
+            tree = self.cache.files[(path, shown)] = parse_file(path, shown)
+        return tree
 
 
 def parse_file(path: str | Path, shown_as: str | None = None) -> A.SourceFile:
@@ -161,7 +184,9 @@ def _confine(use: A.UseDecl, resolved: Path, folders: tuple[Path, ...] | None) -
                     "{allow_imports_outside}")
 
 
-def _file_params(source: A.SourceFile, overrides: dict) -> Env:
+def file_params(source: A.SourceFile, overrides: dict) -> Env:
+    """The values of a file's params, in order, with `overrides` (NAME -> value) in place of
+    their defaults; a later param may use the earlier ones."""
     env: Env = {}
     declared = {p.name for p in source.params}
     for name in overrides:
@@ -249,7 +274,7 @@ def _operand(expr: A.Expr, env: Env) -> Value:
         if isinstance(value.value, InputChannels):
             return Value(value.value.count(expr.span), expr.span)
         return value
-    return Value(Symbol(expr.id), expr.span, tuple(env))
+    return Value(Symbol(expr.id), expr.span, env)  # the names, for a typo's hint: read then
 
 
 def _number(value: Value) -> int | float:
@@ -365,6 +390,11 @@ _ORDER = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: 
 
 def _compare(condition: A.Compare, env: Env) -> bool:
     left, right = evaluate(condition.left, env), evaluate(condition.right, env)
+    if condition.op == "divides":  # `where G divides width`
+        divisor, multiple = _number(left), _number(right)
+        if divisor == 0:
+            raise SpecError("0 divides nothing", condition.left.span, code="SK206")
+        return multiple % divisor == 0
     if condition.op in _ORDER:
         return _ORDER[condition.op](_number(left), _number(right))
     # A bare word is compared as a word (`act == relu`) only against a word: `strde == 1` is a
@@ -839,9 +869,116 @@ class _Context:
     branch_layers: dict = field(default_factory=dict)  # their layer counts, for MAX_LAYERS
 
 
+_NOT_READ = InputChannels(("", (1, 1, 1)), [], [])  # a cached call's: it did not read its input
+
+
+class ExpansionCache:
+    """What the variants of one spec share (`skdsl explore`): the imported files' trees, read
+    once, and the items of each block call by its arguments, expanded once. A call's items
+    depend only on its block, its arguments, the block file's params and where it sits (its
+    nesting depth and the calls around it, for their limits and cycles), unless the block
+    reads in_channels: those are expanded at every call, as within one network."""
+
+    def __init__(self, limit: int = 8192):
+        self.limit = limit
+        self.files: dict[tuple, A.SourceFile] = {}
+        self.places: dict[tuple, tuple] = {}  # the resolved root, folders and `use` targets
+        self.checked: set[tuple] = set()  # blocks no network calls, checked with these params
+        self.bodies: dict[tuple, tuple[list, int]] = {}  # key -> (items, layers)
+        self.blocks: dict[tuple, S.Block] = {}  # (key, block name) -> the block
+        # id of a stage's declaration -> the names it read -> their values -> the stage
+        self.stages: dict[int, dict[tuple, dict[tuple, _RememberedStage]]] = {}
+        self.reads_input: set[int] = set()  # ids of block definitions that read in_channels
+        self.definitions: dict[int, A.BlockDef] = {}  # keeps each id's definition alive
+
+    def key(self, definition: A.BlockDef, bound: Env, template_env: Env, context: "_Context",
+            depth: int) -> tuple | None:
+        if id(definition) in self.reads_input:
+            return None
+        self.definitions[id(definition)] = definition
+        return (id(definition), depth, context.calls, _frozen(bound), _frozen(template_env))
+
+    def remember(self, names: tuple, values: tuple, entry: "_RememberedStage") -> None:
+        """A stage, found again where the params `names` have `values`."""
+        made = self.stages.setdefault(id(entry.decl), {}).setdefault(names, {})
+        if len(made) >= self.limit:
+            made.clear()
+        made[values] = entry
+
+    def store(self, key: tuple, body: list, layers: int) -> None:
+        if len(self.bodies) >= self.limit:  # a long study of many distinct calls
+            self.bodies.clear()
+            self.blocks.clear()
+        self.bodies[key] = (body, layers)
+
+
+@dataclass(frozen=True)
+class _RememberedStage:
+    decl: A.StageDecl  # held, so that its id stays its own
+    stage: S.Stage
+    layers: int
+    called: set
+
+
+class _Watched(dict):
+    """An env that notes the names looked up in it. Iterating it (copying it, listing its
+    names) counts as reading every name: `everything`."""
+
+    def __init__(self, env: Env):
+        super().__init__(env)
+        self.read: dict[str, None] = {}
+        self.everything = False
+
+    def __contains__(self, name) -> bool:
+        self.read[name] = None
+        return dict.__contains__(self, name)
+
+    def __getitem__(self, name):
+        self.read[name] = None
+        return dict.__getitem__(self, name)
+
+    def get(self, name, default=None):
+        self.read[name] = None
+        return dict.get(self, name, default)
+
+    def __iter__(self):
+        self.everything = True
+        return dict.__iter__(self)
+
+    def keys(self):
+        self.everything = True
+        return dict.keys(self)
+
+    def items(self):
+        self.everything = True
+        return dict.items(self)
+
+    def values(self):
+        self.everything = True
+        return dict.values(self)
+
+    def copy(self):
+        self.everything = True
+        return dict(dict.items(self))
+
+
+_MISSING = object()
+
+
+def _current(env: Env, name: str):
+    value = env.get(name, _MISSING)
+    return value if value is _MISSING else (type(value.value), value.value)
+
+
+def _frozen(env: Env) -> tuple:
+    return tuple((name, type(value.value), value.value) for name, value in env.items())
+
+
 class Expander:
     def __init__(self, program: Program):
         self.program = program
+        self.cache = program.cache
+        self.read_input = False  # whether a block read in_channels since the stage began
         self.depth = 0  # items nested in items: residuals, branches, block calls
         self.layers = 0  # layers of the network so far, repeats unrolled
         self.called: set[str] = set()  # block templates some call reached
@@ -908,16 +1045,25 @@ class Expander:
             seen.add(stage.name.name)
         self.network_shape = (decl.name.name, decl.input.values)
         for stage in decl_stages:
-            self.stages.append(self.stage(stage, env))
+            self.stages.append(self.remembered_stage(stage, env))
         stages = self.stages
         parameters = {k: v.value for k, v in self.program.env.items()}
         network = _build(S.Network, decl.span, {"name": decl.name.span, "input": decl.input.span},
                          name=decl.name.name, input=decl.input.values, classes=classes,
                          stages=stages, parameters=parameters, paper=self.paper(decl, env))
         for name, template in list(self.program.templates.items()):
-            if name not in self.called:
+            if name not in self.called and self.unchecked(template):
                 self.check_block(template)
+                if self.cache is not None:  # once it passed: a mistake is reported every time
+                    self.cache.definitions[id(template.definition)] = template.definition
+                    self.cache.checked.add((id(template.definition), _frozen(template.env)))
         return network
+
+    def unchecked(self, template: _Template) -> bool:
+        """Whether `template` still needs `check_block`: always, but once per file params with
+        a cache (the check reads nothing else)."""
+        return self.cache is None or (
+            (id(template.definition), _frozen(template.env)) not in self.cache.checked)
 
     # -- blocks no network calls ---------------------------------------------------------------
 
@@ -964,6 +1110,32 @@ class Expander:
         found = args.options(PAPER_OPTIONS)
         args.finish()
         return _build(S.PaperFigures, decl.span, args.spans, **found)
+
+    def remembered_stage(self, decl: A.StageDecl, env: Env) -> S.Stage:
+        """`stage`, or with a cache the stage another variant made when every param it read
+        then has the same value now (what a stage reads decides all it does)."""
+        if self.cache is None:
+            return self.stage(decl, env)
+        for names, made in self.cache.stages.get(id(decl), {}).items():
+            entry = made.get(tuple([_current(env, name) for name in names]))
+            if entry is not None and entry.decl is decl:
+                self.count_layers(entry.layers, decl.span)
+                self.called.update(entry.called)
+                return entry.stage
+        watched = _Watched(env)
+        layers, called, reads_before = self.layers, set(self.called), len(self.cache.reads_input)
+        self.called = set()
+        try:
+            stage = self.stage(decl, watched)
+        finally:
+            fresh, self.called = self.called, called | self.called
+        if watched.everything or len(self.cache.reads_input) != reads_before or self.read_input:
+            self.read_input = False
+            return stage  # its input's channels, or every name, read: not remembered
+        names = tuple(watched.read)
+        self.cache.remember(names, tuple([_current(env, name) for name in names]),
+                            _RememberedStage(decl, stage, self.layers - layers, fresh))
+        return stage
 
     def stage(self, decl: A.StageDecl, env: Env) -> S.Stage:
         _check_label(decl.name, decl.name.name)
@@ -1033,7 +1205,7 @@ class Expander:
             raise SpecError(f"block '{st.name}' calls itself: {chain}", st.name_span, code="SK208")
         bound = self.bind(template.definition, st, context.env, template.env)
         self.called.add(st.name)
-        blocks, body, channels = [], None, None
+        blocks, body, channels, key = [], None, None, None
         self.open.append(("flat", "", blocks))  # the earlier copies feed the later ones
         try:
             for index in range(_repeat_count(st, context.env)):
@@ -1046,20 +1218,51 @@ class Expander:
                     # Equal arguments expand to equal items: the repeats share them, which saves
                     # expanding them again and lets the lowering recognise them. A block that
                     # reads in_channels may differ with its input, so each copy is expanded.
-                    before = self.layers
-                    open_now = [(kind, n, list(items)) for kind, n, items in self.open]
-                    channels = InputChannels(self.network_shape, list(self.stages), open_now)
-                    body = self.expand_body(template.definition, bound, st, context, name, channels)
-                    body_layers = self.layers - before
+                    body, body_layers, channels, key = self.call_body(template, bound, st,
+                                                                      context, name)
                     arguments = {k: _plain(v.value) for k, v in bound.items()}
                 else:
                     self.count_layers(body_layers, st.repeat_span or st.span)
-                blocks.append(_build(S.Block, _first_line(st.span), {}, name=name,
-                                     template=template.definition.name, arguments=arguments,
-                                     body=body))
+                blocks.append(self.block(st, template, name, arguments, body, key))
         finally:
             self.open.pop()
         return blocks
+
+    def block(self, st: A.CallStmt, template: _Template, name: str, arguments: dict,
+              body: list, key: tuple | None) -> S.Block:
+        """The block a call places: built, or the cache's (`key`: its call's cache key)."""
+        found = None if key is None else self.cache.blocks.get((key, name))
+        if found is None:
+            found = _build(S.Block, _first_line(st.span), {}, name=name,
+                           template=template.definition.name, arguments=arguments, body=body)
+            if key is not None:
+                self.cache.blocks[(key, name)] = found
+        return found
+
+    def call_body(self, template: _Template, bound: Env, st: A.CallStmt, context: _Context,
+                  name: str) -> tuple[list, int, InputChannels, tuple | None]:
+        """A call's items, the layers they hold, what they read of their input, and its cache
+        key (None: not cached): expanded, or the cache's when another variant made it."""
+        key = None if self.cache is None else self.cache.key(
+            template.definition, bound, template.env, context, self.depth)
+        found = None if key is None else self.cache.bodies.get(key)
+        if found is not None:
+            self.count_layers(found[1], st.span)
+            return found[0], found[1], _NOT_READ, key
+        before = self.layers
+        open_now = [(kind, n, list(items)) for kind, n, items in self.open]
+        channels = InputChannels(self.network_shape, list(self.stages), open_now)
+        body = self.expand_body(template.definition, bound, st, context, name, channels)
+        layers = self.layers - before
+        if channels.read:
+            self.read_input = True
+        if key is not None:
+            if channels.read:
+                self.cache.reads_input.add(id(template.definition))
+            else:
+                self.cache.store(key, body, layers)
+                return body, layers, channels, key
+        return body, layers, channels, None
 
     def expand_body(self, definition: A.BlockDef, bound: Env, st: A.CallStmt,
                     context: _Context, name: str, channels: InputChannels) -> list:
@@ -1338,6 +1541,7 @@ def _known_blocks(program: Program) -> str:
 
 
 def expand(source: A.SourceFile, overrides: dict | None = None,
-           allow_imports_outside: bool = False) -> S.Network:
-    """The network of a parsed file; `use` stays inside its folder and std/ unless allowed."""
-    return Expander(Program(source, overrides, allow_imports_outside)).network()
+           allow_imports_outside: bool = False, cache: ExpansionCache | None = None) -> S.Network:
+    """The network of a parsed file; `use` stays inside its folder and std/ unless allowed.
+    `cache`: shared by the variants of one spec (ExpansionCache)."""
+    return Expander(Program(source, overrides, allow_imports_outside, cache)).network()

@@ -54,8 +54,11 @@ def parse(text: str, file: str = "<string>", overrides: dict | None = None,
     current directory."""
     from .expand import expand
     from .parser import parse_text
+    from .space import check_space
 
-    return expand(parse_text(text, file), overrides, allow_imports_outside)
+    source = parse_text(text, file)
+    check_space(source)
+    return expand(source, overrides, allow_imports_outside)
 
 
 def load_json_spec(path: str | Path):

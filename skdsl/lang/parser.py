@@ -108,7 +108,7 @@ def _lark() -> Lark:
     second pass walks one (which also keeps a 20,000-term sum free of recursion)."""
     postlex = _Indenter()
     return Lark(grammar(), parser="lalr", postlex=postlex, transformer=_ToSyntax(postlex),
-                maybe_placeholders=True)
+                maybe_placeholders=True, start=["start", "space_flag", "budget_flag"])
 
 
 def grammar() -> str:
@@ -119,14 +119,14 @@ def grammar() -> str:
 _PARSING = threading.RLock()  # one Lark instance, its indenter and transformer hold a parse's state
 
 
-def _run(text: str, file: str):
-    """Lark's parse of `text`, syntax nodes located in `file`."""
+def _run(text: str, file: str, start: str = "start"):
+    """Lark's parse of `text` from the rule `start`, syntax nodes located in `file`."""
     parser = _lark()
     with _PARSING:
         parser.options.postlex.file = file
         parser.options.transformer.begin(file)
         try:
-            return parser.parse(text)
+            return parser.parse(text, start=start)
         finally:
             parser.options.transformer.begin("<spec>")  # keep no token of this text
 
@@ -214,6 +214,18 @@ def parse_text(text: str, file: str = "<spec>") -> A.SourceFile:
         text += "\n"
     register_source(file, text)
     return _parse_registered(text, file)
+
+
+def parse_flag(text: str, file: str, rule: str):
+    """The syntax of a command-line value in the language: a domain (`rule` "space_flag",
+    `--space G={16, 32}`) or a condition ("budget_flag", `--where "params <= 25M"`), located
+    in `file` (the flag, as the message names it); SpecError on a mistake."""
+    register_source(file, text)
+    _check_size(text, file)
+    try:
+        return _run(text, file, rule)
+    except UnexpectedInput as error:
+        raise _syntax_error(error, text, file) from None
 
 
 def clear_parse_cache() -> None:
@@ -648,8 +660,30 @@ class _ToSyntax(Transformer):
                           self.file)
 
     def param(self, children):
-        name, value = children
-        return A.ParamDecl(str(name), value, self._span(children, "param"), self._tok(name))
+        name, value, domain = children
+        return A.ParamDecl(str(name), value, self._span(children, "param"), self._tok(name),
+                           domain)
+
+    def choice(self, children):
+        values = tuple(child for child in children if child is not None)  # a trailing comma
+        return A.Domain("choice", values, False, self._span(children, "{"))
+
+    def span(self, children):
+        log, low, high, step = children
+        values = (low, high) if step is None else (low, high, step)
+        return A.Domain("range", values, log is not None, self._span(children))
+
+    def where(self, children):
+        return A.WhereDecl(children[0], self._first_line(children, "where"))
+
+    def divides(self, children):
+        left, right = children
+        return A.Compare("divides", left, right, self._span(children))
+
+    def space_flag(self, children):
+        return children[0]
+
+    budget_flag = space_flag
 
     def use(self, children):
         return A.UseDecl(children[0][1:-1], self._span(children, "use"))
@@ -657,7 +691,7 @@ class _ToSyntax(Transformer):
     def start(self, children):
         source = A.SourceFile(self.file)
         buckets = {A.UseDecl: source.uses, A.ParamDecl: source.params, A.BlockDef: source.blocks,
-                   A.NetworkDecl: source.networks}
+                   A.NetworkDecl: source.networks, A.WhereDecl: source.wheres}
         for child in children:
             buckets[type(child)].append(child)
         return source

@@ -226,12 +226,32 @@ class BlockDef:
     file: str = ""
 
 
+@dataclass(frozen=True)
+class Domain:
+    """Where a param may range: `{16, 32, 64}` (kind "choice": `values` are the items) or
+    `log 8..256 step 8` (kind "range": `values` are low, high and the step where written)."""
+
+    kind: str
+    values: tuple
+    log: bool
+    span: Span
+
+
 @dataclass
 class ParamDecl:
     name: str
     value: Expr
     span: Span
     name_span: Span
+    domain: Domain | None = None
+
+
+@dataclass
+class WhereDecl:
+    """`where G divides width`: a constraint between the params of a design space."""
+
+    condition: Condition
+    span: Span
 
 
 @dataclass
@@ -264,5 +284,6 @@ class SourceFile:
     path: str
     uses: list[UseDecl] = field(default_factory=list)
     params: list[ParamDecl] = field(default_factory=list)
+    wheres: list[WhereDecl] = field(default_factory=list)
     blocks: list[BlockDef] = field(default_factory=list)
     networks: list[NetworkDecl] = field(default_factory=list)

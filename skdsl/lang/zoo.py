@@ -157,8 +157,10 @@ def load(name_or_path: str | Path, overrides: dict | None = None,
     set instead, so the spec's parameters agree with its head.
     """
     from .expand import expand, parse_file
+    from .space import check_space
 
     source = parse_file(resolve(name_or_path))
+    check_space(source)
     overrides = dict(overrides or {})
     if num_classes is not None:
         source, overrides = _with_classes(source, _class_count(num_classes), overrides)
