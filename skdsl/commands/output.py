@@ -12,14 +12,19 @@ from ..base.terminal import console_width, rich_environment
 
 
 
-def print_rich(*renderables) -> None:
+def rich_console():
+    """A rich Console on stdout, as every command prints with."""
     from rich.console import Console
 
     # The width is passed so that rich never reads COLUMNS itself (it would take 0 as a width).
+    return Console(file=sys.stdout, width=console_width(), highlight=False, soft_wrap=False,
+                   _environ=rich_environment())
+
+
+def print_rich(*renderables) -> None:
     # No cropping: a table too wide for a tiny console prints as a list whose long lines
     # must stay whole, a number with them; the terminal wraps them for the eye.
-    console = Console(file=sys.stdout, width=console_width(), highlight=False, soft_wrap=False,
-                      _environ=rich_environment())
+    console = rich_console()
     for renderable in renderables:
         console.print(renderable, crop=False)
 
