@@ -9,6 +9,7 @@
 a analysis vs build + FlopCounterMode      b CLI latency           c compiled vs reference
 d SKNet-50 ÷ ResNeXt-50 (+ polyphase)      e training-step memory  f torch.compile
 g GPU throughput and MFU (only where torch.cuda.is_available())
+h counting a design space (explore)
 
 Every comparison interleaves its candidates and reports medians of repeats and the median of
 per-repeat ratios (benchmarks/timing.py). One intra-op thread is the default: on this shared
@@ -37,7 +38,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/run.py` puts benchmarks/, no
 
 from benchmarks.suite import Section, Settings  # noqa: E402
 
-SECTIONS = "abcdefg"
+SECTIONS = "abcdefgh"
 FULL_OUTPUT = ROOT / "benchmarks" / "RESULTS.md"  # tracked: the numbers docs/performance.md quotes
 # --quick times tiny networks: its numbers go elsewhere, never over the tracked ones
 QUICK_OUTPUT = Path(tempfile.gettempdir()) / "skdsl-benchmarks-quick" / "RESULTS.md"
@@ -113,12 +114,12 @@ def run(settings: Settings, wanted: list[str]) -> list[Section]:
     import torch
 
     torch.set_num_threads(settings.threads)
-    from benchmarks import analysis_speed, gpu, memory, model_speed
+    from benchmarks import analysis_speed, explore_speed, gpu, memory, model_speed
 
     builders = {"a": analysis_speed.analysis_section, "b": analysis_speed.cli_section,
                 "c": model_speed.reference_section, "d": model_speed.selection_section,
                 "e": memory.memory_section, "f": model_speed.compile_section,
-                "g": gpu.gpu_section}
+                "g": gpu.gpu_section, "h": explore_speed.explore_section}
     sections = []
     for letter in wanted:
         start = time.perf_counter()

@@ -75,6 +75,9 @@ class Settings:
     cli_spec: Network
     compile_timeout: int  # seconds for torch.compile (inductor) before giving up
     compile_backend: str
+    explore_spec: str = "examples/spaces/sknet50_space.sk"  # section h's space
+    explore_count: int = 10_000  # points drawn and counted
+    explore_baseline: int = 300  # of them, counted again the way a sweep does
     formats: tuple[str, ...] = ("contiguous", "channels_last")
     timm: bool = True
     gpu_batch: int = 256
@@ -100,7 +103,9 @@ class Settings:
                    sweep_spec=Network("sknet50_options", path="examples/sknet50_options.sk"),
                    sweep=[{"M": m, "G": g} for m in (1, 2) for g in (16, 32)],
                    cli_spec=Network("tiny_sk", path="examples/tiny_sk.sk"),
-                   compile_timeout=120, compile_backend="eager", timm=False, gpu_batch=2)
+                   compile_timeout=120, compile_backend="eager", timm=False, gpu_batch=2,
+                   explore_spec="examples/spaces/sk_cifar.sk", explore_count=30,
+                   explore_baseline=5)
 
 
 @dataclass

@@ -24,7 +24,7 @@ def quick_results(tmp_path_factory):
     settings = suite.Settings.quick_settings()
     threads = torch.get_num_threads()
     try:
-        sections = run.run(settings, list("abcdefg"))  # sets torch's thread count
+        sections = run.run(settings, list("abcdefgh"))  # sets torch's thread count
     finally:
         torch.set_num_threads(threads)
     output.write_text(run.markdown(sections, settings, "python benchmarks/run.py --quick"))
@@ -33,8 +33,8 @@ def quick_results(tmp_path_factory):
 
 def test_every_section_is_written(quick_results):
     sections, text = quick_results
-    assert list(sections) == list("abcdefg")
-    for key in "abcdef":
+    assert list(sections) == list("abcdefgh")
+    for key in "abcdefh":
         assert f"## {key}. " in text and sections[key].ratios, key
     assert "No GPU was available" in text or torch.cuda.is_available()
     assert "torch " + torch.__version__ in text
@@ -44,6 +44,11 @@ def test_analysis_agrees_with_flop_counter(quick_results):
     data = quick_results[0]["a"].data
     assert data["agree"] and data["variants"] == 4
     assert data["from_spec"] > 0 and data["peer"] > 0
+
+
+def test_explore_counts_agree_with_a_fresh_analysis(quick_results):
+    data = quick_results[0]["h"].data
+    assert data["agree"] and data["points"] == 30 and data["per_point"] > 0
 
 
 def test_reference_matches_the_compiled_network(quick_results):
