@@ -59,6 +59,8 @@ def check_space(source: A.SourceFile) -> None:
     if (source.wheres or any(param.domain for param in source.params)) and \
             id(source) not in _CHECKED:
         read_space(source)
+        if len(_CHECKED) >= 256:  # as many trees as the parse cache keeps, and then some
+            _CHECKED.clear()
         _CHECKED[id(source)] = source  # kept alive, so that its id is never another tree's
 
 
