@@ -180,7 +180,7 @@ def _train(args, counter, exploration, budget) -> None:
                        sampler=args.sampler, seed=args.seed, epochs=args.epochs,
                        data=parse_data_source(args.data), workers=args.workers,
                        storage=args.storage, study_name=args.study, resume=args.resume,
-                       budget=budget, settings=_trial_settings(args))
+                       budget=budget, settings=_trial_settings(args), progress=_say)
 
 
 def _trial_settings(args) -> dict:
@@ -202,8 +202,13 @@ def _work(args, target: list[str]) -> int:
         raise CliError("--worker needs --storage URL: the study to join", code="SK566",
                        hint="skdsl explore --worker --storage sqlite:///runs/sk/study.db "
                             "--study explore")
-    study.work(args.storage, args.study, workers=args.workers)
+    study.work(args.storage, args.study, workers=args.workers, progress=_say)
     return 0
+
+
+def _say(line: str) -> None:
+    """A study's progress, one line an event, on stderr (stdout keeps the tables)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def _show(args, folders: list[str], figures_to: str | None = None) -> int:

@@ -84,7 +84,12 @@ class FloatRange:
         if self.step is None:
             return None if self.low != self.high else (self.low,)
         count = int(round((self.high - self.low) / self.step)) + 1
-        return tuple(self.low + i * self.step for i in range(count))
+        # Each value rounded to the step's decimals, and the last one the high end itself:
+        # 0.1 + 3 × 0.2 is 0.7000000000000001, outside 0.1..0.7.
+        digits = max(0, -math.floor(math.log10(self.step)) + 9)
+        values = [round(self.low + i * self.step, digits) for i in range(count)]
+        values[-1] = self.high
+        return tuple(min(value, self.high) for value in values)
 
     def size(self) -> float | int:
         values = self.finite()

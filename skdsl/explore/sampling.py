@@ -11,7 +11,7 @@ from __future__ import annotations
 import warnings
 
 from ..base.errors import SkdslError
-from ..core.space import Choice, FloatRange, IntRange, Space
+from ..core.space import Choice, IntRange, Space
 
 SAMPLERS = ("random", "grid", "sobol", "tpe", "nsga2")
 ADAPTIVE = ("tpe", "nsga2")

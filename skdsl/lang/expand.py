@@ -884,8 +884,8 @@ class ExpansionCache:
         self.files: dict[tuple, A.SourceFile] = {}
         self.places: dict[tuple, tuple] = {}  # the resolved root, folders and `use` targets
         self.checked: set[tuple] = set()  # blocks no network calls, checked with these params
-        self.bodies: dict[tuple, tuple[list, int]] = {}  # key -> (items, layers)
-        self.blocks: dict[tuple, S.Block] = {}  # (key, block name) -> the block
+        self.bodies: dict[tuple, tuple[list, int, tuple | None]] = {}  # key -> items, layers, …
+        self.blocks: dict[tuple, tuple[list, S.Block]] = {}  # (key, name) -> its items, block
         # id of a stage's declaration -> the names it read -> their values -> the stage
         self.stages: dict[int, dict[tuple, dict[tuple, _RememberedStage]]] = {}
         self.reads_input: set[int] = set()  # ids of block definitions that read in_channels
@@ -905,11 +905,22 @@ class ExpansionCache:
             made.clear()
         made[values] = entry
 
-    def store(self, key: tuple, body: list, layers: int) -> None:
+    def store(self, key: tuple, body: list, layers: int, spec_params: tuple | None) -> None:
+        """A call's items; `spec_params`: the spec's params they were made with, when they
+        read them (then they serve only where the params are the same)."""
         if len(self.bodies) >= self.limit:  # a long study of many distinct calls
             self.bodies.clear()
             self.blocks.clear()
-        self.bodies[key] = (body, layers)
+        self.bodies[key] = (body, layers, spec_params)
+
+
+@dataclass
+class _Frame:
+    """What a call being expanded (or a stage) read beyond its arguments, itself or through the
+    calls inside it: the spec's own params, or its input's channels."""
+
+    spec_params: bool
+    input: bool
 
 
 @dataclass(frozen=True)
@@ -978,7 +989,7 @@ class Expander:
     def __init__(self, program: Program):
         self.program = program
         self.cache = program.cache
-        self.read_input = False  # whether a block read in_channels since the stage began
+        self.frames: list[_Frame] = []  # the calls (and the stage) being expanded, innermost last
         self.depth = 0  # items nested in items: residuals, branches, block calls
         self.layers = 0  # layers of the network so far, repeats unrolled
         self.called: set[str] = set()  # block templates some call reached
@@ -1123,16 +1134,18 @@ class Expander:
                 self.called.update(entry.called)
                 return entry.stage
         watched = _Watched(env)
-        layers, called, reads_before = self.layers, set(self.called), len(self.cache.reads_input)
-        self.called = set()
+        layers, called = self.layers, set(self.called)
+        self.called, frame = set(), _Frame(False, False)
+        self.frames.append(frame)
         try:
             stage = self.stage(decl, watched)
         finally:
+            self.frames.pop()
             fresh, self.called = self.called, called | self.called
-        if watched.everything or len(self.cache.reads_input) != reads_before or self.read_input:
-            self.read_input = False
-            return stage  # its input's channels, or every name, read: not remembered
-        names = tuple(watched.read)
+        if watched.everything or frame.input:
+            return stage  # every name, or an input's channels, read: not remembered
+        names = tuple({**watched.read, **dict.fromkeys(self.program.env)} if frame.spec_params
+                      else watched.read)
         self.cache.remember(names, tuple([_current(env, name) for name in names]),
                             _RememberedStage(decl, stage, self.layers - layers, fresh))
         return stage
@@ -1232,12 +1245,13 @@ class Expander:
               body: list, key: tuple | None) -> S.Block:
         """The block a call places: built, or the cache's (`key`: its call's cache key)."""
         found = None if key is None else self.cache.blocks.get((key, name))
-        if found is None:
-            found = _build(S.Block, _first_line(st.span), {}, name=name,
-                           template=template.definition.name, arguments=arguments, body=body)
-            if key is not None:
-                self.cache.blocks[(key, name)] = found
-        return found
+        if found is not None and found[0] is body:
+            return found[1]
+        block = _build(S.Block, _first_line(st.span), {}, name=name,
+                       template=template.definition.name, arguments=arguments, body=body)
+        if key is not None:
+            self.cache.blocks[(key, name)] = (body, block)
+        return block
 
     def call_body(self, template: _Template, bound: Env, st: A.CallStmt, context: _Context,
                   name: str) -> tuple[list, int, InputChannels, tuple | None]:
@@ -1247,22 +1261,39 @@ class Expander:
             template.definition, bound, template.env, context, self.depth)
         found = None if key is None else self.cache.bodies.get(key)
         if found is not None:
-            self.count_layers(found[1], st.span)
-            return found[0], found[1], _NOT_READ, key
+            body, layers, spec_params = found
+            if spec_params is None or spec_params == _frozen(self.program.env):
+                self.count_layers(layers, st.span)
+                self.note(_Frame(spec_params is not None, False))
+                return body, layers, _NOT_READ, key
         before = self.layers
         open_now = [(kind, n, list(items)) for kind, n, items in self.open]
         channels = InputChannels(self.network_shape, list(self.stages), open_now)
-        body = self.expand_body(template.definition, bound, st, context, name, channels)
+        # What the body reads beyond its arguments: the spec's own params (a block of the spec
+        # file sees them), or its input's channels, in itself or in a block it calls.
+        frame = _Frame(template.env is self.program.env, key is None and self.cache is not None)
+        self.frames.append(frame)
+        try:
+            body = self.expand_body(template.definition, bound, st, context, name, channels)
+        finally:
+            self.frames.pop()
+        frame.input = frame.input or channels.read
+        self.note(frame)
         layers = self.layers - before
-        if channels.read:
-            self.read_input = True
-        if key is not None:
-            if channels.read:
-                self.cache.reads_input.add(id(template.definition))
-            else:
-                self.cache.store(key, body, layers)
-                return body, layers, channels, key
-        return body, layers, channels, None
+        if key is None:
+            return body, layers, channels, None
+        if frame.input:
+            self.cache.reads_input.add(id(template.definition))
+            return body, layers, channels, None
+        self.cache.store(key, body, layers, _frozen(self.program.env) if frame.spec_params
+                         else None)
+        return body, layers, channels, key
+
+    def note(self, frame: "_Frame") -> None:
+        """Pass what a call read on to the call or stage around it."""
+        if self.frames:
+            self.frames[-1].spec_params |= frame.spec_params
+            self.frames[-1].input |= frame.input
 
     def expand_body(self, definition: A.BlockDef, bound: Env, st: A.CallStmt,
                     context: _Context, name: str, channels: InputChannels) -> list:

@@ -20,6 +20,11 @@ from . import syntax as A
 from .expand import Symbol, Value, condition_holds, evaluate, file_params
 from .parser import parse_flag
 
+# The columns of explore's table of points (explore/points.py), which a ranging param may not be
+# called: its value would share a column with them.
+RESERVED = ("index", "status", "error", "message", "params", "macs", "activations",
+            "peak_bytes", "latency_ms")
+
 # The most points the constraints are checked on, one by one, before a space is called empty:
 # every point of a space this small, else this many random draws.
 SATISFIABLE_CHECKS = 20_000
@@ -38,6 +43,11 @@ def read_space(source: A.SourceFile, flags: dict[str, str] | None = None) -> Spa
                                 f"its parameters are: {', '.join(declared)}" if declared
                                 else "declare one in the spec: param NAME = VALUE"))
         written[name] = parse_flag(text, f"--space {name}", "space_flag")
+    for name in written:
+        if name in RESERVED:
+            raise SpecError(f"a param that ranges may not be called '{name}': explore's table "
+                            "has a column of that name", declared[name].name_span,
+                            code="SK240", hint="rename the param")
     dimensions = tuple(_dimension(declared[name], defaults[name], written[name],
                                   inside=name not in (flags or {}))
                        for name in declared if name in written)
@@ -178,10 +188,15 @@ def _constraint(source: A.SourceFile, where: A.WhereDecl) -> Constraint:
 
 
 def _source_text(where: A.WhereDecl) -> str:
+    """The condition as written, its lines joined where a backslash continued them."""
     span = where.condition.span
-    line = source_line(span.file, span.line) or ""
-    end = span.end_column if span.end_line == span.line else len(line) + 1
-    return line[span.column - 1:end - 1].strip()
+    parts = []
+    for number in range(span.line, span.end_line + 1):
+        line = source_line(span.file, number) or ""
+        start = span.column - 1 if number == span.line else 0
+        end = span.end_column - 1 if number == span.end_line else len(line)
+        parts.append(line[start:end].rstrip().removesuffix("\\").strip())
+    return " ".join(part for part in parts if part)
 
 
 def _check_satisfiable(space: Space, wheres: list[A.WhereDecl]) -> None:
