@@ -17,8 +17,8 @@ import math
 import os
 
 from ..base.errors import CliError, did_you_mean
-from ..core.settings import (AUGMENTS, DEVICES, INTEGER_RANGES, OPTIMIZERS, PRECISIONS,
-                            RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig)
+from ..core.settings import (AUGMENTS, DEVICES, INTEGER_RANGES, LARGEST_NUMBER, OPTIMIZERS,
+                            PRECISIONS, RECIPE_NAMES, SCHEDULES, EvalConfig, TrainConfig)
 from .arguments import (MAX_DIGITS, add_command, add_spec_argument, add_switches, add_values,
                         clipped, flag, is_whole_number, parse_data_source,
                         parse_overrides, quoted, whole_number)
@@ -274,11 +274,11 @@ def _number(text: str | None, option: str, low: float, high: float | None = None
         raise CliError(f"{option} {quoted(text)}: expected a number such as 0.1",
                        code="SK510") from None
     too_low = value <= low if low_open else value < low
-    too_high = high is not None and (value >= high if high_open else value > high)
+    if high is None:  # torch holds these numbers in float32
+        high = LARGEST_NUMBER
+    too_high = value >= high if high_open else value > high
     if too_low or too_high or value != value or value in (float("inf"), float("-inf")):
-        bounds = f"{'>' if low_open else '>='} {low:g}"
-        if high is not None:
-            bounds += f" and {'<' if high_open else '<='} {high:g}"
+        bounds = f"{'>' if low_open else '>='} {low:g} and {'<' if high_open else '<='} {high:g}"
         raise CliError(f"{option} {clipped(text, 24)}: must be a finite number {bounds}",
                        code="SK510")
     return value

@@ -41,6 +41,9 @@ INTEGER_RANGES = {"epochs": (1, 1_000_000), "batch_size": (2, 1 << 24), "workers
                   "threads": (1, 4096), "accum_steps": (1, 1 << 16), "warmup_steps": (0, 1 << 62)}
 NUMBERS = ("lr", "weight_decay", "label_smoothing", "warmup_epochs", "clip_grad", "mixup",
            "cutmix")
+# The largest of them: torch keeps the optimiser's numbers in float32, whose largest is about
+# 3.4e38 (a --weight-decay of 1e300 failed inside torch's step, not at the command line).
+LARGEST_NUMBER = 3.4e38
 # Numbers strictly between two bounds: an EMA decay of 0 or 1 would copy or freeze the weights.
 OPEN_RANGES = {"ema": (0.0, 1.0)}
 CHOICES = {"recipe": RECIPE_NAMES, "schedule": SCHEDULES, "precision": PRECISIONS,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from ..base import files
+from ..base import files, plotting
 from ..base.errors import SkdslError
 
 DPI = 100
@@ -32,11 +32,7 @@ OK_COLOUR, OVER_COLOUR, FRONT_COLOUR = "tab:blue", "tab:orange", "tab:red"
 
 def available() -> bool:
     """Whether matplotlib is installed (a command can then leave the figures out)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return plotting.available()
 
 
 def require() -> None:
@@ -143,6 +139,7 @@ def edf(path: Path, curves: dict[str, Sequence[float]], *, quantity: str = "top-
 
 def _figure(size: tuple[float, float]):
     require()
+    plotting.matplotlib_module()
     from matplotlib.figure import Figure
 
     return Figure(figsize=size, dpi=DPI, layout="constrained")
@@ -151,7 +148,7 @@ def _figure(size: tuple[float, float]):
 def _save(figure, path: Path, formats: Sequence[str]) -> list[Path]:
     """The figure as `path` with each format's suffix, each file written whole or not at all;
     SK504 when one cannot be written."""
-    import matplotlib
+    matplotlib = plotting.matplotlib_module()
 
     unknown = set(formats) - set(FORMATS)
     if unknown:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..base import files
+from ..base import files, plotting
 from ..base.errors import declare_settings
 from .units import InspectError
 
@@ -98,21 +98,13 @@ def check_out(out: str | Path) -> None:
 
 
 def plotting_available() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return plotting.available()
 
 
 def write_figures(result: dict, folder: Path, chosen: list[str]) -> list[Path]:
     """Fig. 3 (larger kernel's attention across channels; mean difference per unit with its
     standard deviation) and Fig. 4 (mean difference per class), one curve per scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
+    plt = plotting.pyplot()
     units = {unit["name"]: unit for unit in result["units"]}
     picked = [units[name] for name in chosen if name in units] or list(units.values())[:3]
     paths = [folder / name for name in FIGURES]

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, crea
 
 from ..base import files
 from ..base.errors import SkdslError
-from ..core.settings import (CHOICES, FLAGS, INTEGER_RANGES, NUMBERS, OPEN_RANGES, TEXTS, TrainConfig)
+from ..core.settings import (CHOICES, FLAGS, INTEGER_RANGES, LARGEST_NUMBER, NUMBERS,
+                            OPEN_RANGES, TEXTS, TrainConfig)
 
 NOT_IN_FILES = ("config_file",)  # a file names no other file
 
@@ -45,7 +46,7 @@ def _annotation(name: str):
         low, high = INTEGER_RANGES[name]
         return Annotated[strict_int, Field(ge=low, le=high)]
     if name in NUMBERS:
-        return Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
+        return Annotated[float, Strict(), Field(ge=0, le=LARGEST_NUMBER, allow_inf_nan=False)]
     if name in OPEN_RANGES:
         low, high = OPEN_RANGES[name]
         return Annotated[float, Strict(), Field(gt=low, lt=high)]

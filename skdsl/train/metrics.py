@@ -25,7 +25,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..base import files
+from ..base import files, plotting
 from ..base.errors import declare_settings
 from ..base.errors import SettingError
 
@@ -138,19 +138,14 @@ def read_metrics(path: Path) -> list[dict]:
 
 def require_matplotlib() -> None:
     """--plot needs matplotlib (the `plot` extra): say so before training, not after."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if not plotting.available():
         raise SettingError("{plot} needs matplotlib", code="SK513",
-                       hint="pip install 'skdsl[plot]'  (or: pip install matplotlib)") from None
+                           hint="pip install 'skdsl[plot]'  (or: pip install matplotlib)")
 
 
 def plot_curves(records: list[dict], path: Path) -> None:
     """Training loss per step, and train/val top-1 per epoch, as one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
+    plt = plotting.pyplot()
 
     steps = [r for r in records if r["event"] == "step"]
     epochs = [r for r in records if r["event"] == "epoch"]
