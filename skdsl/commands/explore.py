@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..base.errors import CliError
 from .arguments import (_NAME, add_imports_argument, add_input_argument, add_overrides_argument,
@@ -99,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     target = list(args.target)
     if args.worker:
         return _work(args, target)
-    if target and target[0] in SUBCOMMANDS and len(target) > 1:
+    if target and target[0] in SUBCOMMANDS and (len(target) > 1 or not Path(target[0]).exists()):
         return _show(args, target[1:]) if target[0] == "show" else _compare(args, target[1:])
     if len(target) != 1:
         raise CliError("skdsl explore takes one SPEC (or show DIR, or compare DIR DIR ...)",
@@ -216,7 +217,7 @@ def _show(args, folders: list[str], figures_to: str | None = None) -> int:
     from .output import rich_console
 
     if len(folders) != 1:
-        raise CliError("skdsl explore show takes one study folder", code="SK566",
+        raise CliError("skdsl explore show takes one study folder: show DIR", code="SK566",
                        hint="skdsl explore compare A B ... puts several side by side")
     summary = show.show(folders[0], figures_to, plot=_plotting(args))
     show.print_summary(rich_console(), summary)
