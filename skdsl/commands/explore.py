@@ -167,7 +167,7 @@ def _say_counted(exploration) -> None:
     statuses = exploration.statuses
     total = len(exploration.points)
     how = "read back (--resume)" if exploration.resumed else (
-        f"counted in {exploration.seconds:.1f} s "
+        f"drawn in {exploration.drawing:.1f} s, counted in {exploration.seconds:.1f} s "
         f"({1e3 * exploration.seconds / max(total, 1):.2f} ms a point)")
     print(f"{total:,} points {how}: {statuses['ok']:,} ok, {statuses['over budget']:,} over "
           f"budget, {statuses['rejected']:,} rejected -> {exploration.folder}/points.csv",

@@ -31,7 +31,8 @@ class Exploration:
     names: list[str]
     points: list[Point]
     settings: dict
-    seconds: float = 0.0
+    seconds: float = 0.0  # counting the points
+    drawing: float = 0.0  # drawing them (the sampler)
     resumed: bool = False
     statuses: dict = field(default_factory=dict)
 
@@ -69,6 +70,7 @@ def explore_space(counter: Counter, folder: str | Path, count: int, *, sampler: 
                            statuses=_statuses(points))
     start = time.perf_counter()
     drawn = draw(counter.space, count, sampler, seed)
+    drawing, start = time.perf_counter() - start, time.perf_counter()
     points = []
     for index, values in enumerate(drawn):
         point = counter.count(values, index)
@@ -77,11 +79,12 @@ def explore_space(counter: Counter, folder: str | Path, count: int, *, sampler: 
         points.append(point)
         if progress is not None:
             progress(index + 1, len(drawn))
+    seconds = time.perf_counter() - start
     names = list(counter.space.names)
     folder.mkdir(parents=True, exist_ok=True)
     write_points(folder, points, names)
     files.write_text(folder / SETTINGS, json.dumps(settings, indent=2) + "\n")
-    return Exploration(folder, names, points, settings, time.perf_counter() - start,
+    return Exploration(folder, names, points, settings, seconds, drawing,
                        statuses=_statuses(points))
 
 
