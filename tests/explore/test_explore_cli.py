@@ -219,7 +219,7 @@ def test_explore_end_to_end(capsys, tiny, tmp_path):
     status, out, err = run(capsys, "explore", tiny, "--sample", 20, "--out", out_dir,
                            "--where", BUDGET, "--no-plot", "--seed", 3)
     assert status == 0, err
-    assert "Traceback" not in err and "20 points counted" in err
+    assert "Traceback" not in err and "20 points drawn in" in err and "counted in" in err
     names, points = read_points(out_dir)
     assert names == ["w", "G", "d"] and len(points) == 20
     assert [p.index for p in points] == list(range(20))
