@@ -37,6 +37,7 @@ skdsl/fuzz/spec.py: this library does not import the command line.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import io
@@ -727,6 +728,9 @@ def _fork(main: Main, argv: list[str], env: dict[str, str], cwd: Path, streams: 
     if pid:
         return pid
     status = 1
+    # The command's own exit handlers run at its end, as in a process of its own (matplotlib's
+    # temporary config folder is removed by one); the fuzzer's, inherited by the fork, do not.
+    atexit._clear()
     try:
         os.setsid()
         import multiprocessing.process as processes
@@ -745,6 +749,8 @@ def _fork(main: Main, argv: list[str], env: dict[str, str], cwd: Path, streams: 
     except BaseException:  # noqa: BLE001 - as Python reports what escapes main
         traceback.print_exc()
     finally:
+        with contextlib.suppress(BaseException):
+            atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
