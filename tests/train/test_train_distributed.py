@@ -92,23 +92,41 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def one_process(files):
     """The reference: one process with the whole global batch of 16 and plain BatchNorm."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(TrainConfig(spec=str(files / "spec.sk"), out=str(files / "single"),
-                          data="synthetic:train=128,val=32", batch_size=16, epochs=2, seed=1,
-                          sync_bn=True, device="cpu"))
-    finally:
-        torch.set_num_threads(threads)
+    train(TrainConfig(spec=str(files / "spec.sk"), out=str(files / "single"),
+                      data="synthetic:train=128,val=32", batch_size=16, epochs=2, seed=1,
+                      sync_bn=True, device="cpu", threads=1))  # as each torchrun worker has
     return torch.load(files / "single" / "last.pt", weights_only=True)["model"]
 
 
 @pytest.fixture(scope="module")
-def two_processes(files):
+def launches(files):
+    """Both torchrun launches, started at once: one launcher with two processes (--standalone),
+    and two launchers as two nodes (see test_two_launchers_as_two_nodes_over_loopback). Each
+    leaves a core idle much of its time (a launcher imports torch before its workers start,
+    the small steps wait on each other's all-reduce), which the other then uses; each test
+    waits for its own launch and checks it."""
+    (files / "two").mkdir()
+    (files / "nodes").mkdir()
+    endpoint = f"127.0.0.1:{free_port()}"
+    started = {"two": [torchrun("--standalone", "--nproc_per_node", 2, files / "worker.py",
+                                files / "spec.sk", files / "two")],
+               "nodes": [torchrun("--nnodes", 2, "--nproc_per_node", 1, "--rdzv-backend", "c10d",
+                                  "--rdzv-endpoint", endpoint, "--rdzv-id", "skdsl-test",
+                                  "--max-restarts", 0, files / "worker.py", files / "spec.sk",
+                                  files / "nodes")
+                         for _ in range(2)]}
+    yield started
+    for launchers in started.values():  # a failed test may leave one running
+        for launcher in launchers:
+            if launcher.poll() is None:
+                launcher.kill()
+                launcher.communicate()
+
+
+@pytest.fixture(scope="module")
+def two_processes(files, launches):
     out = files / "two"
-    out.mkdir()
-    output = finish(torchrun("--standalone", "--nproc_per_node", 2, files / "worker.py",
-                             files / "spec.sk", out))
+    output = finish(launches["two"][0])
     assert "rank 0 of 2: finished" in output and "rank 1 of 2: finished" in output
     return [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
 
@@ -132,17 +150,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(two_processe
             assert torch.equal(two_processes[0][name], reference), name  # num_batches_tracked
 
 
-def test_two_launchers_as_two_nodes_over_loopback(files, two_processes):
+def test_two_launchers_as_two_nodes_over_loopback(files, two_processes, launches):
     """torchrun's own multi-node rendezvous: two launchers (--nnodes 2, one process each) meet
     at a c10d endpoint on 127.0.0.1, as two machines would at the first one's address."""
     out = files / "nodes"
-    out.mkdir()
-    endpoint = f"127.0.0.1:{free_port()}"
-    launchers = [torchrun("--nnodes", 2, "--nproc_per_node", 1, "--rdzv-backend", "c10d",
-                          "--rdzv-endpoint", endpoint, "--rdzv-id", "skdsl-test",
-                          "--max-restarts", 0, files / "worker.py", files / "spec.sk", out)
-                 for _ in range(2)]
-    outputs = [finish(launcher) for launcher in launchers]
+    outputs = [finish(launcher) for launcher in launches["nodes"]]
     assert "rank 0 of 2: finished" in "".join(outputs)
     assert "rank 1 of 2: finished" in "".join(outputs)
     nodes = [torch.load(out / f"rank{rank}.pt", weights_only=True) for rank in range(2)]

@@ -53,8 +53,9 @@ def spec(tmp_path):
 
 
 def config(spec, out, **changes):
+    # threads=1: a run sets its own thread count (one_thread alone would not hold for it).
     settings = dict(spec=spec, out=str(out), data="synthetic:train=96,val=32", batch_size=16,
-                    epochs=2, seed=1)
+                    epochs=2, seed=1, threads=1)
     return TrainConfig(**{**settings, **changes})
 
 
@@ -80,7 +81,7 @@ def test_a_tiny_sk_network_learns_synthetic_shapes_well_above_chance(spec, tmp_p
     result = train(config(spec, tmp_path / "run", data="synthetic:train=1536,val=256", epochs=3,
                           batch_size=32, lr=0.2, schedule="cosine", warmup_epochs=0.2))
     assert result.status == "finished" and result.epochs_done == 3
-    assert result.last_val["top1"] > 0.5  # chance is 0.25 with 4 classes (seed 1 gives 0.74)
+    assert result.last_val["top1"] > 0.5  # chance is 0.25 with 4 classes (seed 1 gives 0.68)
     assert result.best_top1 >= result.last_val["top1"]
 
 
@@ -159,7 +160,7 @@ def test_sigterm_mid_epoch_saves_last_pt_and_resume_finishes_the_same_run(spec, 
     out = tmp_path / "run"
     data = "synthetic:train=480,val=32"
     command = [sys.executable, "-m", "skdsl.train", "train", spec, "--out", str(out), "--data",
-               data, "--batch-size", "8", "--epochs", "2", "--seed", "1"]
+               data, "--batch-size", "8", "--epochs", "2", "--seed", "1", "--threads", "1"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=environment, cwd=ROOT)
@@ -284,7 +285,8 @@ def test_cpu_out_of_memory_mid_run_is_sk611_and_keeps_last_pt(spec, tmp_path, ca
 
     failing_forward(monkeypatch, fails)
     status = commands.main(["train", spec, "--out", str(out), "--data", "synthetic:train=96,val=32",
-                            "--batch-size", "16", "--epochs", "2", "--seed", "1"])
+                            "--batch-size", "16", "--epochs", "2", "--seed", "1",
+                            "--threads", "1"])
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err
     assert err.startswith(f"error SK611: out of memory on cpu at --batch-size 16 (16 images per "
