@@ -7,7 +7,9 @@ Convention for ```sk blocks in docs/*.md (documented at the end of docs/language
 * Any other block is a fragment and needs a marker comment on the line(s) right above its fence:
     <!-- sk-fragment layers 64x56x56 -->   the lines are a stage body; the input is 64×56×56
     <!-- sk-fragment stages 3x224x224 -->  the lines are a network's stages
-  The test wraps the lines in a network (with `use "std/resnext.sk"`) and lowers it.
+  The test wraps the lines in a network (with `use "std/resnext.sk"`, and `use` of any further
+  library named after the shape: `<!-- sk-fragment layers 64x14x14 std/attention.sk -->`) and
+  lowers it.
 * `<!-- sk-expect params=N macs=M -->` above a block also pins its parameters and multiply-adds.
 
 Code that is not meant to be checked goes in a fence of another language (```text, ```python).
@@ -53,10 +55,11 @@ class Example:
         """The example as a complete .sk file."""
         if re.search(r"^network\s", self.text, re.M):
             return self.text
-        kind, shape = self.markers["fragment"].split()
+        kind, shape, *libraries = self.markers["fragment"].split()
         body = "".join(f"    {line}\n" if kind == "stages" else f"        {line}\n"
                        for line in self.text.splitlines())
-        head = f'use "std/resnext.sk"\n\nnetwork fragment:\n    input {shape}\n'
+        uses = "".join(f'use "{library}"\n' for library in ["std/resnext.sk", *libraries])
+        head = f"{uses}\nnetwork fragment:\n    input {shape}\n"
         return head + body if kind == "stages" else head + "    stage s:\n" + body
 
 
@@ -87,7 +90,7 @@ def test_example_lowers(example):
     assert complete or "fragment" in example.markers, (
         f"{example.id}: a fragment needs <!-- sk-fragment layers|stages CxHxW --> above it")
     if not complete:
-        kind, shape = example.markers["fragment"].split()
+        kind, shape, *_ = example.markers["fragment"].split()
         assert kind in ("layers", "stages") and re.fullmatch(r"\d+x\d+x\d+", shape), example.id
     try:
         report = skdsl.analyze(skdsl.parse(example.source(), file=example.id))
@@ -138,7 +141,9 @@ def test_every_option_spelling_is_documented():
 
 def test_standard_library_signatures_are_documented():
     text = LANGUAGE.read_text(encoding="utf-8")
-    for path in (ROOT / "skdsl" / "std").glob("*.sk"):
+    paths = sorted((ROOT / "skdsl" / "lang" / "std").glob("*.sk"))
+    assert paths, "no standard library found"
+    for path in paths:
         assert f'use "std/{path.name}"' in text
         for name, formals in re.findall(r"^block (\w+)\((.*)\):", path.read_text(), re.M):
             assert f"`{name}`" in text and f"`{formals}`" in text, name

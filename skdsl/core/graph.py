@@ -482,7 +482,8 @@ class _Lowering:
         for index, (branch, source) in enumerate(zip(item.branches, sources), start=1):
             branch_conv = _Conv(f"branch{index}", branch.kernel, item.out_channels,
                                 stride=item.stride, groups=branch.groups,
-                                dilation=branch.dilation, written=(branch, item))
+                                dilation=branch.dilation, norm=item.norm,
+                                written=(branch, item))
             branch_outputs.append(C.lower_conv(self, branch_conv, source, scope, env,
                                             f"{path}.branch{index}"))
         shape = self.shape(branch_outputs[0])
@@ -513,7 +514,8 @@ class _Lowering:
         logits = self.emit(f"{path}.logits", C.Conv2dOp(d, branches * channels, (1, 1), 1, (0, 0),
                                                       1, groups, bias),
                            [compact], [(branches * channels, 1, 1)], span, path, scope)
-        return self.emit(f"{path}.select", ops.attention.SelectOp(branches, channels),
+        layout = groups if item.attention_layout == "group" else 1
+        return self.emit(f"{path}.select", ops.attention.SelectOp(branches, channels, layout),
                          [logits, *branch_outputs], [self.shape(fused)], span, path, scope)
 
     @staticmethod

@@ -57,6 +57,8 @@ class SelectiveKernel(Layer):
     attention_width_override: PositiveInt | None = Field(
         None, description="d set explicitly, overriding max(C/r, L)."
     )
+    norm: bool = Field(True, description="BN after each branch convolution (timm's SplitAttn "
+                       "without a norm_layer has none).")
     split_input: bool = Field(
         False, description="timm's split_input: branch m reads only the m-th of M equal slices "
         "of the input channels (the paper's branches all read the whole input).")
@@ -64,6 +66,10 @@ class SelectiveKernel(Layer):
     # have no bias, one group, and BN + ReLU after W.
     attention_bias: bool = Field(False, description="Biases on both attention fcs.")
     attention_groups: PositiveInt = Field(1, description="Groups of both attention fcs.")
+    attention_layout: Literal["branch", "group"] = Field(
+        "branch", description="The order of the M·C logits: 'branch', all C of branch 1 first "
+        "(the paper, timm's SK); 'group', every branch of channel group 1 first, as the d→M·C "
+        "fc's groups write them in ResNeSt's split attention (timm's RadixSoftmax).")
     attention_norm: bool = Field(True, description="BN after the reduce fc W (Eq. 3's B).")
     attention_act: ActivationName = Field(
         "relu", description="The activation after the reduce fc W (Eq. 3's δ).")

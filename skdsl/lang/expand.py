@@ -308,19 +308,24 @@ def _in_range(result, span: Span):
     return result
 
 
-def make_divisible(value: float, divisor: int, least: int | None = None) -> int:
+def make_divisible(value: float, divisor: int, least: int | None = None,
+                   limit: float = 0.9) -> int:
     """timm's and TensorFlow's rounding of a width to a multiple of `divisor`: to the nearest
     multiple (halves up), at least `least` (default `divisor`), and one multiple more when
-    rounding lost over 10% of `value`."""
+    rounding lost more than 1 − `limit` of `value` (timm's round_limit: 0.9, and 0 in its
+    attention modules, which never add one)."""
     least = divisor if least is None else least
     rounded = max(least, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
+    if rounded < limit * value:
         rounded += divisor
     return rounded
 
 
-def _make_divisible(value, divisor, least=None):
-    return make_divisible(value, divisor, least)
+def eca_kernel(channels: float, gamma: float = 2, beta: float = 1) -> int:
+    """ECA's adaptive kernel size (Wang et al. 2020, Eq. 12): the odd number nearest above
+    |log2(C) + b| / γ, at least 3, as timm's EcaModule computes it from `channels`."""
+    t = int(abs(math.log2(channels) + beta) / gamma)
+    return max(t if t % 2 else t + 1, 3)
 
 
 # The built-in functions of expressions: name -> (the function, its parameters, how many of them
@@ -329,8 +334,11 @@ def _make_divisible(value, divisor, least=None):
 FUNCTIONS: dict[str, tuple[Callable, tuple[str, ...], int]] = {
     "int": (int, ("x",), 1),
     "round": (round, ("x",), 1),
-    "make_divisible": (_make_divisible, ("v", "divisor", "least"), 2),
+    "make_divisible": (make_divisible, ("v", "divisor", "least", "limit"), 2),
+    "eca_kernel": (eca_kernel, ("channels", "gamma", "beta"), 1),
 }
+# The parameters of a function that must be positive (SK203 otherwise), by function.
+POSITIVE_ARGUMENTS = {make_divisible: ("divisor", "least"), eca_kernel: ("channels", "gamma")}
 
 
 def _function(expr: A.Call, env: Env) -> Value:
@@ -350,9 +358,9 @@ def _function(expr: A.Call, env: Env) -> Value:
                         code="SK207", hint=usage)
     values = [evaluate(arg, env) for arg in expr.args]
     numbers = [_number(value) for value in values]
-    if function is _make_divisible:
-        for parameter, value in zip(parameters[1:], values[1:]):
-            _positive(value, f"make_divisible's {parameter}")
+    for parameter, value in zip(parameters, values):
+        if parameter in POSITIVE_ARGUMENTS.get(function, ()):
+            _positive(value, f"{expr.name}'s {parameter}")
     return Value(_in_range(function(*numbers), expr.span), expr.span)
 
 
@@ -1465,11 +1473,22 @@ def _selective(expander, st: A.LayerStmt, args: _Args, name, context):
             raise SpecError(f"M={count} but {len(st.kernel_lines)} branches are listed",
                             args.spans["branch_count"], code="SK203",
                             hint="drop M when the branches are listed")
+        for option in ("branch_kernel", "branch_dilate"):
+            if option in found:
+                raise SpecError(f"{args.where} lists its branches, so '{option[7:]}' has "
+                                "nothing to shape", args.spans[option], code="SK202",
+                                hint="give each listed branch its own kernel and D, or drop "
+                                "the list and write M")
         branches = [_branch_line(line, context.env, groups, args) for line in st.kernel_lines]
     else:
-        # The paper's shorthand: M 3×3 branches with dilation 1 … M (K3, K5, K7 of Table 7).
-        branches = [S.KernelBranch(dilation=m, groups=groups).located(
-            {"groups": args.spans.get("groups", args.span)}) for m in range(1, (count or 2) + 1)]
+        # The paper's shorthand: M 3×3 branches with dilation 1 … M (K3, K5, K7 of Table 7);
+        # `dilate no`: M alike (ResNeSt's radix); `kernel`: of another size.
+        kernel, dilate = found.pop("branch_kernel", (3, 3)), found.pop("branch_dilate", True)
+        spans = {"groups": args.spans.get("groups", args.span),
+                 "kernel": args.spans.get("branch_kernel", args.span)}
+        branches = [S.KernelBranch(kernel=kernel, dilation=m if dilate else 1,
+                                   groups=groups).located(spans)
+                    for m in range(1, (count or 2) + 1)]
     return _build(S.SelectiveKernel, args.spans[""], args.spans, name=name, out_channels=out,
                   branches=branches, attention=attention, **found)
 
@@ -1528,7 +1547,8 @@ def _merge(expander, st: A.LayerStmt, args: _Args, name, context):
         raise SpecError(f"{st.keyword} combines two or more named tensors", args.span,
                         code="SK204", hint=ops.KEYWORDS[st.keyword].usage
                         or f"write it as: {st.keyword} left, right")
-    return _build(S.Merge, args.spans[""], args.spans, name=name, kind=st.keyword, inputs=inputs)
+    model = ops.KEYWORDS[st.keyword].model or S.Merge  # add, concat, mul, select: Merge
+    return _build(model, args.spans[""], args.spans, name=name, kind=st.keyword, inputs=inputs)
 
 
 # One reader per way a keyword is written (ops.Reading): the op files say how, this reads it.

@@ -176,14 +176,21 @@ class FlattenLinear(nn.Linear):
 
 
 class Select(nn.Module):
-    """The SK unit's Select (SKNet, section 3.1, Eq. 5-6): softmax over M branches, weighted sum."""
+    """The SK unit's Select (SKNet, section 3.1, Eq. 5-6): softmax over M branches, weighted sum.
 
-    def __init__(self, branches: int, channels: int):
+    `groups` > 1 reads the logits group-major, as ResNeSt's split attention writes them (timm's
+    RadixSoftmax): the fc's group g holds the logits of every branch for channel group g."""
+
+    def __init__(self, branches: int, channels: int, groups: int = 1):
         super().__init__()
         self.branches = branches
         self.channels = channels
+        self.groups = groups
 
     def forward(self, logits: Tensor, *branches: Tensor) -> Tensor:
+        if self.groups > 1:  # G×M×(C/G) -> M×G×(C/G): branch-major, as below
+            logits = logits.reshape(-1, self.groups, self.branches, self.channels // self.groups)
+            logits = logits.transpose(1, 2)
         # Path-major logits (as Caffe and timm): all C channels of branch 1, then of branch 2 ...
         logits = logits.reshape(-1, self.branches, self.channels, 1, 1)  # N×M×C×1×1
         weights = logits.softmax(dim=1)  # N×M×C×1×1: a_c + b_c + ... = 1
@@ -196,7 +203,77 @@ class Select(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"branches={self.branches}, channels={self.channels}"
+        layout = f", groups={self.groups} (group-major logits)" if self.groups > 1 else ""
+        return f"branches={self.branches}, channels={self.channels}{layout}"
+
+
+class ChannelConv(nn.Module):
+    """ECA's 1-D convolution along the channels at every pixel (ops/eca.py); with `hidden`,
+    timm's ECA-MLP (a conv 1→N of width 1, ReLU, then the k-wide conv N→1). One module with
+    the weights of conv1d's layout (timm's EcaModule's `conv` is `weight`, its `conv2` is
+    `weight2`), not a parent of Conv1d modules: a compiled network's leaves are its graph's ops."""
+
+    def __init__(self, kernel: int, circular: bool, hidden: int, bias: bool):
+        super().__init__()
+        self.padding = (kernel - 1) // 2
+        self.circular = circular
+        self.hidden = hidden
+        first = (hidden, 1, 1) if hidden else (1, 1, kernel)
+        self.weight = nn.Parameter(torch.empty(first))
+        self.bias = nn.Parameter(torch.empty(first[0])) if bias else None
+        if hidden:
+            self.weight2 = nn.Parameter(torch.empty(1, hidden, kernel))
+            self.bias2 = nn.Parameter(torch.empty(1)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Conv1d's own initialisation, weight by weight."""
+        for weight, bias in self._convs():
+            nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
+            if bias is not None:
+                bound = weight[0].numel() ** -0.5
+                nn.init.uniform_(bias, -bound, bound)
+
+    def _convs(self) -> list[tuple[Tensor, Tensor | None]]:
+        convs = [(self.weight, self.bias)]
+        return convs + [(self.weight2, self.bias2)] if self.hidden else convs
+
+    def forward(self, x: Tensor) -> Tensor:
+        moved = x.movedim(1, -1)
+        y = moved.reshape(-1, 1, moved.shape[-1])  # each pixel's C channels, a sequence
+        if self.hidden:
+            y = F.relu(F.conv1d(y, self.weight, self.bias))
+        weight, bias = self._convs()[-1]
+        if self.circular:  # timm's CecaModule pads with F.pad, then convolves without padding
+            y = F.conv1d(F.pad(y, (self.padding, self.padding), mode="circular"), weight, bias)
+        else:
+            y = F.conv1d(y, weight, bias, padding=self.padding)
+        return y.reshape(moved.shape).movedim(-1, 1)
+
+    def extra_repr(self) -> str:
+        kernel = self._convs()[-1][0].shape[-1]
+        text = f"kernel={kernel}" + (", circular" if self.circular else "")
+        return text + (f", hidden={self.hidden}" if self.hidden else "")
+
+
+class AttentionPool(nn.Module):
+    """GCNet's context modelling (ops/context.py): a softmax over the H·W positions of a 1×H×W
+    logit map weighs every channel's pixels into one value, C×H×W -> C×1×1."""
+
+    def forward(self, logits: Tensor, x: Tensor) -> Tensor:
+        batch, channels = x.shape[:2]
+        weights = logits.reshape(batch, 1, -1, 1).softmax(dim=2)  # N×1×HW×1
+        context = x.reshape(batch, 1, channels, -1) @ weights  # N×1×C×1: one matmul
+        return context.reshape(batch, channels, 1, 1)
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an N×C×H×W map (timm's LayerNorm2d)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.movedim(1, -1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.movedim(-1, 1)
 
 
 # Which dilated convolutions run as ordinary ones on polyphase sub-grids, by device type:
@@ -325,6 +402,7 @@ def initialise(model: nn.Module) -> None:
 __all__ = [
     "initialise", "ACTIVATIONS", "make_activation", "elementwise_sum", "dilated_conv2d", "Add",
     "Multiply", "Scale", "Concat", "ChannelSplit",
-    "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select", "POLYPHASE",
+    "ChannelShuffle", "GlobalPool", "ChannelPool", "FlattenLinear", "Select", "ChannelConv",
+    "AttentionPool", "ChannelLayerNorm", "POLYPHASE",
     "DilatedConv2d", "FoldedBatchNorm",
 ]

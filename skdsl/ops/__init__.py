@@ -1,5 +1,5 @@
 """The op registry: everything about each op, one file per family (conv, attention, pool, dense,
-norm, tensor, resample), gathered here as tables that the rest of skdsl derives from.
+norm, tensor, resample, eca, context), gathered here as tables that the rest of skdsl derives from.
 
     KEYWORDS     layer keyword -> how it is written (takes, options, defaults, usage line)
     ITEMS        the spec models of the keywords (pydantic): core/spec.py's Item union is
@@ -22,7 +22,7 @@ from __future__ import annotations
 from .base import (CONVENTIONS, ITEMS, KEYWORDS, LOWERERS, OPS, ROW_WRITERS, Keyword, Lowering,
                    Op, Option, Reading, Take, attribute_names)
 # Imported in the order the keywords are listed (messages that list them keep it).
-from . import conv, attention, pool, dense, norm, tensor, resample  # noqa: E402,F401
+from . import conv, attention, pool, dense, norm, tensor, resample, eca, context  # noqa: E402,F401
 
 LAYER_KEYWORDS = tuple(KEYWORDS)  # in the order the families define them
 

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field
 
 from .base import Lowering, Op, Option, Reading, item_model, keyword, lowers, op, shared
-from .conv import BIAS, DILATION, GROUPS, STRIDE, pointwise
+from .conv import BIAS, DILATION, GROUPS, NORM, STRIDE, pointwise
 from .fields import ACTIVATIONS, GATES, Layer, PositiveInt
 from .shapes import elements
 
@@ -26,6 +26,8 @@ class SqueezeExcite(Layer):
     kind: Literal["se"] = "se"
     reduction_ratio: PositiveInt = Field(16, description="r; the squeeze width is C/r.")
     min_width: PositiveInt = Field(1, description="The smallest squeeze width.")
+    width: PositiveInt | None = Field(None, description="The squeeze width set directly "
+                                      "(timm's rd_channels), overriding max(C/r, min).")
     bias: bool = Field(True, description="Biases on both fcs, as in the SENet paper.")
     gate: Literal[GATES] = "sigmoid"
 
@@ -41,6 +43,7 @@ class SelectOp(Op):
 
     branches: int
     channels: int
+    groups: int = 1  # > 1: the logits group-major (ResNeSt's `fc_layout group`)
 
     def extra(self, node) -> int:
         weights = self.branches * self.channels
@@ -54,19 +57,30 @@ SPLIT = Option("split_input", ("split",), "flag", "split")
 ATTENTION_FC_OPTIONS = (
     Option("attention_bias", ("fc_bias",), "flag", "fc_bias"),
     Option("attention_groups", ("fc_groups",), "positive", "fc_groups (groups of the fcs)"),
+    Option("attention_layout", ("fc_layout",), "word", "fc_layout (the logits' order)",
+           ("branch", "group")),
     Option("attention_norm", ("fc_bn",), "flag", "fc_bn"),
     Option("attention_act", ("fc_act",), "word", "fc_act", tuple(ACTIVATIONS)),
 )
+# How the shorthand `SK[M=…]` makes its M branches: kernels of `kernel`, with dilation 1 … M
+# (the paper's K3, K5, K7) or, with `dilate no`, all alike (ResNeSt's radix). Read by the
+# expansion, not fields of the spec: the branches it makes are.
+SHORTHAND_OPTIONS = (
+    Option("branch_kernel", ("kernel",), "kernel", "kernel (of every branch)"),
+    Option("branch_dilate", ("dilate",), "flag", "dilate"),
+)
 SK_OPTIONS = (
-    BRANCH_COUNT, GROUPS, REDUCTION,
+    BRANCH_COUNT, GROUPS, REDUCTION, *SHORTHAND_OPTIONS,
     Option("min_attention_width", ("L",), "positive", "L (the least attention width)"),
     Option("attention_width_override", ("d",), "positive", "d (attention width)"), STRIDE, SPLIT,
+    NORM,
     *ATTENTION_FC_OPTIONS,
 )
-SUM_OPTIONS = (BRANCH_COUNT, GROUPS, STRIDE, SPLIT)
+SUM_OPTIONS = (BRANCH_COUNT, GROUPS, *SHORTHAND_OPTIONS, STRIDE, SPLIT, NORM)
 BRANCH_OPTIONS = (GROUPS, DILATION)
 SE_OPTIONS = (REDUCTION, BIAS, Option("min_width", ("min",), "positive",
                                       "min (the least squeeze width)"),
+              Option("width", ("d",), "positive", "d (the squeeze width)"),
               Option("gate", ("gate",), "word", "gate", GATES))
 
 
@@ -78,7 +92,7 @@ def lower_squeeze_excite(lowering: Lowering, item: SqueezeExcite, x, scope, env)
     span = item.span()
     path = f"{scope.path}.{item.name}"
     channels, height, width = lowering.feature_map(x, item, "SE", path)
-    squeeze = max(channels // item.reduction_ratio, item.min_width)
+    squeeze = item.width or max(channels // item.reduction_ratio, item.min_width)
     steps = [("pool", shared("global_pool", "avg"), (channels, 1, 1)),
              ("reduce", pointwise(channels, squeeze, item.bias), (squeeze, 1, 1)),
              ("act", shared("act", "relu"), (squeeze, 1, 1)),

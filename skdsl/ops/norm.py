@@ -1,10 +1,14 @@
-"""Normalisation and activation: the `batchnorm` and `act` ops, the `bn` and `act` keywords."""
+"""Normalisation and activation: the `batchnorm`, `layernorm` and `act` ops, the `bn`, `ln` and
+`act` keywords."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from .base import Lowering, Op, Take, item_model, keyword, lowers, op, shared, writes_rows
+from pydantic import Field
+
+from .base import (Lowering, Op, Option, Take, item_model, keyword, lowers, op, shared,
+                   writes_rows)
 from .fields import ACTIVATIONS, ActivationName, Layer
 
 
@@ -14,6 +18,14 @@ from .fields import ACTIVATIONS, ActivationName, Layer
 @item_model
 class BatchNorm(Layer):
     kind: Literal["bn"] = "bn"
+
+
+@item_model
+class LayerNorm(Layer):
+    """LayerNorm over the channels of each pixel (timm's LayerNorm2d): `ln`."""
+
+    kind: Literal["ln"] = "ln"
+    eps: float = Field(1e-6, gt=0, le=1, description="Added to the variance; timm's 1e-6.")
 
 
 @item_model
@@ -45,6 +57,29 @@ class BatchNormOp(Op):
         return cls(shape[0])
 
 
+@op("layernorm", spec_kinds=("ln",), counted_by="bn", fresh_output="always",
+    torch_module="layers.ChannelLayerNorm", row="LN")
+class LayerNormOp(Op):
+    """Layer normalisation across the channels of each pixel (GCNet's context MLP): γ and β per
+    channel, no buffers; counted with the norms under the `bn` convention, one operation per
+    element (it cannot fold into a conv as BN does)."""
+
+    channels: int
+    eps: float
+
+    def cost(self, node) -> tuple[int, int, int]:
+        return 2 * self.channels, 0, 0
+
+    @classmethod
+    def from_item(cls, item, shape, path) -> "LayerNormOp":
+        return cls(shape[0], item.eps)
+
+    def module(self):
+        from ..nn import layers
+
+        return layers.ChannelLayerNorm(self.channels, eps=self.eps)
+
+
 @op("act", counted_by="act", torch_module="layers.make_activation", label="act {function}")
 class ActivationOp(Op):
     """An activation function (one of spec.ACTIVATIONS), elementwise."""
@@ -65,6 +100,8 @@ def lower_activation(lowering: Lowering, item: Activation, x, scope, env):
 
 
 BN = keyword("bn", "bn", model=BatchNorm, example="bn")
+LN = keyword("ln", "ln", model=LayerNorm, example="ln[eps=1e-5]",
+             options=(Option("eps", ("eps",), "number", "eps"),))
 ACT = keyword("act", "act", usage="write it as: act relu", model=Activation,
               example="act relu6",
               takes=(Take("function", "an activation such as relu", "word", noun="activation",

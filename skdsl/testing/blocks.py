@@ -6,8 +6,9 @@ std/attention.sk, std/shufflenetv2.sk), repeated or as a whole stage.
 
 from __future__ import annotations
 
+from ..lang.expand import make_divisible
 from .layers import LayerWriter
-from .sizes import Line, Shape, divisors, out_size
+from .sizes import Line, Shape, common_divisors, divisors, out_size
 
 
 class BlockWriter(LayerWriter):
@@ -161,9 +162,12 @@ class BlockWriter(LayerWriter):
         return [(0, f"{label}{text}{suffix}")], after, text
 
     def std_attention(self, shape: Shape, repeat: int, stage_repeat: bool):
-        """std/attention.sk: BAM between stages, or a bottleneck with CBAM."""
+        """std/attention.sk: BAM between stages, a bottleneck with CBAM, or one of timm's
+        attention modules."""
         self.uses.add("std/attention.sk")
         c, h, w = shape
+        if self.chance(50):
+            return self.timm_attention(shape, repeat, stage_repeat)
         if self.chance(50):
             r = self.pick([d for d in (2, 4, 8, 16) if c % d == 0] or [1])
             text = f"bam({self.expr(c)}, r={r}, D={self.number(1, 4)})"
@@ -174,6 +178,34 @@ class BlockWriter(LayerWriter):
         text = f"cbam_unit({self.expr(width)}, {self.expr(out)}, stride={stride}, G={groups}, r={r})"
         size = tuple(out_size(s, 3, stride, 1) for s in (h, w))
         return self.finish_call(text, repeat, (out, *size), stage_repeat)
+
+    def timm_attention(self, shape: Shape, repeat: int, stage_repeat: bool):
+        """One of the blocks of timm's create_attn modules, with some of its settings."""
+        c, h, w = shape
+        keeping = {
+            "squeeze_excite": [f"ratio={self.pick([0.0625, 0.25])}", "divisor=4"],
+            "effective_se": [], "eca": [f"k={self.pick([0, 3, 5])}", "circular=yes"],
+            "circular_eca": [], "eca_mlp": [f"ratio={self.pick([0.125, 0.5])}"],
+            "gather_excite": [f"extent={self.pick([0, 1, 2, 4])}"],
+            "global_context": [f"add={self.pick(['yes', 'no'])}", "ratio=0.25"],
+            "global_context_add": [], "cbam": [f"kernel={self.pick([3, 7])}"],
+            "light_cbam": [f"kernel={self.pick([3, 7])}", "divisor=2"]}
+        name = self.pick([*keeping, "selective_kernel", "split_attention"])
+        if name in keeping:
+            options = [option for option in keeping[name] if self.chance(50)]
+            return self.finish_call(f"{name}({', '.join(options)})", repeat, shape, stage_repeat)
+        # Called once: a repeat would read `out` channels, which these need to divide anew.
+        out, stride, repeat = self.width(), self.pick([1, 2]), 1
+        radix = 2 if name == "selective_kernel" else self.pick([1, 2, 4])
+        if c % radix:
+            return self.finish_call("effective_se()", repeat, shape, stage_repeat)
+        args = [self.expr(out), f"stride={stride}"]
+        if name == "split_attention":
+            width = make_divisible(c * radix * 0.25, 8, 32)
+            groups = self.pick(common_divisors(c // radix, out, width))
+            args += [f"radix={radix}", f"G={groups}", f"bn={self.pick(['yes', 'no'])}"]
+        size = tuple(out_size(s, 3, stride, 1) for s in (h, w))
+        return self.finish_call(f"{name}({', '.join(args)})", repeat, (out, *size), stage_repeat)
 
     def std_shuffle(self, shape: Shape, repeat: int, stage_repeat: bool):
         """std/shufflenetv2.sk: the plain, SE and SK units of the paper's Table 4."""

@@ -1,5 +1,5 @@
 """The random writer's layers: conv, dwconv, SK and SUM, SE, pools, and the layers that keep
-the shape (bn, act, dropout, shuffle). Each method returns its lines and the C×H×W shape after
+the shape (bn, ln, act, dropout, shuffle, channelconv). Each method returns its lines and the C×H×W shape after
 them; option spellings and the defaults a line may leave out come from the registry (spelling.py).
 """
 
@@ -15,9 +15,9 @@ SK_ATTENTION = (("reduction_ratio", (2, 4, 8, 16), 60),
                 ("min_attention_width", (4, 8, 16, 32), 50),
                 ("attention_width_override", (4, 8, 12), 10),
                 ("attention_bias", ("no", "yes"), 10), ("attention_norm", ("yes", "no"), 10),
-                ("attention_act", ACTIVATIONS, 10))
+                ("attention_act", ACTIVATIONS, 10), ("attention_layout", ("branch", "group"), 10))
 SE_OPTIONS = (("reduction_ratio", (2, 4, 8, 16), 70), ("gate", GATES, 15),
-              ("min_width", (1, 2, 4), 10), ("bias", ("no", "yes"), 10))
+              ("min_width", (1, 2, 4), 10), ("bias", ("no", "yes"), 10), ("width", (1, 3, 8), 10))
 
 
 class LayerWriter(Drawing):
@@ -108,6 +108,11 @@ class LayerWriter(Drawing):
                 options.append(self.kw(spellings(word, "branch_count"), self.expr(count), False))
             if groups != default_groups or self.chance(50):
                 options.append(self.kw(spellings(word, "groups"), groups, bare_ok=False))
+            if self.chance(15):  # branches of another odd kernel, same padding: same sizes
+                options.append(self.kw(spellings(word, "branch_kernel"),
+                                       self.dims(*self.pick([(1, 1), (5, 5)])), False))
+            if self.chance(15):
+                options.append(self.kw(spellings(word, "branch_dilate"), "no", False))
         else:
             count = self.number(1, 4)
             if self.chance(20):
@@ -133,8 +138,10 @@ class LayerWriter(Drawing):
                     parts.append(self.kw(spellings("branch", "dilation"), dilation, False))
                 lines.append((1, ", ".join(parts)))
         # `split yes`: branch m reads the m-th of `count` slices of the c input channels.
-        if c % count == 0 and all((c // count) % g == 0 for g in used_groups) and self.chance(15):
+        if c % count == 0 and all((c // count) % g == 0 for g in used_groups) and self.chance(25):
             options.append(self.kw(spellings(word, "split_input"), "yes", bare_ok=False))
+        if self.chance(10):
+            options.append(self.kw(spellings(word, "norm"), self.pick(["no", "yes"]), False))
         if attention:
             options += self.drawn_options(word, SK_ATTENTION)
         if stride != SK_STRIDE or self.chance(10):
@@ -180,7 +187,15 @@ class LayerWriter(Drawing):
     def simple(self, shape: Shape) -> tuple[list[Line], Shape]:
         """A layer that keeps the shape: dropout, bn, act or a channel shuffle."""
         c = shape[0]
-        kind = self.pick(["bn", "act", "dropout", "shuffle"])
+        kind = self.pick(["bn", "act", "dropout", "shuffle", "ln", "channelconv"])
+        if kind == "ln":
+            return [(0, self.keyword("ln") + self.pick(["", "[eps=1e-5]"]))], shape
+        if kind == "channelconv":
+            kernel = self.pick([k for k in (1, 3, 5, 7) if k <= 2 * c + 1])
+            options = [self.kw(spellings("channelconv", field), value, False)
+                       for field, value in (("circular", "yes"), ("hidden", self.number(1, 4)),
+                                            ("bias", "yes")) if self.chance(30)]
+            return [(0, ", ".join([f"{self.keyword('channelconv')} {kernel}", *options]))], shape
         if kind == "dropout":
             return [(0, f"{self.keyword('dropout')} {self.pick(['0.1', '0.2', '0.5', '0', '0.25'])}")], shape
         if kind == "act":
