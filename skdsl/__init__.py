@@ -2,6 +2,7 @@
 
     import skdsl
     spec = skdsl.load("specs/sknet50.sk")     # text -> validated spec (no torch)
+    skdsl.lint("specs/sknet50.sk")            # its warnings (SK7xx): [] when it reads clean
     report = skdsl.analyze(spec)              # exact params and multiply-adds (no torch)
     model = skdsl.compile(spec)               # torch.nn.Module with exactly those counts
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base.errors import CheckpointError, CliError, InputFileError, SettingError, SkdslError, SpecError
+from .base.errors import (CheckpointError, CliError, InputFileError, SettingError, SkdslError,
+                          SpecError, SpecWarning)
 from .base.errors import SettingError
 from .core.spec import Network
 from .version import __version__
@@ -26,9 +28,9 @@ if TYPE_CHECKING:
 # val_data=..., **config) (train/api.py); importing it does not import torch.
 from . import train  # noqa: E402
 
-__all__ = ["train", "load", "parse", "analyze", "compile", "lower", "list_models", "create_model",
-           "Network", "SkdslError", "SpecError", "CliError", "CheckpointError", "SettingError", "InputFileError",
-           "__version__"]
+__all__ = ["train", "load", "parse", "lint", "lint_text", "analyze", "compile", "lower",
+           "list_models", "create_model", "Network", "SkdslError", "SpecError", "SpecWarning",
+           "CliError", "CheckpointError", "SettingError", "InputFileError", "__version__"]
 
 
 def load(path: str | Path, overrides: dict | None = None, *,
@@ -43,6 +45,25 @@ def load(path: str | Path, overrides: dict | None = None, *,
     from .lang.loading import load as _load
 
     return _load(path, overrides, num_classes, allow_imports_outside)
+
+
+def lint(path: str | Path, *, allow_imports_outside: bool = False) -> list[SpecWarning]:
+    """The warnings of a .sk file or zoo name and of the files it imports: located remarks
+    (SK7xx, docs/errors.md) on a spec that builds, but likely not as meant; [] when it reads
+    clean, and always for a .json spec. A spec that cannot be read raises, as `load` does.
+    """
+    from .lang.loading import lint as _lint
+
+    return _lint(path, allow_imports_outside)
+
+
+def lint_text(text: str, file: str = "<string>", *,
+              allow_imports_outside: bool = False) -> list[SpecWarning]:
+    """The warnings of .sk text, as `lint` gives a file's; `use` paths resolve against the
+    current directory."""
+    from .lang.lint import lint_text as _lint_text
+
+    return _lint_text(text, file, allow_imports_outside)
 
 
 def list_models(pattern: str = "*") -> list[str]:

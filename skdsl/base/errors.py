@@ -6,6 +6,7 @@ prints before exiting with status 2. Codes are stable and documented in docs/err
     SK1xx  reading and syntax          SK2xx  names, arguments and values
     SK3xx  shapes and channels         SK4xx  JSON specs
     SK5xx  command line and files      SK6xx  checkpoints and training
+    SK7xx  warnings (lint): a spec that builds, but likely not as meant (`SpecWarning`)
 
 Library code names a caller's settings (config fields and parameters such as `batch_size` or
 `overrides`), never flags: a message, hint or note writes each as `{batch_size}`. A Python caller
@@ -141,15 +142,63 @@ class SpecError(SkdslError):
 
     def render(self, spelled: Callable[[str], str] = named) -> str:
         message, hint = self._templates
+        return _located("error", self.code, message, self.span, self.expected, self.notes, hint,
+                        spelled)
+
+
+class SpecWarning:
+    """A located remark on a spec that builds, but likely not as its writer meant (SK7xx).
+
+    Library code returns them (`skdsl.lint`) and never prints them; the command line prints
+    them on stderr, rendered as errors are but labelled `warning`, and fails on them only under
+    --strict. `message`, `hint` and `notes` name settings as errors do (`{overrides}`).
+    """
+
+    def __init__(self, code: str, message: str, span: Span | None, *, hint: str | None = None,
+                 notes: list[str] | tuple[str, ...] = ()):
+        self.code, self.span = code, span
+        self._templates = (message, hint, tuple(notes))
+        self.message = spell(message)
+        self.hint = spell(hint) if hint else hint
+        self.notes = tuple(spell(note) for note in notes)
+
+    def __str__(self) -> str:
         where = f"{self.span}: " if self.span else ""
-        lines = [f"{where}error {self.code}: {spell(message, spelled)}"]
-        lines += _excerpt(self.span)
-        if self.expected:
-            lines.append(f"  = expected: {_or_list(self.expected)}")
-        lines += [f"  = {spell(note, spelled)}" for note in self.notes]
-        if hint:
-            lines.append(f"  = hint: {spell(hint, spelled)}")
-        return "\n".join(lines)
+        return f"{where}warning {self.code}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"SpecWarning({self.code!r}, {self.message!r}, {self.span!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SpecWarning) and (self.code, self.span, self._templates) == (
+            other.code, other.span, other._templates)
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.span, self._templates))
+
+    def render(self, spelled: Callable[[str], str] = named) -> str:
+        """The warning as printed, each setting written `spelled(name)` (default: its name)."""
+        message, hint, notes = self._templates
+        return _located("warning", self.code, message, self.span, (), notes, hint, spelled)
+
+    def as_error(self, *notes: str) -> SpecError:
+        """The error this warning becomes where warnings are not tolerated, with more notes."""
+        message, hint, own = self._templates
+        return SpecError(message, self.span, code=self.code, hint=hint, notes=[*own, *notes])
+
+
+def _located(label: str, code: str, message: str, span: Span | None, expected, notes, hint,
+             spelled: Callable[[str], str]) -> str:
+    """A diagnostic as printed: where, what, the source line with a caret, then notes and hint."""
+    where = f"{span}: " if span else ""
+    lines = [f"{where}{label} {code}: {spell(message, spelled)}"]
+    lines += _excerpt(span)
+    if expected:
+        lines.append(f"  = expected: {_or_list(list(expected))}")
+    lines += [f"  = {spell(note, spelled)}" for note in notes]
+    if hint:
+        lines.append(f"  = hint: {spell(hint, spelled)}")
+    return "\n".join(lines)
 
 
 class CliError(SkdslError):

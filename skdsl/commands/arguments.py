@@ -12,7 +12,7 @@ import argparse
 import re
 from typing import Callable
 
-from ..base.errors import CliError, did_you_mean
+from ..base.errors import CliError, SkdslError, SpecWarning, did_you_mean, named
 
 _DIMS = re.compile(r"(\d+)[x×X](\d+)[x×X](\d+)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -65,6 +65,7 @@ def add_spec_argument(parser: argparse.ArgumentParser, optional: bool = False,
                         help="a .sk spec file, or a .json spec written by `skdsl spec --json`")
     add_overrides_argument(parser, "of the spec", carried)
     add_imports_argument(parser, carried)
+    add_strict_argument(parser, "spec")
 
 
 def add_imports_argument(parser: argparse.ArgumentParser, carried: bool = False) -> None:
@@ -72,6 +73,57 @@ def add_imports_argument(parser: argparse.ArgumentParser, carried: bool = False)
     parser.add_argument("--allow-imports-outside", action="store_true",
                         default=None if carried else False,
                         help="let `use` read files outside the spec's folder and std/")
+
+
+def add_strict_argument(parser: argparse.ArgumentParser, *specs: str) -> None:
+    """--strict into args.strict; `specs`: the arguments that name the command's specs, whose
+    warnings skdsl prints before the command runs (`spec_warnings`)."""
+    parser.add_argument("--strict", action="store_true",
+                        help="make the spec's warnings (SK7xx) errors: exit with status 2 "
+                             "before doing anything")
+    parser.set_defaults(linted=specs)
+
+
+def spec_warnings(args: argparse.Namespace) -> list[SpecWarning]:
+    """The warnings of the .sk specs the command's arguments name (see `add_strict_argument`).
+    A spec with an error gives none here: the command shows the error alone, which --strict
+    would otherwise hide behind the warnings."""
+    from ..core.graph import lower
+    from ..lang.loading import lint, load
+
+    found: list[SpecWarning] = []
+    outside = bool(getattr(args, "allow_imports_outside", False))
+    for path in dict.fromkeys(_named_specs(args)):
+        try:
+            warnings = lint(path, outside)
+            if warnings:  # only then: a spec that reads clean costs no second build
+                lower(load(path, allow_imports_outside=outside))
+        except SkdslError:
+            continue
+        found += warnings
+    return found
+
+
+def _named_specs(args: argparse.Namespace) -> list[str]:
+    """The values of the arguments that may name specs; a list (explore's `SPEC | show DIR`)
+    gives each item, and those that are no spec are left to the command."""
+    values = [getattr(args, dest, None) for dest in getattr(args, "linted", ())]
+    return [item for value in values for item in (value if isinstance(value, list) else [value])
+            if isinstance(item, str)]
+
+
+class WarningsAsErrors(SkdslError):
+    """A spec's warnings under --strict: each printed as the error it becomes (status 2)."""
+
+    def __init__(self, warnings: list[SpecWarning]):
+        count = len(warnings)
+        super().__init__(f"{count} warning{'s' * (count != 1)} made errors by --strict",
+                         code=warnings[0].code)
+        self.warnings = tuple(warnings)
+
+    def render(self, spelled: Callable[[str], str] = named) -> str:
+        return "\n".join(warning.as_error("a warning, made an error by --strict").render(spelled)
+                         for warning in self.warnings)
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser, whose: str,

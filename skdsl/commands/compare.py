@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .arguments import (add_command, add_count_argument, add_imports_argument,
-                        add_input_argument, add_overrides_argument, add_sweep_argument,
-                        add_switches, variant_flags)
+                        add_input_argument, add_overrides_argument, add_strict_argument,
+                        add_sweep_argument, add_switches, variant_flags)
 from .output import print_rich, to_json_text
 
 EPILOG = """\
@@ -42,6 +42,7 @@ def register(commands) -> None:
     add_input_argument(parser)
     add_count_argument(parser)
     add_imports_argument(parser)
+    add_strict_argument(parser, "specs", "baseline")
 
 
 def run(args) -> int:

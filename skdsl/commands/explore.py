@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..base.errors import CliError
 from .arguments import (_NAME, add_imports_argument, add_input_argument, add_overrides_argument,
-                        parse_data_source, parse_input_shape, parse_overrides, quoted)
+                        add_strict_argument, parse_data_source, parse_input_shape,
+                        parse_overrides, quoted)
 
 SUBCOMMANDS = ("show", "compare")
 
@@ -50,6 +51,7 @@ def register(commands) -> None:
                         help="a spec with a design space; or show DIR; or compare DIR DIR ...")
     add_overrides_argument(parser, "that the space leaves fixed")
     add_imports_argument(parser)
+    add_strict_argument(parser, "target")
     add_input_argument(parser)
     parser.add_argument("--space", metavar="NAME=DOMAIN", action="append", default=[],
                         help="a param's domain, added or replacing the spec's (repeatable): "

@@ -4,7 +4,9 @@
     skdsl check specs/sknet50.sk               # ok: sknet50 — 27,479,784 params, ...
 
 Exit statuses: 0 ok, 2 a user's mistake (every `SkdslError`, bad flags, unusable files),
-70 an internal error (a bug: reported in one line, no traceback), 130 interrupted.
+70 an internal error (a bug: reported in one line, no traceback), 130 interrupted. The warnings
+(SK7xx) of the specs a command reads are printed before it runs and change no status, unless
+--strict makes them errors (arguments.add_strict_argument).
 
 Each command is a module of this package with `register(commands)` (its subparser, with
 `run=` set) and `run(args) -> int`; COMMANDS lists them in the order `skdsl --help` shows.
@@ -26,7 +28,7 @@ from ..base.errors import CliError, SkdslError
 from ..version import __version__
 from . import (build, check, compare, doctor, explore, export, graph, inspect, spec, tables, train,
                weights)
-from .arguments import flag
+from .arguments import WarningsAsErrors, flag, spec_warnings
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None,
 def _run(argv: list[str] | None, parser: Callable[[], argparse.ArgumentParser]) -> int:
     try:
         args = parser().parse_args(argv)
+        _warn(args)
         status = args.run(args)
         sys.stdout.flush()  # a full disk must fail here, where it is reported, not at exit
         return status
@@ -108,6 +111,17 @@ def _run(argv: list[str] | None, parser: Callable[[], argparse.ArgumentParser]) 
         return _report(CliError(f"cannot write the output: {lost}", code="SK507"))
     except Exception as error:  # noqa: BLE001 - the last line of defence: no tracebacks
         return _internal_error(error)
+
+
+def _warn(args: argparse.Namespace) -> None:
+    """The warnings of the specs the command reads, on stderr before it runs; under --strict,
+    errors that stop it."""
+    warnings = spec_warnings(args)
+    if warnings and getattr(args, "strict", False):
+        raise WarningsAsErrors(warnings)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process speaks for all
+        for warning in warnings:
+            _tell(warning.render(flag))
 
 
 def _report(error: SkdslError) -> int:

@@ -21,9 +21,10 @@ from .. import ops
 from ..base.errors import Span, SpecError, declare_settings, did_you_mean
 from ..core import spec as S
 from ..core.graph import lower_table
+from ..core.space import Choice, FloatRange, IntRange
 from . import syntax as A
 from .parser import (LAYER_KEYWORDS, check_repeat, check_spec_file, file_error, parse_text,
-                     read_source)
+                     read_source, shown_keyword)
 from .syntax import (MAX_BRANCHES, MAX_FILE_BYTES, MAX_INTEGER, MAX_LAYERS, MAX_NESTING,
                      MAX_PATH_LENGTH)
 
@@ -362,6 +363,118 @@ def _function(expr: A.Call, env: Env) -> Value:
         if parameter in POSITIVE_ARGUMENTS.get(function, ()):
             _positive(value, f"{expr.name}'s {parameter}")
     return Value(_in_range(function(*numbers), expr.span), expr.span)
+
+
+# -- domains: the values a param (`param G = 32 in {16, 32}`) or a formal may take --------
+
+
+def formal_domain(formal: A.Formal, value: Value, definition: str) -> None:
+    """SK244 unless `value`, an argument of block `definition`, lies in its formal's domain."""
+    plain = str(value.value) if isinstance(value.value, Symbol) else value.value
+    if formal.domain.kind == "choice":
+        made = read_choice(formal.domain)
+    elif isinstance(plain, str):
+        raise SpecError(f"{formal.name}={plain} is a word, and block {definition}'s "
+                        f"{formal.name} ranges over numbers", value.span or formal.span,
+                        code="SK244")
+    else:
+        made = read_range(formal.domain, value)
+    if isinstance(made, Choice) and isinstance(plain, str):
+        plain = next((v for v in made.values if str(v).lower() == plain.lower()), plain)
+    if plain in made:
+        return
+    words = [v for v in made.finite() if isinstance(v, str)] if isinstance(made, Choice) else []
+    raise SpecError(f"{formal.name}={value_text(plain)} is not one of block {definition}'s "
+                    f"{formal.name} values {made.text()}", value.span or formal.span,
+                    code="SK244", hint=(did_you_mean(str(plain), words) if words else None)
+                    or f"{formal.name} takes {made.text()}")
+
+
+def read_choice(domain: A.Domain) -> Choice:
+    values, seen = [], set()
+    for item in domain.values:
+        value = evaluate(item, {}).value
+        plain = str(value) if isinstance(value, Symbol) else value
+        if not isinstance(plain, (int, float, str)) or isinstance(plain, bool):
+            raise SpecError(f"a choice holds numbers or words, not {value_text(plain)}", item.span,
+                            code="SK240")
+        if plain in seen:
+            raise SpecError(f"{value_text(plain)} is listed twice", item.span, code="SK240")
+        seen.add(plain)
+        values.append(plain)
+    words = [isinstance(v, str) for v in values]
+    if any(words) and not all(words):
+        raise SpecError("a choice holds numbers or words, not both", domain.span,
+                        code="SK240", hint="quote nothing; write {relu, swish} or {16, 32}")
+    return Choice(tuple(values))
+
+
+def matching_choice(choice: Choice, default, domain: A.Domain) -> Choice:
+    """The choice in its default's type: a float param's {1, 2} is {1.0, 2.0}."""
+    numbers = not isinstance(choice.values[0], str)
+    if isinstance(default, str) == numbers or (
+            isinstance(default, int) and any(isinstance(v, float) for v in choice.values)):
+        raise SpecError(f"the default {value_text(default)} is {value_kind(default)}, and the choice "
+                        f"{choice.text()} holds {value_kind(choice.values[0], plural=True)}", domain.span,
+                        code="SK241", hint="a param keeps one type: write the default like "
+                                           "the choice's values")
+    if isinstance(default, float):
+        return Choice(tuple(float(v) for v in choice.values))
+    return choice
+
+
+def read_range(domain: A.Domain, default: Value) -> IntRange | FloatRange:
+    low, high, *step = (_bound(item) for item in domain.values)
+    step = step[0] if step else None
+    integral = isinstance(default.value, int) and not isinstance(default.value, bool)
+    if not integral and not isinstance(default.value, float):
+        raise SpecError(f"a range is of numbers, and the default {value_text(default.value)} is a "
+                        "word", domain.span, code="SK241", hint="list the words: {relu, swish}")
+    if integral and not all(isinstance(v, int) for v in (low, high, step or 1)):
+        raise SpecError("an integer param ranges over integers", domain.span, code="SK240",
+                        hint="write whole bounds and step, or a float default such as 1.0")
+    if low > high:
+        raise SpecError(f"the range {low}..{high} is empty: its low end is above its high end",
+                        domain.span, code="SK240", hint=f"write {high}..{low}")
+    if step is not None and step <= 0:
+        raise SpecError(f"a range's step is positive, not {step}", domain.values[2].span,
+                        code="SK240")
+    if domain.log and (low <= 0 or step not in (None, 1)):
+        raise SpecError("a log range has a positive low end and no step", domain.span,
+                        code="SK240", hint="log-uniform draws need low > 0; for powers of two "
+                                           "list them: {16, 32, 64}")
+    if step is not None and not _on_step(high - low, step):
+        below = low + int((high - low) // step) * step
+        raise SpecError(f"{low}..{high} does not end on a step of {step}", domain.span,
+                        code="SK240", hint=f"end it at {below!r} or {below + step!r}")
+    if integral:
+        return IntRange(low, high, step or 1, domain.log)
+    return FloatRange(float(low), float(high), None if step is None else float(step), domain.log)
+
+
+def _bound(item) -> int | float:
+    value = evaluate(item, {})
+    if isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
+        return value.value
+    raise SpecError(f"a range's bounds and step are numbers, not {value_text(value.value)}",
+                    item.span, code="SK240", hint="a bound is a constant: what one param may "
+                    "be never depends on another; write that as a `where`")
+
+
+def _on_step(width, step) -> bool:
+    steps = width / step
+    return math.isclose(steps, round(steps), rel_tol=0, abs_tol=1e-9)
+
+
+def value_text(value, bare: bool = False) -> str:
+    if isinstance(value, str):
+        return value if bare else f"'{value}'"
+    return repr(value)
+
+
+def value_kind(value, plural: bool = False) -> str:
+    kind = "word" if isinstance(value, str) else "integer" if isinstance(value, int) else "number"
+    return f"{kind}s" if plural else ("an " if kind == "integer" else "a ") + kind
 
 
 # -- conditions ------------------------------------------------------------------------------
@@ -1206,7 +1319,7 @@ class Expander:
         self.count_layers(1, st.span)
         keyword = ops.KEYWORDS[st.keyword]
         build = READERS[keyword.reading]
-        where = st.keyword.upper() if keyword.brackets else st.keyword
+        where = shown_keyword(st.keyword)
         options = _name_bracket_positionals(st, where, keyword)
         args = _Args(where, options + st.args, context.env, _first_line(st.span), keyword.usage)
         if st.kernel_lines is not None and not keyword.branches:
@@ -1346,6 +1459,9 @@ class Expander:
                                 hint=f"its parameters are ({_signature(definition)})")
             # Defaults may use the template file's parameters and the earlier arguments.
             bound[formal.name] = evaluate(formal.default, {**template_env, **bound})
+        for formal in definition.formals:
+            if formal.domain is not None:
+                formal_domain(formal, bound[formal.name], definition.name)
         return bound
 
     def residual(self, st: A.ResidualStmt, context: _Context) -> list:
@@ -1397,7 +1513,10 @@ class Expander:
         return item
 
     def split(self, st: A.SplitStmt, context: _Context) -> S.ChannelSplit:
-        args = _Args("split", st.args, context.env, _first_line(st.span))
+        source, written = split_source(st)
+        if source is not None:
+            self.check_split_source(source)
+        args = _Args("split", written, context.env, _first_line(st.span))
         sizes = args.rest("a split size", _positive, "sizes")
         args.options(())
         outputs = [o.name for o in st.outputs]
@@ -1413,6 +1532,44 @@ class Expander:
             sizes = None
         return _build(S.ChannelSplit, args.spans[""], args.spans, name=context.names[id(st)],
                       outputs=outputs, sizes=sizes)
+
+    def check_split_source(self, source: A.Label) -> None:
+        """`split y 2 -> a, b` names the tensor it cuts, which must be the current one."""
+        current = self.current_tensor()
+        if current is None or current == source.name:
+            return
+        cut = (f"'{current}'" if current else
+               "the output of the residual above it, which has no name")
+        where = ("to the top of the scope" if source.name == "input" else
+                 f"to just below the statement that makes '{source.name}'")
+        raise SpecError(f"split names '{source.name}', but the tensor it cuts is {cut}",
+                        source.span, code="SK307",
+                        hint=f"a split cuts the current tensor and leaves it current: to split "
+                        f"'{source.name}', move the split {where}")
+
+    def current_tensor(self) -> str | None:
+        """The name of the tensor a statement expanded now reads: the last item made in its scope
+        (a residual's body reads what the residual reads), else `input`. "" for a residual's
+        output, which has no name; None outside an expansion (check_block's statements)."""
+        for kind, _, items in reversed(self.open):
+            made = [item for item in items if not isinstance(item, (S.Branch, S.ChannelSplit))]
+            if made:
+                return "" if isinstance(made[-1], S.Residual) else made[-1].name
+            if kind != "flat":
+                return "input"
+        return None
+
+
+def split_source(st: A.SplitStmt) -> tuple[A.Label | None, list[A.Arg]]:
+    """The tensor a split names, and the arguments of its sizes: `split y 2 -> a, b` names y.
+
+    The grammar reads `y 2` as an option, as in `stride 2`; a split has no options, so a first
+    argument written so names its tensor (lint.py reads the same)."""
+    if not st.args or st.args[0].keyword is None:
+        return None, st.args
+    first = st.args[0]
+    return (A.Label(first.keyword, first.keyword_span),
+            [A.Arg(None, first.value, first.value.span), *st.args[1:]])
 
 
 def _name_bracket_positionals(st: A.LayerStmt, where: str, keyword: ops.Keyword) -> list[A.Arg]:

@@ -4,6 +4,7 @@
     load("sknet50.json")                      # a spec written by `skdsl spec --json`: validated
     load("sknet50", num_classes=10)           # the `classes` header replaced (fine-tuning)
     parse(text, "<string>", {"M": 3})         # .sk text: parsed and expanded
+    lint("my_net.sk")                         # its warnings (SK7xx): [] when it reads clean
 
 `use` reads only files under the spec's folder and std/ unless `allow_imports_outside`.
 
@@ -59,6 +60,16 @@ def parse(text: str, file: str = "<string>", overrides: dict | None = None,
     source = parse_text(text, file)
     check_space(source)
     return expand(source, overrides, allow_imports_outside)
+
+
+def lint(path: str | Path, allow_imports_outside: bool = False) -> list:
+    """The warnings (SK7xx, `SpecWarning`) of a .sk file or zoo name and of what it imports; a
+    JSON spec has none (it is expanded: its text says nothing of how it was written)."""
+    if str(path).lower().endswith(".json"):
+        return []
+    from .lint import lint_file
+
+    return lint_file(path, allow_imports_outside)
 
 
 def load_json_spec(path: str | Path):
@@ -214,4 +225,4 @@ class _JsonLocator:
         return match.end()
 
 
-__all__ = ["SettingError", "load", "load_json_spec"]
+__all__ = ["SettingError", "load", "lint", "load_json_spec"]

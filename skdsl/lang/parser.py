@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import re
 import threading
 from bisect import bisect_left
 from pathlib import Path
@@ -281,7 +282,7 @@ def _syntax_error(error: UnexpectedInput, text: str, file: str) -> SpecError:
         return SpecError("unexpected end of file", span, code="SK103", expected=expected,
                          hint=_hint(error, text, file))
     span = _token_span(token, file)
-    unknown = _unknown_layer(error, file)
+    unknown = _unknown_layer(error, text, file)
     if unknown:
         return unknown
     what = {"_NL": "end of the line", "_INDENT": "indentation", "_DEDENT": "end of the block"}
@@ -302,27 +303,53 @@ def _token_span(token: Token, file: str) -> Span:
     return Span(file, token.line, token.column, token.line, end)
 
 
-def _unknown_layer(error: UnexpectedToken, file: str) -> SpecError | None:
+# After a name that starts a statement the parser takes only a label's '=' or a call's '(':
+# a word followed there by anything else (`eca 5`, `eca[k=3]`, `eca` alone) is a layer it lacks.
+_AFTER_STATEMENT_NAME = frozenset({"EQUAL", "LPAR"})
+
+
+def _unknown_layer(error: UnexpectedToken, text: str, file: str) -> SpecError | None:
     """`cnv 3x3, 64`: a statement starts with a word that is neither a layer nor a call."""
-    history = getattr(error, "token_history", None) or []
-    previous = history[-1] if history else None
     expected = _expected_terminals(error)
-    # A name in a condition (`if s 1:`) may also be followed by '(' (a function): not a layer.
-    if previous is None or previous.type != "NAME" or "LPAR" not in expected:
+    if "LPAR" not in expected or not expected <= _AFTER_STATEMENT_NAME:
+        return None  # a name in a value or a condition (`if s 1:`), not a statement's first word
+    found = _name_before(error, text, file)
+    if found is None:
         return None
-    if "COMPARE" in expected:
-        return None
-    word = str(previous)
-    span = _token_span(previous, file)
+    word, span = found
     if word == "else":
         return SpecError("`else:` without an `if` just above it", span, code="SK212",
                          hint="write `if CONDITION:` and its body, then `else:` at the same "
                          "indentation as the `if`")
-    suggestion = did_you_mean(word, LAYER_KEYWORDS + STATEMENT_KEYWORDS)
-    if suggestion is None:
-        return None
-    return SpecError(f"unknown layer '{word}'", span, code="SK201", hint=suggestion,
+    layers = ", ".join(shown_keyword(keyword) for keyword in ops.LAYER_KEYWORDS)
+    hint = (did_you_mean(word, ops.LAYER_KEYWORDS + STATEMENT_KEYWORDS) or
+            f"the layers are {layers}; a block is called with parentheses: {word}(...)")
+    return SpecError(f"unknown layer '{word}'", span, code="SK201", hint=hint,
                      expected=["a layer such as conv or SK", "a block call such as sk_unit(128, 256)"])
+
+
+def _name_before(error: UnexpectedToken, text: str, file: str) -> tuple[str, Span] | None:
+    """The name just before the unexpected token, and where it is written."""
+    history = getattr(error, "token_history", None) or []
+    if history:
+        previous = history[-1]
+        return (str(previous), _token_span(previous, file)) if previous.type == "NAME" else None
+    if error.token.type != "_NL":
+        return None
+    # Lark keeps no history when the unexpected token ends the line (`eca` alone on it): the
+    # name is the last word before the line's end (or its comment).
+    line = text.split("\n")[error.token.line - 1][:error.token.column - 1]
+    word = re.search(r"[A-Za-z_][A-Za-z0-9_]*(?=[\t \f]*$)", line)
+    if word is None:
+        return None
+    number = error.token.line
+    return word.group(), Span(file, number, word.start() + 1, number, word.end() + 1)
+
+
+def shown_keyword(word: str) -> str:
+    """A layer keyword as messages write it: SK, SUM and SE, whose options the paper brackets,
+    in capitals (`SK[M=2]`), the others as they are written (`conv`)."""
+    return word.upper() if ops.KEYWORDS[word].brackets else word
 
 
 def _expected_terminals(error: UnexpectedInput) -> set[str]:
@@ -648,8 +675,8 @@ class _ToSyntax(Transformer):
         return ("paper", children[0], self._first_line(children, "paper"))
 
     def formal(self, children):
-        name, default = children
-        return A.Formal(str(name), default, self._span(children))
+        name, default, domain = children
+        return A.Formal(str(name), default, self._span(children), domain)
 
     def formals(self, children):
         return list(children)

@@ -15,9 +15,10 @@ import math
 import random
 
 from ..base.errors import SpecError, did_you_mean, source_line
-from ..core.space import Choice, Constraint, Dimension, FloatRange, IntRange, Space
+from ..core.space import Choice, Constraint, Dimension, IntRange, Space
 from . import syntax as A
-from .expand import Symbol, Value, condition_holds, evaluate, file_params
+from .expand import (Symbol, Value, condition_holds, file_params, matching_choice, read_choice,
+                     read_range, value_text)
 from .parser import parse_flag
 
 # The columns of explore's table of points (explore/points.py), which a ranging param may not be
@@ -84,94 +85,18 @@ def _dimension(param: A.ParamDecl, default: Value, domain: A.Domain,
                inside: bool) -> Dimension:
     """`inside`: the default must lie in the domain (one the spec declares: it says where the
     network it builds sits; a `--space` may look elsewhere)."""
-    made = _choice(domain) if domain.kind == "choice" else _range(domain, default)
+    made = read_choice(domain) if domain.kind == "choice" else read_range(domain, default)
     value = default.value
     plain = str(value) if isinstance(value, Symbol) else value
     if isinstance(made, Choice):
-        made = _matching(made, plain, domain)
+        made = matching_choice(made, plain, domain)
     if inside and plain not in made:
-        raise SpecError(f"the default {param.name} = {_text(plain)} is not in its domain "
+        raise SpecError(f"the default {param.name} = {value_text(plain)} is not in its domain "
                         f"{made.text()}", param.value.span if hasattr(param.value, "span")
                         else param.span, code="SK241",
                         hint="the default is the network every other command builds: put it "
                              "inside the domain")
     return Dimension(param.name, plain, made, domain.span)
-
-
-def _choice(domain: A.Domain) -> Choice:
-    values, seen = [], set()
-    for item in domain.values:
-        value = evaluate(item, {}).value
-        plain = str(value) if isinstance(value, Symbol) else value
-        if not isinstance(plain, (int, float, str)) or isinstance(plain, bool):
-            raise SpecError(f"a choice holds numbers or words, not {_text(plain)}", item.span,
-                            code="SK240")
-        if plain in seen:
-            raise SpecError(f"{_text(plain)} is listed twice", item.span, code="SK240")
-        seen.add(plain)
-        values.append(plain)
-    words = [isinstance(v, str) for v in values]
-    if any(words) and not all(words):
-        raise SpecError("a choice holds numbers or words, not both", domain.span,
-                        code="SK240", hint="quote nothing; write {relu, swish} or {16, 32}")
-    return Choice(tuple(values))
-
-
-def _matching(choice: Choice, default, domain: A.Domain) -> Choice:
-    """The choice in its default's type: a float param's {1, 2} is {1.0, 2.0}."""
-    numbers = not isinstance(choice.values[0], str)
-    if isinstance(default, str) == numbers or (
-            isinstance(default, int) and any(isinstance(v, float) for v in choice.values)):
-        raise SpecError(f"the default {_text(default)} is {_kind(default)}, and the choice "
-                        f"{choice.text()} holds {_kind(choice.values[0], plural=True)}", domain.span,
-                        code="SK241", hint="a param keeps one type: write the default like "
-                                           "the choice's values")
-    if isinstance(default, float):
-        return Choice(tuple(float(v) for v in choice.values))
-    return choice
-
-
-def _range(domain: A.Domain, default: Value) -> IntRange | FloatRange:
-    low, high, *step = (_bound(item) for item in domain.values)
-    step = step[0] if step else None
-    integral = isinstance(default.value, int) and not isinstance(default.value, bool)
-    if not integral and not isinstance(default.value, float):
-        raise SpecError(f"a range is of numbers, and the default {_text(default.value)} is a "
-                        "word", domain.span, code="SK241", hint="list the words: {relu, swish}")
-    if integral and not all(isinstance(v, int) for v in (low, high, step or 1)):
-        raise SpecError("an integer param ranges over integers", domain.span, code="SK240",
-                        hint="write whole bounds and step, or a float default such as 1.0")
-    if low > high:
-        raise SpecError(f"the range {low}..{high} is empty: its low end is above its high end",
-                        domain.span, code="SK240", hint=f"write {high}..{low}")
-    if step is not None and step <= 0:
-        raise SpecError(f"a range's step is positive, not {step}", domain.values[2].span,
-                        code="SK240")
-    if domain.log and (low <= 0 or step not in (None, 1)):
-        raise SpecError("a log range has a positive low end and no step", domain.span,
-                        code="SK240", hint="log-uniform draws need low > 0; for powers of two "
-                                           "list them: {16, 32, 64}")
-    if step is not None and not _on_step(high - low, step):
-        below = low + int((high - low) // step) * step
-        raise SpecError(f"{low}..{high} does not end on a step of {step}", domain.span,
-                        code="SK240", hint=f"end it at {below!r} or {below + step!r}")
-    if integral:
-        return IntRange(low, high, step or 1, domain.log)
-    return FloatRange(float(low), float(high), None if step is None else float(step), domain.log)
-
-
-def _bound(item) -> int | float:
-    value = evaluate(item, {})
-    if isinstance(value.value, (int, float)) and not isinstance(value.value, bool):
-        return value.value
-    raise SpecError(f"a range's bounds and step are numbers, not {_text(value.value)}",
-                    item.span, code="SK240", hint="a bound is a constant: what one param may "
-                    "be never depends on another; write that as a `where`")
-
-
-def _on_step(width, step) -> bool:
-    steps = width / step
-    return math.isclose(steps, round(steps), rel_tol=0, abs_tol=1e-9)
 
 
 # -- constraints -----------------------------------------------------------------------------
@@ -261,21 +186,10 @@ def plain_text(text: str, source: A.SourceFile, values: dict) -> str:
     for name, value in values.items():
         span = declared[name].span
         last = span.end_line - 1 if span.end_column == 1 else span.end_line
-        lines[span.line - 1] = f"param {name} = {_text(value, bare=True)}"
+        lines[span.line - 1] = f"param {name} = {value_text(value, bare=True)}"
         for number in range(span.line + 1, last + 1):
             lines[number - 1] = ""
     for where in source.wheres:
         for number in range(where.span.line, where.condition.span.end_line + 1):
             lines[number - 1] = ""
     return "\n".join(lines)
-
-
-def _text(value, bare: bool = False) -> str:
-    if isinstance(value, str):
-        return value if bare else f"'{value}'"
-    return repr(value)
-
-
-def _kind(value, plural: bool = False) -> str:
-    kind = "word" if isinstance(value, str) else "integer" if isinstance(value, int) else "number"
-    return f"{kind}s" if plural else ("an " if kind == "integer" else "a ") + kind

@@ -214,6 +214,7 @@ class Formal:
     name: str
     default: Expr | None
     span: Span
+    domain: "Domain | None" = None  # `attn=se in {se, eca}`: the values a call may pass
 
 
 @dataclass

@@ -636,3 +636,52 @@ def test_no_import_circle_among_the_modules_of_skdsl():
     assert graph.number_of_edges() > 100  # the imports were read
     assert list(nx.simple_cycles(graph)) == []
 
+
+
+# -- warnings (SK7xx) and --strict ------------------------------------------------------------------
+
+WARNED_SPEC = """\
+network net:
+    input 16x8x8
+    classes 10
+    stage s:
+        y = conv 1x1, 16
+        split 2 -> a, b
+        concat a, b
+    stage head:
+        gap
+        fc classes
+"""
+
+
+def test_warnings_go_to_stderr_and_the_command_goes_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("net.sk").write_text(WARNED_SPEC)
+    status, out, err = run(capsys, "check", "net.sk")
+    assert (status, out) == (0, "ok: net — 458 params, 16,544 multiply-adds\n")
+    assert err.startswith("net.sk:6:9: warning SK701: this split cuts 'y'") and "error" not in err
+    status, out, err = run(capsys, "build", "net.sk", "--json")
+    assert status == 0 and json.loads(out)["params"] == 458 and "warning SK701" in err
+
+
+@pytest.mark.parametrize("argv", [["check", "--strict", "net.sk"],
+                                  ["spec", "net.sk", "--json", "--strict"],
+                                  ["compare", "net.sk", "--strict", "--format", "csv"],
+                                  ["graph", "net.sk", "--strict"]])
+def test_strict_makes_warnings_errors_before_the_command_runs(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("net.sk").write_text(WARNED_SPEC)
+    status, out, err = run(capsys, *argv)
+    assert (status, out) == (2, "")
+    assert err.startswith("net.sk:6:9: error SK701: this split cuts 'y'")
+    assert "  = a warning, made an error by --strict\n" in err and "warning SK701" not in err
+
+
+@pytest.mark.parametrize("mistake, error", [("concat a, b &", "net.sk:7:21: error SK102"),
+                                            ("concat a, c", "net.sk:7:19: error SK306")])
+def test_a_spec_with_an_error_shows_the_error_alone(mistake, error, tmp_path, capsys,
+                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("net.sk").write_text(WARNED_SPEC.replace("concat a, b", mistake))
+    status, _, err = run(capsys, "check", "--strict", "net.sk")
+    assert status == 2 and err.startswith(error) and "SK701" not in err

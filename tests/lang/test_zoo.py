@@ -38,7 +38,7 @@ def test_list_models_matches_shell_patterns():
                                          "resnext29_8x64d", "senet29", "sknet29"]
     assert skdsl.list_models("SHUFFLENET_V2_X1_0") == ["shufflenet_v2_x1_0"]
     assert skdsl.list_models("nothing*") == []
-    assert len(skdsl.list_models()) == len(zoo.registry().models) == 45
+    assert len(skdsl.list_models()) == len(zoo.registry().models) == 51
 
 
 # -- resolving what the user typed ---------------------------------------------------------------
