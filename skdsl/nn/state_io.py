@@ -1,6 +1,7 @@
 """Checkpoint and state-dict files: the one place skdsl reads and writes them.
 
-    read(path, READER)                 any torch.save file, weights only (a file never runs code)
+    read(path, READER)                 any torch.save file, weights only (a file never runs code),
+                                       or a safetensors file (safetensors_io)
     state_dict_in(payload, path, ...)  the model weights in it: bare, under 'state_dict'/'model',
                                        with wrapper prefixes ('module.', '_orig_mod.', 'model.') off
     checked_checkpoint(payload, ...)   an skdsl checkpoint, its digest and every field checked
@@ -36,6 +37,7 @@ from torch import Tensor, nn
 from ..base import files
 from ..base.errors import CheckpointError, InputFileError, SkdslError, declare_settings
 from ..version import __version__
+from . import safetensors_io
 
 declare_settings("checkpoint", "random_init", "overrides")
 
@@ -65,7 +67,8 @@ CHECKPOINTS = Reader(CheckpointError, "checkpoint", "SK601", "SK602", "SK603", "
                      "train first, or name the file with {checkpoint}")
 WEIGHTS = Reader(InputFileError, "weights file", "SK520", "SK521", "SK521", "SK522",
                  "name a .pth file saved with torch.save(model.state_dict(), ...)",
-                 "it may be truncated, or of another format (safetensors, numpy)")
+                 "skdsl reads torch.save and safetensors files: it may be truncated, or of "
+                 "another format (numpy, TensorFlow)")
 EXPORT = Reader(CheckpointError, "checkpoint", "SK531", "SK602", "SK603", "SK531",
                 "name a last.pt or best.pt that `skdsl train` wrote, or pass {random_init}")
 
@@ -195,7 +198,8 @@ def _tensors(value, name: str = ""):
 
 def read(path: str | Path, reader: Reader = CHECKPOINTS):
     """The contents of a torch.save file, tensors and plain values only (torch.load with
-    weights_only; memory-mapped when it is torch's zip format), or `reader`'s error."""
+    weights_only; memory-mapped when it is torch's zip format), or the tensors of a safetensors
+    file (told by its first bytes, whatever its name), or `reader`'s error."""
     path = Path(path)
     try:  # a FIFO or a device would block or never end
         files.check_readable(path, files.MAX_CHECKPOINT_BYTES)
@@ -206,6 +210,8 @@ def read(path: str | Path, reader: Reader = CHECKPOINTS):
         raise reader.error(f"cannot read {reader.noun} '{path}': {problem}",
                            code=reader.missing if problem.kind != "too_large" else reader.corrupt,
                            hint=reader.missing_hint) from None
+    if safetensors_io.is_safetensors(path):
+        return _read_safetensors(path, reader)
     is_zip = zipfile.is_zipfile(path)
     if not (is_zip or _starts_like_a_pickle(path)):
         raise reader.error(f"'{path}' is truncated or corrupt: it is neither the zip archive "
@@ -224,6 +230,19 @@ def read(path: str | Path, reader: Reader = CHECKPOINTS):
     except Exception as error:  # noqa: BLE001 - zip, pickle and storage errors alike mean corrupt
         raise reader.error(f"'{path}' is truncated or corrupt ({type(error).__name__}: "
                            f"{first_line(error)})", code=reader.corrupt,
+                           hint=reader.corrupt_hint) from None
+
+
+def _read_safetensors(path: Path, reader: Reader) -> dict[str, Tensor]:
+    """The tensors of a safetensors file (no code runs: its header is JSON), or `reader`'s
+    error; SK529 without the safetensors package."""
+    try:
+        return safetensors_io.load(path)
+    except SkdslError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure of the parser means corrupt
+        raise reader.error(f"'{path}' is a truncated or corrupt safetensors file "
+                           f"({type(error).__name__}: {first_line(error)})", code=reader.corrupt,
                            hint=reader.corrupt_hint) from None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -512,3 +513,95 @@ def test_skip_head_leaves_the_classifier_out_for_fine_tuning(compiled, capsys, t
     left = state_io.load_weights(module, converted, output, "resnext50_32x4d",
                                  leave_out=state_io.head_keys(module))
     assert left == ["head.fc.weight", "head.fc.bias"]
+
+
+# -- --classes ------------------------------------------------------------------------------------
+
+
+def _ten_classes() -> dict[str, torch.Tensor]:
+    state = fake_state_dict("resnext50_32x4d", shared=True)
+    state["fc.weight"], state["fc.bias"] = torch.randn(10, 2048), torch.randn(10)
+    return state
+
+
+def test_a_head_of_another_class_count_names_both_and_the_ways_out(capsys, tmp_path):
+    status, _, err, output = convert_cli(capsys, tmp_path, "resnext50_32x4d", _ten_classes())
+    _assert_refused(status, err, output, "SK525", "hint: the weights' classifier has 10 classes "
+                    "and spec 'resnext50_32x4d' has 1000: convert with --classes 10, or leave "
+                    "the head out with --skip-head")
+
+
+def test_classes_compiles_the_spec_with_the_weights_head(capsys, tmp_path):
+    state = _ten_classes()
+    torch.save(state, tmp_path / "in.pth")
+    status, out, err = run(capsys, "weights", "convert", "--from", "timm",
+                           spec_path("resnext50_32x4d"), str(tmp_path / "in.pth"),
+                           str(tmp_path / "out.pt"), "--classes", "10")
+    assert status == 0, err
+    assert "320 tensors, 23,000,394 parameters" in out
+    converted = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert torch.equal(converted["head.fc.weight"], state["fc.weight"])
+    status, _, err = run(capsys, "weights", "convert", "--from", "timm",
+                         spec_path("resnext50_32x4d"), str(tmp_path / "in.pth"),
+                         str(tmp_path / "out2.pt"), "--classes", "0")
+    assert status == 2 and "error SK510: --classes 0: must be at least 1" in err
+
+
+# -- safetensors ----------------------------------------------------------------------------------
+
+
+def test_a_safetensors_file_is_read_by_its_content_and_written_by_its_name(compiled, capsys,
+                                                                          tmp_path):
+    pytest.importorskip("safetensors")
+    from safetensors.torch import load_file, save_file
+
+    state = fake_state_dict("skresnet18")
+    for name in ("model.safetensors", "model.pth"):  # a safetensors file of any name
+        save_file(state, tmp_path / name)
+        output = tmp_path / "out.safetensors"
+        status, out, err = run(capsys, "weights", "convert", "--from", "timm",
+                               spec_path("skresnet18"), str(tmp_path / name), str(output))
+        assert status == 0, err
+        assert out.rstrip().endswith(f"written to {output} (safetensors)")
+        converted = load_file(output)
+        assert sorted(converted) == sorted(compiled("skresnet18").state_dict())  # no key order
+        assert torch.equal(converted["conv2.block1.sk.branch2.conv.weight"],
+                           state["layer1.0.conv1.paths.1.conv.weight"])
+
+
+def test_a_truncated_safetensors_file_is_named_as_one(capsys, tmp_path):
+    pytest.importorskip("safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"conv1.weight": torch.zeros(64, 3, 7, 7)}, tmp_path / "cut.safetensors")
+    data = (tmp_path / "cut.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:len(data) // 2])
+    output = tmp_path / "out.pt"
+    status, _, err = run(capsys, "weights", "convert", "--from", "timm",
+                         spec_path("skresnet18"), str(tmp_path / "cut.safetensors"), str(output))
+    _assert_refused(status, err, output, "SK521", "cut.safetensors' is a truncated or corrupt "
+                    "safetensors file (")
+
+
+def test_without_the_safetensors_package_its_files_are_refused_with_the_install(monkeypatch,
+                                                                               capsys, tmp_path):
+    (tmp_path / "in.safetensors").write_bytes((20).to_bytes(8, "little") + b'{"a":{}}' + b" " * 12)
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # `import safetensors` fails
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    spec = spec_path("skresnet18")
+    for source, output in (("in.safetensors", "out.pt"), ("missing.pth", "out.safetensors")):
+        status, _, err = run(capsys, "weights", "convert", "--from", "timm", spec,
+                             str(tmp_path / source), str(tmp_path / output))
+        _assert_refused(status, err, tmp_path / output, "SK529", "needs the safetensors "
+                        "package, which is not installed", "hint: pip install 'skdsl[safetensors]'")
+        assert "in.safetensors' is a safetensors file: reading it" in err or \
+            "writing '" in err and "out.safetensors' as safetensors" in err
+
+
+def test_weights_without_a_classifier_are_told_to_leave_the_head_out(capsys, tmp_path):
+    state = fake_state_dict("resnext50_32x4d", shared=True)
+    del state["fc.weight"], state["fc.bias"]  # timm's num_classes=0
+    status, _, err, output = convert_cli(capsys, tmp_path, "resnext50_32x4d", state)
+    _assert_refused(status, err, output, "SK524", "head.fc.weight", "hint: the weights have no "
+                    "classifier (a model made with num_classes=0): leave the head of spec "
+                    "'resnext50_32x4d' out with --skip-head")
