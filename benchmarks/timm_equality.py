@@ -1,4 +1,5 @@
-"""Output equality of timm's ResNeXt, SE-ResNeXt, SK-ResNeXt and SK-ResNet(-D) and skdsl's specs.
+"""Output equality of timm's ResNeXt, SE-ResNeXt(-D), SK-ResNeXt, SK-ResNet(-D), ECA-ResNet-D and
+ResNeSt-D and skdsl's specs.
 
 Equal parameter counts do not prove equal wiring (stride placement, padding, branch order, the
 softmax layout over M·C): equal outputs do. For each pair this script builds timm's model with
@@ -48,6 +49,12 @@ PAIRS = [  # timm model, skdsl spec
     ("skresnet34", "specs/skresnet34.sk"),
     ("skresnet50", "specs/skresnet50.sk"),
     ("skresnet50d", "specs/skresnet50d.sk"),
+    ("ecaresnet26t", "specs/ecaresnet26t.sk"),
+    ("ecaresnet50d", "specs/ecaresnet50d.sk"),
+    ("seresnext26d_32x4d", "specs/seresnext26d_32x4d.sk"),
+    ("resnest14d", "specs/resnest14d.sk"),
+    ("resnest26d", "specs/resnest26d.sk"),
+    ("resnest50d", "specs/resnest50d.sk"),
 ]
 
 

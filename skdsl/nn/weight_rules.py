@@ -34,6 +34,7 @@ WORDS: dict[str, tuple[str, ...]] = {
     "tensor": ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"),
     "conv_or_bn": ("conv", "bn"),
     "conv_index": ("1", "2", "3"),
+    "outer": ("1", "3"),  # a bottleneck's 1×1 convs around its middle
 }
 
 _NAME = r"[A-Za-z_]\w*"
@@ -295,6 +296,31 @@ SK_BOTTLENECK = (_conv_norm_act("conv1", "conv1"), *_selective_kernel("conv2"),
 # `conv` (the unit's only conv layer besides the SK).
 SK_BASIC = (*_selective_kernel("conv1"), _conv_norm_act("conv2", "conv"))
 
+# timm's ResNet `Bottleneck` with its attn_layer (std/resnet.sk's attn_bottleneck, whose attention
+# layer is `attention`): timm keeps the module as `se` whatever it is. ECA's one conv1d (k
+# weights) is skdsl's channelconv; SEModule's fcs are SE's reduce and expand.
+ECA_ATTENTION = (Rule("layer{s}.{b}.se.conv.weight",
+                      _block("attention.gate.channel_conv.weight")),)
+SE_ATTENTION = (
+    Rule("layer{s}.{b}.se.fc1.{p:tensor}", _block("attention.se.reduce.{p}")),
+    Rule("layer{s}.{b}.se.fc2.{p:tensor}", _block("attention.se.expand.{p}")),
+)
+
+# timm's ResNestBottleneck: conv1/bn1 and conv3/bn3 around a SplitAttn `conv2`, whose one conv
+# and one BN (bn0) of radix·C channels hold the radix branches in turn (skdsl's branch convs
+# and BNs: a split), fc1 (bias) and bn1 the reduce, fc2 (bias) the group-major logits.
+RESNEST = (
+    Rule("layer{s}.{b}.conv{i:outer}.weight", _block("conv{i}.conv.weight")),
+    Rule("layer{s}.{b}.bn{i:outer}.{p:tensor}", _block("conv{i}.bn.{p}")),
+    Rule("layer{s}.{b}.conv2.conv.weight", _block("splat.sk.branch{m+1}.conv.weight"),
+         Split("m")),
+    Rule("layer{s}.{b}.conv2.bn0.{p:tensor}", _block("splat.sk.branch{m+1}.bn.{p}"),
+         Split("m")),
+    Rule("layer{s}.{b}.conv2.fc1.{p:tensor}", _block("splat.sk.reduce.conv.{p}")),
+    Rule("layer{s}.{b}.conv2.bn1.{p:tensor}", _block("splat.sk.reduce.bn.{p}")),
+    Rule("layer{s}.{b}.conv2.fc2.{p:tensor}", _block("splat.sk.logits.{p}")),
+)
+
 _SK_BRANCH = re.compile(r"(?P<sk>.*\.sk)\.branch(?P<m>\d+)\.conv\.weight$")
 
 
@@ -316,6 +342,15 @@ def splits_input(state) -> bool | None:
 
 
 _LAYER_BLOCK = re.compile(r"layer(\d+)\.(\d+)\.")
+
+
+def _tiered_stem(state) -> bool:
+    """Whether timm's deep ResNet stem is 'deep_tiered' (ecaresnet26t: its first 3×3 conv 3/4
+    as wide as its second, 24 and 32), which timm's names mark with t where 'deep' has d."""
+    if not isinstance(state, Mapping):
+        return False
+    first, second = (getattr(state.get(f"conv1.{i}.weight"), "shape", None) for i in (0, 3))
+    return bool(first and second) and first[0] != second[0]
 
 
 @dataclass(frozen=True)
@@ -346,7 +381,8 @@ class Family:
         """timm's name for a state dict of this family, as far as it tells: `skresnext50_32x4d`
         (from keys alone, without shapes: `skresnext50`), `skresnet18`, `skresnet50d`."""
         depth, prefix = self.depth(state), self.prefix or self.name
-        name = f"{prefix}{depth}{self.suffix}" if depth else prefix
+        suffix = "t" if self.suffix == "d" and _tiered_stem(state) else self.suffix
+        name = f"{prefix}{depth}{suffix}" if depth else prefix
         weight = state.get(self.grouped) if self.grouped and isinstance(state, Mapping) else None
         shape = getattr(weight, "shape", None)
         if shape is not None and len(shape) == 4 and shape[1] and shape[0] % shape[1] == 0:
@@ -409,6 +445,22 @@ FAMILIES: dict[str, tuple[Family, ...]] = {
                library="std/resnet.sk",
                also=" with avg_down=yes and a deep stem of three 3×3 convs", suffix="d",
                split_input=True, prefix="skresnet"),
+        Family("ecaresnet-d", "ECA-ResNet-D", "attn_bottleneck",
+               SKELETON_D + BOTTLENECK + ECA_ATTENTION,
+               (r"\.attention\.gate\.channel_conv\.weight$", r"^conv1\.conv3\.conv\.weight$"),
+               ("ecaresnet26t", "ecaresnet50d", "ecaresnet101d"), library="std/resnet.sk",
+               also=" with attn=eca, avg_down=yes and a deep stem of three 3×3 convs",
+               suffix="d", prefix="ecaresnet"),
+        Family("seresnext-d", "SE-ResNeXt-D", "attn_bottleneck",
+               SKELETON_D + BOTTLENECK + SE_ATTENTION,
+               (r"\.attention\.se\.reduce\.weight$", r"^conv1\.conv3\.conv\.weight$"),
+               ("seresnext26d_32x4d", "seresnext26t_32x4d"), library="std/resnet.sk",
+               also=" with attn=se, avg_down=yes and a deep stem of three 3×3 convs",
+               suffix="d", grouped="layer1.0.conv2.weight", prefix="seresnext"),
+        Family("resnest-d", "ResNeSt-D", "resnest_bottleneck", SKELETON_D + RESNEST,
+               (r"\.splat\.sk\.logits\.weight$", r"^conv1\.conv3\.conv\.weight$"),
+               ("resnest14d", "resnest26d", "resnest50d"), library="std/resnet.sk",
+               also=" and a deep stem of three 3×3 convs", suffix="d", prefix="resnest"),
     ),
 }
 

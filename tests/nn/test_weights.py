@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -343,7 +344,7 @@ def test_sk_resnet_weights_of_another_spec_are_named_as_timm_names_them(weights_
     status, _, err, output = convert_cli(capsys, tmp_path, weights_of, state,
                                          spec=spec_path(spec_of))
     _assert_refused(status, err, output, "SK524", *words)
-    assert "resnext26" not in err
+    assert not re.search(r"\bresnext26", err)  # seresnext26d_32x4d may be listed as a hint
 
 
 def test_split_sk_weights_on_a_grouped_sk_spec_name_both_kinds(capsys, tmp_path):
@@ -381,7 +382,7 @@ def test_weights_that_only_share_keys_with_a_family_get_no_made_up_name(capsys, 
     _assert_refused(status, err, output, "SK524", "timm ResNeXt-like weights, of no family "
                     "skdsl knows, do not fit spec 'skresnet18' key for key",
                     "built of sk_basic blocks: convert timm's skresnet18, skresnet34 weights")
-    assert "resnext26" not in err
+    assert not re.search(r"\bresnext26", err)  # seresnext26d_32x4d may be listed as a hint
 
 
 @pytest.mark.parametrize("payload, code, words", [
@@ -476,13 +477,15 @@ def test_the_converted_spec_computes_what_timm_computes(model):
     _assert_same_outputs(reference, module, 64)
 
 
-@pytest.mark.parametrize("model", ["skresnet18", "skresnet34", "skresnet50", "skresnet50d"])
-def test_converted_sk_resnets_compute_what_an_independent_timm_layout_computes(model, capsys,
-                                                                              tmp_path):
-    """Without timm: tests/timm_reference.py builds timm's SK-ResNets under timm's names from
-    their architecture (with timm installed it equals timm's models to the bit, at 64 and 97
-    px); its random weights go through `skdsl weights convert` into the compiled spec, and the
-    two compute the same (97 px: the average-pool shortcut's ceil-mode windows overhang)."""
+@pytest.mark.parametrize("model", ["skresnet18", "skresnet34", "skresnet50", "skresnet50d",
+                                   "ecaresnet26t", "seresnext26d_32x4d", "resnest14d"])
+def test_converted_networks_compute_what_an_independent_timm_layout_computes(model, capsys,
+                                                                            tmp_path):
+    """Without timm: tests/timm_reference.py builds timm's SK-ResNets, ECA/SE ResNet-Ds and
+    ResNeSt-Ds under timm's names from their architecture (with timm 1.0.31 installed it equals
+    timm's models to the bit, at 64 and 97 px, the 50-layer ones included); its random weights
+    go through `skdsl weights convert` into the compiled spec, and the two compute the same
+    (97 px: the average-pool shortcut's ceil-mode windows overhang)."""
     from timm_reference import SKResNet
 
     reference = SKResNet(model).eval()
