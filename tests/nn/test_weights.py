@@ -36,6 +36,13 @@ FAMILY_OF = {
     "skresnet34": ("SK-ResNet", "skresnet34"),
     "skresnet50": ("SK-ResNet", "skresnext50"),
     "skresnet50d": ("SK-ResNet-D", "skresnet50d"),
+    # the tiered stem (t) shows in its widths only: keys alone read as the deep stem's d
+    "ecaresnet26t": ("ECA-ResNet-D", "ecaresnet26d"),
+    "ecaresnet50d": ("ECA-ResNet-D", "ecaresnet50d"),
+    "seresnext26d_32x4d": ("SE-ResNeXt-D", "seresnext26d"),
+    "resnest14d": ("ResNeSt-D", "resnest14d"),
+    "resnest26d": ("ResNeSt-D", "resnest26d"),
+    "resnest50d": ("ResNeSt-D", "resnest50d"),
 }
 MODELS = sorted(FAMILY_OF)
 
@@ -127,17 +134,28 @@ def test_every_source_tensor_lands_on_exactly_one_target_of_equal_shape(model, c
     target = module.state_dict()
     mapping = weights.plan(fake_state_dict(model), target)
     assert mapping.fits, mapping
-    assert sorted(mapping.pairs) == sorted(source)                 # every source key maps
-    assert len(set(mapping.pairs.values())) == len(source)         # onto distinct targets
-    assert set(mapping.pairs.values()) == set(target)              # covering every target
+    links = mapping.links
+    assert sorted(links) == sorted(source)                         # every source key maps
+    targets = [t for link in links.values() for t in link.targets]
+    assert len(set(targets)) == len(targets)                       # onto distinct targets
+    assert set(targets) == set(target)                             # covering every target
     buffers = {name for name, _ in module.named_buffers()}
-    for key, destination in mapping.pairs.items():
-        assert list(target[destination].shape) == source[key]["shape"], key
-        assert (destination in buffers) == source[key]["buffer"], key
-        assert key.rsplit(".", 1)[1] == destination.rsplit(".", 1)[1], key  # weight -> weight
+    for key, link in links.items():
+        shapes = [list(target[t].shape) for t in link.targets]
+        if link.axis is None:
+            assert shapes == [source[key]["shape"]], key
+        elif not source[key]["shape"]:  # a split BN's batch counter, copied to each branch
+            assert all(shape == [] for shape in shapes), key
+        else:  # ResNeSt's radix conv and BN: the branches' tensors stacked along the axis
+            joined = list(shapes[0])
+            joined[link.axis] = sum(shape[link.axis] for shape in shapes)
+            assert len(shapes) > 1 and joined == source[key]["shape"], key
+        for destination in link.targets:
+            assert (destination in buffers) == source[key]["buffer"], key
+            assert key.rsplit(".", 1)[1] == destination.rsplit(".", 1)[1], key  # weight->weight
     statistics = [k for k in target if k.endswith(("running_mean", "running_var",
                                                    "num_batches_tracked"))]
-    assert statistics and all(k in mapping.pairs.values() for k in statistics)
+    assert statistics and all(k in targets for k in statistics)
 
 
 @pytest.mark.parametrize("source, target", [

@@ -128,6 +128,14 @@ def test_every_attention_block_compiles_exactly(call, channels, size):
 # -- the language around them -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("call", [
+    *(f"attn_bottleneck(16, 64, stride=2, G=4, attn={attn}, avg_down=yes)"
+      for attn in ("none", "se", "eca", "gc", "lcbam")),
+    "resnest_bottleneck(16, 64, stride=2)", "resnest_bottleneck(16, 32, radix=4, G=2)"])
+def test_std_resnet_units_compile_exactly(call):
+    assert_compiles_exactly(network(call, "32x9x9", 'use "std/resnet.sk"\n'))
+
+
 def test_shorthand_branches_take_a_kernel_and_may_all_be_alike():
     spec = skdsl.parse(network("SK[M=3, G=4, kernel 5x5, dilate no, bn no], 16"))
     branches = spec.stages[0].body[0].branches
