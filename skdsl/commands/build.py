@@ -23,6 +23,10 @@ def register(commands) -> None:
                  json="one JSON object on stdout (the contract is in docs/cli.md)")
     add_count_argument(parser)
     add_sweep_argument(parser)
+    parser.add_argument("--latency", metavar="CALIBRATION",
+                        help="add each stage's (--report), layer's (--layers) and the network's "
+                             "predicted time from a latency calibration (skdsl latency "
+                             "calibrate); JSON: latency_ms")
 
 
 def run(args) -> int:
@@ -41,16 +45,32 @@ def run(args) -> int:
             args.spec, allow_imports_outside=args.allow_imports_outside)[0]):
         spec = spec.model_copy(update={"paper": None})  # not the network the paper measured
     analysis = analyze(spec, input_shape, count)
+    latency = _latency(args, analysis)
     if args.json:
-        print_json(_json(spec, analysis))
+        print_json(_json(spec, analysis, latency))
         return 0
     from ..report import network as report
 
     if not (args.report or args.layers):
-        print(report.summary_line(analysis))
+        print(report.summary_line(analysis) + (f", {latency.milliseconds:.2f} ms predicted"
+                                               if latency is not None else ""))
         return 0
-    print_rich(*_tables(args, spec, analysis))
+    print_rich(*_tables(args, spec, analysis, latency))
     return 0
+
+
+def _latency(args, analysis):
+    """The predicted latency of the analysed network, when --latency names a calibration."""
+    if not args.latency:
+        return None
+    import sys
+
+    from ..core.latency import check_device, host_device, load_calibration, predict
+
+    calibration = load_calibration(args.latency)
+    for difference in check_device(calibration, host_device(calibration), allow_other=True):
+        print(f"warning: the calibration is not this machine's: {difference}", file=sys.stderr)
+    return predict(analysis.graph, calibration)
 
 
 def run_sweep(args) -> int:
@@ -67,13 +87,15 @@ def run_sweep(args) -> int:
         if changed:  # the paper's figures are for the network as written
             spec = spec.model_copy(update={"paper": None})
         analysis = analyze(spec, input_shape, count)
+        latency = _latency(args, analysis)
         if args.json:
-            found.append({"overrides": settings, **_json(spec, analysis)})
+            found.append({"overrides": settings, **_json(spec, analysis, latency)})
         elif args.report or args.layers:
-            tables += _tables(args, spec, analysis)
+            tables += _tables(args, spec, analysis, latency)
         else:
             label = " ".join(f"{k}={v}" for k, v in settings.items())
-            print(f"[{label}] {report.summary_line(analysis)}")
+            print(f"[{label}] {report.summary_line(analysis)}" + (
+                f", {latency.milliseconds:.2f} ms predicted" if latency is not None else ""))
     if args.json:
         print(to_json_text(found))
     elif tables:
@@ -81,17 +103,22 @@ def run_sweep(args) -> int:
     return 0
 
 
-def _json(spec, analysis) -> dict:
+def _json(spec, analysis, latency=None) -> dict:
     paper = spec.paper.model_dump(mode="json") if spec.paper is not None else None
-    return {**analysis.to_json(), "paper": paper}
+    found = {**analysis.to_json(), "paper": paper}
+    if latency is not None:
+        found["latency_ms"] = latency.milliseconds
+        for stage in found["stages"]:
+            stage["latency_ms"] = latency.stages.get(stage["name"], 0.0) * 1e3
+    return found
 
 
-def _tables(args, spec, analysis) -> list:
+def _tables(args, spec, analysis, latency=None) -> list:
     from ..report import network as report
 
     tables = []
     if args.report:
-        tables.append(report.stage_table(spec, analysis))
+        tables.append(report.stage_table(spec, analysis, latency))
     if args.layers:
-        tables.append(report.layer_table(analysis))
+        tables.append(report.layer_table(analysis, latency))
     return tables

@@ -65,7 +65,11 @@ def register(commands) -> None:
                         help="the sampler's seed (default 0): the same seed draws the same points")
     parser.add_argument("--where", metavar="BUDGET",
                         help='keep points inside a budget: "params <= 25M and macs <= 4.5G" '
-                             "(params, macs, flops, activations, peak)")
+                             "(params, macs, flops, activations, peak; latency in ms with "
+                             "--calibration)")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="a latency calibration (`skdsl latency calibrate`): every point "
+                             "gets its predicted latency_ms, and --where may read latency")
     parser.add_argument("--out", metavar="DIR",
                         help="the study folder (explore); where compare writes its figures")
     parser.add_argument("--resume", action="store_true",
@@ -148,13 +152,14 @@ def parse_spaces(items: list[str]) -> dict[str, str]:
 
 
 def _explore(args, spec: str) -> int:
-    from ..explore.budget import Budget
+    from ..explore.budget import Budget, measured_by
     from ..explore.counting import Counter
     from ..explore.space_run import explore_space
 
     counter = Counter(spec, parse_spaces(args.space), parse_overrides(args.overrides),
-                      parse_input_shape(args.input), bool(args.allow_imports_outside))
-    budget = Budget(args.where) if args.where else None
+                      parse_input_shape(args.input), bool(args.allow_imports_outside),
+                      calibration=args.calibration)
+    budget = Budget(args.where, counted=measured_by(counter)) if args.where else None
     with _progress(f"counting {args.sample:,} points") as progress:
         exploration = explore_space(counter, args.out, args.sample, sampler=args.sampler,
                                     seed=args.seed, budget=budget, resume=args.resume,

@@ -26,8 +26,8 @@ from typing import Callable
 
 from ..base.errors import CliError, SkdslError
 from ..version import __version__
-from . import (build, check, compare, doctor, explore, export, graph, inspect, spec, tables, train,
-               weights)
+from . import (build, check, compare, doctor, explore, export, graph, inspect, latency, spec,
+               tables, train, weights)
 from .arguments import WarningsAsErrors, flag, spec_warnings
 
 EXIT_OK = 0
@@ -53,7 +53,7 @@ exit status: 0 ok, 2 error in a spec or on the command line, 70 internal error, 
 
 COMMANDS = [build.register, check.register, spec.register, graph.register, train.register,
             export.register, weights.register, compare.register, tables.register,
-            inspect.register, explore.register, doctor.register]
+            inspect.register, explore.register, latency.register, doctor.register]
 
 def build_parser(commands: list[Callable] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(

@@ -3,10 +3,12 @@
 A budget is a condition of the spec language (comparisons joined by and, or, not; numbers with
 k, M, G) over a point's counts: `params`, `macs` (multiply-adds), `flops` (2 × macs),
 `activations`, `peak` (bytes of an inference pass at batch 1, weights included) and `latency`
-(milliseconds, where a latency model exists). A mistake is located in the flag (SK561).
+(milliseconds, `20ms` or `20`, predicted from a calibration: `--calibration FILE`). A mistake is located in the flag (SK561).
 """
 
 from __future__ import annotations
+
+import re
 
 from ..base.errors import Span, SpecError, did_you_mean
 from ..lang.expand import Value, condition_holds
@@ -27,13 +29,27 @@ MEASURES = {
 }
 
 
+_MILLISECONDS = re.compile(r"(?<=\d)ms\b")
+
+
+def _without_ms(text: str) -> str:
+    """`latency <= 20ms` as `latency <= 20  ` (latency is in ms): columns kept for messages."""
+    return _MILLISECONDS.sub("  ", text)
+
+
+def measured_by(counter) -> tuple[str, ...]:
+    """What a budget may read of a counter's points: latency only with a calibration."""
+    return tuple(name for name in MEASURES
+                 if name != "latency" or getattr(counter, "calibration", None) is not None)
+
+
 class Budget:
     """`admits(point)`: whether a counted point is inside the budget `text`."""
 
     def __init__(self, text: str, counted=tuple(name for name in MEASURES if name != "latency")):
         self.text = text
         try:
-            self.condition = parse_flag(text, FLAG, "budget_flag")
+            self.condition = parse_flag(_without_ms(text), FLAG, "budget_flag")
         except SpecError as error:
             raise _as_budget_error(error) from None
         names = _names(self.condition)
@@ -44,8 +60,8 @@ class Budget:
                                 code="SK561", hint=did_you_mean(name, MEASURES) or EXAMPLE)
             if name not in counted:
                 raise SpecError(f"this study does not count {name}", span, code="SK561",
-                                hint="no latency model is known for this machine yet"
-                                if name == "latency" else None)
+                                hint="give a latency model with --calibration FILE (made by "
+                                     "`skdsl latency calibrate`)" if name == "latency" else None)
         if not _compares(self.condition):
             raise SpecError("a budget compares a count with a limit", self.condition.span,
                             code="SK561", hint=EXAMPLE)

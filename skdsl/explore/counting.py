@@ -14,6 +14,7 @@ from pathlib import Path
 from ..base.errors import SkdslError, SpecError
 from ..core.analysis import analyze
 from ..core.graph import SharedUnits, lower_table
+from ..core.latency import load_calibration, predict
 from ..core.resources import inference_bytes
 from ..core.space import Space
 from ..lang.expand import ExpansionCache, expand, parse_file
@@ -32,7 +33,8 @@ class Counter:
 
     def __init__(self, spec: str | Path, spaces: dict[str, str] | None = None,
                  overrides: dict | None = None, input_shape=None,
-                 allow_imports_outside: bool = False, peak: bool = True):
+                 allow_imports_outside: bool = False, peak: bool = True,
+                 calibration: str | Path | None = None):
         self.path = resolve(spec)
         self.source = parse_file(self.path)
         self.space: Space = read_space(self.source, spaces)
@@ -40,6 +42,9 @@ class Counter:
         self.input_shape = input_shape
         self.allow_imports_outside = allow_imports_outside
         self.peak = peak
+        # With a calibration (skdsl latency calibrate), each point's predicted latency too.
+        self.calibration_path = str(calibration) if calibration is not None else None
+        self.calibration = load_calibration(calibration) if calibration is not None else None
         self._expanded = ExpansionCache()
         self._lowered = SharedUnits()
         # Fail now, not at every point, when the fixed part of the spec is wrong.
@@ -70,6 +75,8 @@ class Counter:
                                                        total.activations)
         if self.peak:
             point.peak_bytes = inference_bytes(analysis.graph)
+        if self.calibration is not None:
+            point.latency_ms = predict(analysis.graph, self.calibration).milliseconds
         point.status = OK
         return point
 

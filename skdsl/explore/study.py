@@ -332,6 +332,7 @@ def _prepare(folder, counter, points, *, k, sampler, seed, epochs, data, storage
         "sampler": sampler, "seed": seed, "k": k, "budget": _budget_text(budget),
         "overrides": dict(getattr(counter, "overrides", None) or {}),
         "input_shape": list(shape) if shape is not None else None, "training": training,
+        "calibration": getattr(counter, "calibration_path", None),
         "folder": str(folder), "objectives": ["error", "macs"][:len(_directions(sampler))],
         "skdsl": _version(),
     }
@@ -523,14 +524,15 @@ def work(storage: str, study_name: str = STUDY_NAME, *, folder: str | Path | Non
                               overrides=settings.get("overrides") or None,
                               input_shape=tuple(shape) if shape else None,
                               allow_imports_outside=bool(settings["training"].get(
-                                  "allow_imports_outside")))
+                                  "allow_imports_outside")),
+                              calibration=settings.get("calibration"))
         if space_record(counter.space) != settings["space"]:
             raise SkdslError(f"the spec '{spec_path}' now ranges over another space than the "
                              f"study '{study_name}'", code=_CODE_STUDY)
         if settings.get("budget") is not None and budget is None:
-            from .budget import Budget
+            from .budget import Budget, measured_by
 
-            budget = Budget(settings["budget"])  # the text `--where` gave
+            budget = Budget(settings["budget"], counted=measured_by(counter))  # --where's text
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:

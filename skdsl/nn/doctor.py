@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from ..base.machine import cpu_name
+
 # The self-check's network: every kind of layer SKNet has (stem conv, an SK unit with its
 # projection shortcut, pool, fc), small enough to train a step in well under a second.
 TINY_SPEC = """\
@@ -85,17 +87,6 @@ def devices() -> dict:
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(), "cuda": gpus,
             "cuda_version": torch.version.cuda,
             "mps": bool(mps is not None and mps.is_available())}
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def threads() -> dict:

@@ -262,8 +262,9 @@ def stage_cell(stage: S.Stage) -> str:
     return "\n".join(lines)
 
 
-def stage_table(spec: S.Network, analysis: "Analysis") -> "FittedTable":
-    """The rich table of a network in the layout of the paper's Table 1, totals in its caption."""
+def stage_table(spec: S.Network, analysis: "Analysis", latency=None) -> "FittedTable":
+    """The rich table of a network in the layout of the paper's Table 1, totals in its caption;
+    with `latency` (a core.latency.Prediction) a column of predicted milliseconds."""
     parts = {part.name: part for part in analysis.stages}
     found = [parts.get(stage.name) for stage in spec.stages]
     total = analysis.total
@@ -280,6 +281,9 @@ def stage_table(spec: S.Network, analysis: "Analysis") -> "FittedTable":
                                        for part in found] + [giga(total.mult_adds)],
                compact_header="GFLOPs", justify="right"),
     ]
+    if latency is not None:
+        columns.append(latency_column([stage.name for stage in spec.stages], latency.stages,
+                                      latency.total))
     return FittedTable(columns, title=f"{analysis.network} — {shape_text(analysis.input)} → "
                                       f"{shape_text(analysis.output)}",
                        caption=caption_lines(spec, analysis), show_lines=True,
@@ -292,8 +296,15 @@ def caption_lines(spec: S.Network, analysis: "Analysis") -> list[str]:
     return [totals_line(analysis), *paper_lines(spec, analysis), MULTIPLY_ADDS_NOTE]
 
 
-def layer_table(analysis: "Analysis") -> "FittedTable":
-    """Every layer of the network: full name, output shape, exact parameters and multiply-adds."""
+def latency_column(names: list[str], seconds: dict[str, float], total: float) -> "Column":
+    """Predicted milliseconds of the named parts, then of the whole network."""
+    return Column("ms\n(predicted)", [f"{seconds.get(name, 0.0) * 1e3:.2f}" for name in names] +
+                  [f"{total * 1e3:.2f}"], compact_header="ms", justify="right")
+
+
+def layer_table(analysis: "Analysis", latency=None) -> "FittedTable":
+    """Every layer of the network: full name, output shape, exact parameters and multiply-adds;
+    with `latency` (a core.latency.Prediction) their predicted milliseconds."""
     layers, total = analysis.layers, analysis.total
     params = [part.cost.params for part in layers] + [total.params]
     mult_adds = [part.cost.mult_adds for part in layers] + [total.mult_adds]
@@ -307,6 +318,9 @@ def layer_table(analysis: "Analysis") -> "FittedTable":
                compact=[short_count(n) for n in mult_adds], compact_header="mult-adds",
                justify="right"),
     ]
+    if latency is not None:
+        columns.append(latency_column([part.name for part in layers], latency.layers,
+                                      latency.total))
     return FittedTable(columns, title=f"{analysis.network} — layers", section_before_last=True,
                        row_styles=[""] * len(layers) + ["bold"])
 

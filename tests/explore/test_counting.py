@@ -493,3 +493,23 @@ def test_counting_a_space_imports_no_torch():
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "counted 6"
+
+
+def test_a_calibration_gives_every_point_its_predicted_latency(tmp_path):
+    """With --calibration each point's latency_ms is the latency model's prediction of its
+    plain spec, and a budget may read it; without one a budget on latency is refused."""
+    from skdsl.core import latency as T
+    from skdsl.explore.budget import Budget, measured_by
+
+    path = tmp_path / "cal.json"
+    T.Calibration(T.Device("cpu", "test", 1, 1, "fp32", "0"), {}, 1e10, 1e10, 2e-6, 1e-5, 1.1,
+                  1e10).save(path)
+    space = ROOT / "examples" / "spaces" / "sknet50_space.sk"
+    counter = Counter(space, calibration=path)
+    point = counter.count({"M": 3, "G": 16, "r": 8, "L": 16, "d2": 2, "d3": 3, "d4": 4, "d5": 2})
+    plain = skdsl.load(space, overrides=point.values)
+    assert point.latency_ms == T.predict(plain, T.load_calibration(path)).milliseconds > 0
+    assert Budget("latency <= 1e9ms", counted=measured_by(counter)).admits(point)
+    with pytest.raises(SpecError) as refused:
+        Budget("latency <= 20ms", counted=measured_by(Counter(space)))
+    assert refused.value.code == "SK561" and "--calibration" in refused.value.hint
