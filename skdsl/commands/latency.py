@@ -82,10 +82,39 @@ def _positive(args, *names: str) -> None:
                            f"{getattr(args, name)}", code="SK573")
 
 
+MAX_PER_CLASS = 64  # beyond it a calibration times nearly every shipped shape: minutes for nothing
+
+
+def _in_reach(args: argparse.Namespace) -> None:
+    """SK573 for settings this machine cannot calibrate: more threads than cores, a batch whose
+    largest op would not fit in memory, more shapes per class than MAX_PER_CLASS."""
+    from ..core.resources import available_memory, format_size
+    from ..core.latency import BYTES
+
+    cores = os.cpu_count() or 1
+    if args.threads > cores:
+        raise CliError(f"--threads {args.threads}: this machine has {cores} cores", code="SK573",
+                       hint=f"at most --threads {cores}")
+    if args.per_class > MAX_PER_CLASS:
+        raise CliError(f"--per-class {args.per_class}: at most {MAX_PER_CLASS}", code="SK573")
+    largest = 2 * LARGEST_OP_ELEMENTS * args.batch * BYTES[args.dtype]  # and temporaries
+    if largest > available_memory() // 2:
+        raise CliError(f"--batch {args.batch}: the largest op timed would need "
+                       f"{format_size(largest)}, more than half of the memory available "
+                       f"({format_size(available_memory())})", code="SK573",
+                       hint="a smaller batch")
+
+
+# The most elements an op of the shipped specs reads and writes for one image
+# (an upper bound of the calibration's memory, times the batch and the dtype's bytes).
+LARGEST_OP_ELEMENTS = 4_194_304  # tests/nn/test_calibration.py checks it
+
+
 def run_calibrate(args: argparse.Namespace) -> int:
     from ..nn import calibration as C
 
     _positive(args, "threads", "batch", "per_class")
+    _in_reach(args)
     if args.device == "cuda":
         import torch
 
@@ -94,6 +123,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                            hint="calibrate the CPU (the default), or run on a machine with one")
     device = C.current_device(args.device, args.threads, args.batch, args.dtype)
     out = Path(args.out) if args.out else default_file(device)
+    _writable(out)  # before a minute of timing, not after
     print(f"calibrating {device.text()}")
 
     def progress(name: str, index: int, total: int) -> None:
@@ -101,13 +131,28 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     calibration = C.calibrate(device, args.per_class, progress)
     print("\r" + " " * 52 + "\r", end="")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    calibration.save(out)
+    try:
+        calibration.save(out)
+    except OSError as error:
+        raise CliError(f"cannot write the calibration '{out}': {error.strerror or error}",
+                       code="SK574") from None
     timed = sum(len(model.measured) for model in calibration.classes.values())
     print(f"ok: {len(calibration.classes)} op classes, {timed} shapes timed; "
           f"{calibration.per_node * 1e6:.1f} µs per node, ×{calibration.in_network:.2f} in a "
           f"network; written to {out}")
     return 0
+
+
+def _writable(out: Path) -> None:
+    """SK574 unless `out` can be written: not a folder, its folder made or there."""
+    if out.is_dir():
+        raise CliError(f"--out '{out}' is a folder: name the calibration file", code="SK574",
+                       hint=f"such as --out {out / 'calibration.json'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CliError(f"cannot make the folder of '{out}': {error.strerror or error}",
+                       code="SK574") from None
 
 
 def _calibration(args: argparse.Namespace):

@@ -195,7 +195,7 @@ ON_DEMAND = ("good.pt", "truncated.pt", "run", "specs/paper_tables.toml")
 # Commands that import torch and run a network: only the tiny spec is a good value for them,
 # and their cases are mostly misuse. Tiny settings, by setting, for each command.
 HEAVY = ("train", "eval", "export", "weights convert", "weights export", "inspect attention",
-         "doctor")
+         "doctor", "latency calibrate", "latency check")
 TINY = {"train": {"spec": "tiny.sk", "data": TINY_DATA, "epochs": "1", "max_steps": "2",
                   "batch_size": "4", "out": "run-new"},
         "eval": {"spec": "tiny.sk", "checkpoint": "good.pt", "data": TINY_DATA, "batch_size": "8"},
@@ -205,6 +205,8 @@ TINY = {"train": {"spec": "tiny.sk", "data": TINY_DATA, "epochs": "1", "max_step
                             "output": "converted.pt"},
         "weights export": {"to": "timm", "spec": "tiny.sk", "source": "good.pt",
                            "output": "exported.pt"},
+        "latency calibrate": {"per_class": "1", "out": "cal.json"},
+        "latency check": {"specs": "tiny.sk"},
         "inspect attention": {"spec": "tiny.sk", "checkpoint": "good.pt", "data": TINY_DATA,
                               "limit": "4", "batch_size": "4", "scales": "1,2"},
         "tables": {"manifest": "specs/paper_tables.toml"}}

@@ -62,3 +62,20 @@ def test_the_fit_is_a_non_negative_line_through_its_samples():
     assert line == pytest.approx((1e-6, 2e-11, 3e-10), rel=1e-6) and error < 1e-9
     line, _ = C.fit([(1.0, 1.0, 5.0), (2.0, 2.0, 1.0)])  # falling with work: no negative slope
     assert min(line) >= 0
+
+
+def test_the_memory_guard_bounds_every_shipped_op():
+    from skdsl.commands.latency import LARGEST_OP_ELEMENTS
+
+    assert max(T.node_work(node)[1] for nodes in C.shipped_configurations().values()
+               for node in nodes.values()) <= LARGEST_OP_ELEMENTS
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--threads", "100000"], "cores"), (["--per-class", "65"], "at most 64"),
+    (["--batch", "100000000"], "more than half of the memory"), (["--batch", "0"], "at least 1"),
+])
+def test_calibrate_refuses_settings_out_of_reach(flags, words, capsys):
+    assert main(["latency", "calibrate", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "error SK573" in err and words in err
