@@ -23,6 +23,7 @@ import torch
 
 from ..core import latency as T
 from ..core.graph import lower_table
+from ..core.resources import guard_memory
 from ..lang import zoo
 from ..base.machine import cpu_name
 from .compiler import compile as compile_network
@@ -196,6 +197,8 @@ def time_network(spec, device: T.Device, input_shape=None,
     around the stage modules, in separate passes so that the total carries no hook cost)."""
     if device.kind == "cpu":
         torch.set_num_threads(device.threads)
+    guard_memory(spec, device.batch, device.dtype, input_shape=input_shape, task="inference",
+                 doing="timing", device=device.kind, precision_setting=False)
     target, dtype = _where(device)
     model = compile_network(spec, input_shape).to(target, dtype).eval()
     images = torch.randn(device.batch, *(input_shape or spec.input)).to(target, dtype)
