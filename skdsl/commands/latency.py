@@ -134,7 +134,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     try:
         calibration.save(out)
     except OSError as error:
-        raise CliError(f"cannot write the calibration '{out}': {error.strerror or error}",
+        raise CliError(f"cannot write the calibration '{out}': {_reason(error)}",
                        code="SK574") from None
     timed = sum(len(model.measured) for model in calibration.classes.values())
     print(f"ok: {len(calibration.classes)} op classes, {timed} shapes timed; "
@@ -144,15 +144,25 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _writable(out: Path) -> None:
-    """SK574 unless `out` can be written: not a folder, its folder made or there."""
+    """SK574 unless `out` can be written (base/files.py's policy: a regular file or nothing
+    yet); the cache folder is made."""
+    from ..base import files
+
     if out.is_dir():
         raise CliError(f"--out '{out}' is a folder: name the calibration file", code="SK574",
                        hint=f"such as --out {out / 'calibration.json'}")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.parent == cache_folder():
+            out.parent.mkdir(parents=True, exist_ok=True)
+        files.check_writable(out)
     except OSError as error:
-        raise CliError(f"cannot make the folder of '{out}': {error.strerror or error}",
+        raise CliError(f"cannot write the calibration '{out}': {_reason(error)}",
                        code="SK574") from None
+
+
+def _reason(error: OSError) -> str:
+    """A FileProblem's reason, else the OS's words."""
+    return getattr(error, "reason", None) or error.strerror or str(error)
 
 
 def _calibration(args: argparse.Namespace):

@@ -32,6 +32,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..base import files
 from ..base.errors import SkdslError, declare_settings
 from ..base.machine import cpu_name, torch_version
 from .graph import as_table, lower_table
@@ -44,6 +45,7 @@ __all__ = ["LatencyError", "Device", "ClassModel", "Calibration", "NodeTime", "P
 declare_settings("calibration")
 
 FORMAT_VERSION = 1
+MAX_CALIBRATION_BYTES = 16_000_000  # 50 classes × 64 shapes: a few hundred kB
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
@@ -104,7 +106,9 @@ class Calibration:
         return data
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
+        """Written atomically, a regular file only (base/files.py); OSError (a FileProblem
+        among them) when it cannot be."""
+        files.write_text(path, json.dumps(self.to_json(), indent=1) + "\n")
 
 
 def load_calibration(path: str | Path) -> Calibration:
@@ -112,11 +116,14 @@ def load_calibration(path: str | Path) -> Calibration:
     is of another format version."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LatencyError(f"no calibration file '{path}'", code="SK570",
-                           hint="make one with `skdsl latency calibrate --out FILE`") from None
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        data = json.loads(files.read_text(path, MAX_CALIBRATION_BYTES))
+    except files.FileProblem as problem:
+        if problem.kind == "missing":
+            raise LatencyError(f"no calibration file '{path}'", code="SK570",
+                               hint="make one with `skdsl latency calibrate --out FILE`") from None
+        raise LatencyError(f"cannot read the calibration '{path}': {problem.reason}",
+                           code="SK570") from None
+    except ValueError as error:
         raise LatencyError(f"'{path}' is not a calibration file: {error}", code="SK570",
                            hint="make one with `skdsl latency calibrate --out FILE`") from None
     if not isinstance(data, dict) or "version" not in data:

@@ -137,3 +137,17 @@ def test_build_adds_the_predicted_time_and_its_stages_add_up(tmp_path, capsys):
                  str(tmp_path / "c.json")]) == 0
     table = capsys.readouterr().out
     assert f"{expected.milliseconds:.2f}" in table and "(predicted)" in table
+
+
+def test_a_fifo_is_never_read_as_a_calibration_nor_replaced_by_one(tmp_path, capsys):
+    import os
+
+    from skdsl.commands import main
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(T.LatencyError) as raised:
+        T.load_calibration(fifo)  # would wait for a writer forever if opened as a file
+    assert raised.value.code == "SK570" and "pipe" in raised.value.message
+    assert main(["latency", "calibrate", "--out", str(fifo)]) == 2
+    assert "error SK574" in capsys.readouterr().err and fifo.is_fifo()
