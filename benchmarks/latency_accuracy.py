@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -95,6 +94,109 @@ def where_off(spec, prediction, calibration) -> str:
             + ", ".join(f"{key} {seconds / share:.0%}" for key, seconds in top))
 
 
+def evaluate(batch: int, threads: int = 1, variant_count: int = 50, calibration_path=None,
+             zoo_names=None, say=print) -> tuple[list[dict], str]:
+    """Calibrate this machine at `batch` (or read `calibration_path`), then predict and time
+    the zoo's ImageNet networks (or `zoo_names`) and `variant_count` SKNet-50 variants: one row
+    each, and how the calibration was had."""
+    import torch
+
+    import skdsl
+    from skdsl.core import latency as T
+    from skdsl.lang import zoo
+    from skdsl.nn import calibration as C
+
+    torch.set_num_threads(threads)
+    device = C.current_device("cpu", threads, batch, "fp32")
+    if calibration_path:
+        calibration = T.load_calibration(calibration_path)
+        T.check_device(calibration, device)
+        made = f"read from {calibration_path}"
+    else:
+        start = time.perf_counter()
+        calibration = C.calibrate(device)
+        made = f"made in {time.perf_counter() - start:.0f} s"
+    say(f"{device.text()}; calibration {made}")
+    names = zoo_names if zoo_names is not None else imagenet_networks()
+    networks = [(name, family(name), zoo.load(name)) for name in names]
+    spec_path = ROOT / "examples/spaces/sknet50_space.sk"
+    networks += [(label, "SKNet-50 variants", skdsl.load(spec_path, overrides=point))
+                 for label, point in variants(variant_count)]
+    rows = []
+    for name, group, spec in networks:
+        prediction = T.predict(spec, calibration)
+        measured = C.time_network(spec, device, stages=False)["total"]
+        error = prediction.total / measured - 1
+        row = {"network": name, "family": group, "batch": batch,
+               "predicted_ms": prediction.milliseconds, "measured_ms": measured * 1e3,
+               "error": error, "fallbacks": list(prediction.fallbacks)}
+        if abs(error) > 0.10:
+            row["where"] = where_off(spec, prediction, calibration)
+        rows.append(row)
+        say(f"{name:<44} {row['predicted_ms']:9.2f} ms {row['measured_ms']:9.2f} ms "
+            f"{error:+7.1%}" + (f"   {row['where']}" if "where" in row else ""))
+    return rows, made
+
+
+def summary(rows: list[dict]) -> tuple[list[list[str]], dict]:
+    """Per family and in all: networks, within ±10%, median |error|, the worst; and the
+    headline numbers (share within ±10% of the zoo and of the variants, Spearman's ρ)."""
+    table = []
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["family"], []).append(row)
+    for group, members in [*sorted(groups.items()), ("all", rows)]:
+        errors = sorted(abs(r["error"]) for r in members)
+        within = sum(e <= 0.10 for e in errors)
+        worst = max(members, key=lambda r: abs(r["error"]))
+        table.append([group, str(len(members)), f"{within} ({within / len(members):.0%})",
+                      f"{errors[len(errors) // 2]:.1%}",
+                      f"{worst['network']} {worst['error']:+.1%}"])
+    variant_rows = groups.get("SKNet-50 variants", [])
+    zoo_rows = [r for r in rows if r["family"] != "SKNet-50 variants"]
+    headline = {
+        "zoo": (sum(abs(r["error"]) <= 0.10 for r in zoo_rows), len(zoo_rows)),
+        "variants": (sum(abs(r["error"]) <= 0.10 for r in variant_rows), len(variant_rows)),
+        "spearman": spearman([r["predicted_ms"] for r in variant_rows],
+                             [r["measured_ms"] for r in variant_rows])
+        if len(variant_rows) > 2 else None,
+    }
+    return table, headline
+
+
+def latency_section(settings):
+    """Section i of benchmarks/run.py: the accuracy table at each batch of the settings."""
+    from benchmarks.suite import Section
+
+    section = Section("i", "Latency model: predicted ÷ measured, 1 thread, fp32")
+    section.headers = ["batch", "family", "networks", "within ±10%", "median |error|", "worst"]
+    section.data = {"rows": []}
+    for batch in settings.latency_batches:
+        rows, made = evaluate(batch, settings.threads, settings.latency_variants,
+                              zoo_names=settings.latency_zoo, say=lambda text: None)
+        table, headline = summary(rows)
+        section.rows += [[str(batch), *line] for line in table]
+        zoo_within, zoo_total = headline["zoo"]
+        var_within, var_total = headline["variants"]
+        section.ratios[f"batch {batch}: zoo within ±10%"] = (
+            f"{zoo_within}/{zoo_total} ({zoo_within / max(zoo_total, 1):.0%}, goal ≥ 90%)")
+        section.ratios[f"batch {batch}: variants within ±10%"] = (
+            f"{var_within}/{var_total} ({var_within / max(var_total, 1):.0%}, goal ≥ 90%)")
+        if headline["spearman"] is not None:
+            section.ratios[f"batch {batch}: Spearman ρ, variants"] = (
+                f"{headline['spearman']:.3f} (goal ≥ 0.95)")
+        section.notes.append(f"batch {batch}: calibration {made}")
+        off = [r for r in rows if "where" in r]
+        section.notes += [f"batch {batch}, {r['network']} {r['error']:+.1%}: {r['where']}"
+                          for r in off[:12]]
+        section.data["rows"] += rows
+    section.notes.append("the zoo's ImageNet networks (input ≥ 224) and random draws of "
+                         "examples/spaces/sknet50_space.sk (seed 0); a calibration per batch, "
+                         "made in the run; each network timed as the median of passes after "
+                         "warm-up, eval mode, no gradients (benchmarks/latency_accuracy.py)")
+    return section
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=1)
@@ -104,69 +206,17 @@ def main(argv=None) -> int:
     parser.add_argument("--zoo-only", action="store_true")
     parser.add_argument("--json", type=Path, help="write every row here")
     args = parser.parse_args(argv)
-
-    import torch
-
-    import skdsl
-    from skdsl.core import latency as T
-    from skdsl.lang import zoo
-    from skdsl.nn import calibration as C
-
-    torch.set_num_threads(args.threads)
-    device = C.current_device("cpu", args.threads, args.batch, "fp32")
-    if args.calibration:
-        calibration = T.load_calibration(args.calibration)
-        T.check_device(calibration, device)
-        made = "read"
-    else:
-        start = time.perf_counter()
-        calibration = C.calibrate(device)
-        made = f"made in {time.perf_counter() - start:.0f} s"
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as file:
-            calibration.save(file.name)
-            made += f", saved to {file.name}"
-    print(f"{device.text()}; calibration {made}", flush=True)
-    networks = [(name, family(name), zoo.load(name)) for name in imagenet_networks()]
-    if not args.zoo_only:
-        spec_path = ROOT / "examples/spaces/sknet50_space.sk"
-        networks += [(label, "SKNet-50 variants", skdsl.load(spec_path, overrides=point))
-                     for label, point in variants(args.variants)]
-    rows = []
-    for name, group, spec in networks:
-        prediction = T.predict(spec, calibration)
-        measured = C.time_network(spec, device, stages=False)["total"]
-        error = prediction.total / measured - 1
-        row = {"network": name, "family": group, "predicted_ms": prediction.milliseconds,
-               "measured_ms": measured * 1e3, "error": error,
-               "fallbacks": list(prediction.fallbacks)}
-        if abs(error) > 0.10:
-            row["where"] = where_off(spec, prediction, calibration)
-        rows.append(row)
-        print(f"{name:<44} {row['predicted_ms']:9.2f} ms {row['measured_ms']:9.2f} ms "
-              f"{error:+7.1%}" + (f"   {row['where']}" if "where" in row else ""), flush=True)
-    _summary(rows)
+    rows, _ = evaluate(args.batch, args.threads, 0 if args.zoo_only else args.variants,
+                       args.calibration, say=lambda text: print(text, flush=True))
+    table, headline = summary(rows)
+    print(f"\n{'family':<28} {'networks':>8} {'within ±10%':>12} {'median |error|':>15}   worst")
+    for line in table:
+        print(f"{line[0]:<28} {line[1]:>8} {line[2]:>12} {line[3]:>15}   {line[4]}")
+    if headline["spearman"] is not None:
+        print(f"Spearman's rank correlation over the SKNet-50 variants: {headline['spearman']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
-
-
-def _summary(rows: list[dict]) -> None:
-    print("\nfamily                       networks  within ±10%   median |error|   worst")
-    groups: dict[str, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(row["family"], []).append(row)
-    for group, members in [*groups.items(), ("all", rows)]:
-        errors = sorted(abs(r["error"]) for r in members)
-        within = sum(e <= 0.10 for e in errors)
-        worst = max(members, key=lambda r: abs(r["error"]))
-        print(f"{group:<28} {len(members):>8} {within:>6} ({within / len(members):4.0%})"
-              f"   {errors[len(errors) // 2]:>13.1%}   {worst['network']} {worst['error']:+.1%}")
-    variant_rows = [r for r in rows if r["family"] == "SKNet-50 variants"]
-    if len(variant_rows) > 2:
-        rho = spearman([r["predicted_ms"] for r in variant_rows],
-                       [r["measured_ms"] for r in variant_rows])
-        print(f"Spearman's rank correlation over the {len(variant_rows)} SKNet-50 variants: "
-              f"{rho:.3f}")
 
 
 if __name__ == "__main__":

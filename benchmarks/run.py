@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/run.py` puts benchmarks/, no
 
 from benchmarks.suite import Section, Settings  # noqa: E402
 
-SECTIONS = "abcdefgh"
+SECTIONS = "abcdefghi"
 FULL_OUTPUT = ROOT / "benchmarks" / "RESULTS.md"  # tracked: the numbers docs/performance.md quotes
 # --quick times tiny networks: its numbers go elsewhere, never over the tracked ones
 QUICK_OUTPUT = Path(tempfile.gettempdir()) / "skdsl-benchmarks-quick" / "RESULTS.md"
@@ -114,12 +114,13 @@ def run(settings: Settings, wanted: list[str]) -> list[Section]:
     import torch
 
     torch.set_num_threads(settings.threads)
-    from benchmarks import analysis_speed, explore_speed, gpu, memory, model_speed
+    from benchmarks import analysis_speed, explore_speed, gpu, latency_accuracy, memory, model_speed
 
     builders = {"a": analysis_speed.analysis_section, "b": analysis_speed.cli_section,
                 "c": model_speed.reference_section, "d": model_speed.selection_section,
                 "e": memory.memory_section, "f": model_speed.compile_section,
-                "g": gpu.gpu_section, "h": explore_speed.explore_section}
+                "g": gpu.gpu_section, "h": explore_speed.explore_section,
+                "i": latency_accuracy.latency_section}
     sections = []
     for letter in wanted:
         start = time.perf_counter()

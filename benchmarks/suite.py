@@ -82,6 +82,9 @@ class Settings:
     formats: tuple[str, ...] = ("contiguous", "channels_last")
     timm: bool = True
     gpu_batch: int = 256
+    latency_batches: tuple[int, ...] = (1, 8)  # section i: a calibration and a check at each
+    latency_variants: int = 50  # SKNet-50 variants checked, besides the zoo's ImageNet networks
+    latency_zoo: tuple[str, ...] | None = None  # None: every ImageNet network of the zoo
 
     @classmethod
     def full(cls, threads: int = 1, repeats: int = 5) -> "Settings":
@@ -106,7 +109,8 @@ class Settings:
                    cli_spec=Network("tiny_sk", path="examples/tiny_sk.sk"),
                    compile_timeout=120, compile_backend="eager", timm=False, gpu_batch=2,
                    explore_spec="examples/spaces/sk_cifar.sk", explore_count=30,
-                   explore_baseline=5)
+                   explore_baseline=5, latency_batches=(1,), latency_variants=2,
+                   latency_zoo=("shufflenet_v2_x0_5",))
 
 
 @dataclass

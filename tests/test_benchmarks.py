@@ -24,6 +24,8 @@ def quick_results(tmp_path_factory):
     settings = suite.Settings.quick_settings()
     threads = torch.get_num_threads()
     try:
+        # every section but i, whose calibration and timings take longer than all the rest:
+        # its arithmetic is tested below, and `run.py --quick --only i` runs it on tiny inputs
         sections = run.run(settings, list("abcdefgh"))  # sets torch's thread count
     finally:
         torch.set_num_threads(threads)
@@ -123,3 +125,16 @@ def test_quick_runs_never_overwrite_the_tracked_results(tmp_path, monkeypatch):
     assert refused.value.code == 2
     assert "## g. GPU" in quick.read_text() and quick.with_suffix(".json").is_file()
     assert {path: path.read_bytes() for path in tracked} == tracked
+
+
+def test_the_latency_section_summarises_by_family_and_ranks():
+    from benchmarks import latency_accuracy as L
+
+    rows = [{"network": f"n{i}", "family": "SKNet-50 variants" if i < 4 else "ResNeSt",
+             "predicted_ms": p, "measured_ms": m, "error": p / m - 1}
+            for i, (p, m) in enumerate([(10, 10), (21, 20), (33, 30), (30, 40), (9, 10)])]
+    table, headline = L.summary(rows)
+    assert [line[0] for line in table] == ["ResNeSt", "SKNet-50 variants", "all"]
+    assert table[-1][1:3] == ["5", "3 (60%)"] and headline["zoo"] == (1, 1)
+    assert headline["variants"] == (2, 4) and headline["spearman"] == pytest.approx(0.4)
+    assert L.spearman([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)
