@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Callable
 
 from ..base.errors import CliError, SkdslError, SpecWarning, did_you_mean, named
@@ -304,3 +305,23 @@ def load_spec(args: argparse.Namespace, overrides: dict | None = None,
         overrides = parse_overrides(args.overrides)
     return load(args.spec, overrides, num_classes=num_classes,
                 allow_imports_outside=bool(args.allow_imports_outside))
+
+
+def add_latency_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--latency CALIBRATION: predicted times beside the counts (docs/latency.md)."""
+    parser.add_argument("--latency", metavar="CALIBRATION",
+                        help=f"add {what} predicted time from a latency calibration "
+                             "(`skdsl latency calibrate`)")
+
+
+def latency_calibration(path: str | None):
+    """The calibration --latency names (None without one), each way it is not this machine's
+    printed as a warning: predicting for another device is a use, not a mistake."""
+    if not path:
+        return None
+    from ..core.latency import check_device, host_device, load_calibration
+
+    calibration = load_calibration(path)
+    for difference in check_device(calibration, host_device(calibration), allow_other=True):
+        print(f"warning: the calibration is not this machine's: {difference}", file=sys.stderr)
+    return calibration

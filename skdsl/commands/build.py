@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..base.errors import CliError
-from .arguments import (add_command, add_count_argument, add_input_argument, add_spec_argument,
-                        add_sweep_argument, add_switches, load_spec, parse_count,
-                        parse_input_shape, parse_overrides, variant_flags)
+from .arguments import (add_command, add_count_argument, add_input_argument,
+                        add_latency_argument, add_spec_argument, add_sweep_argument, add_switches,
+                        latency_calibration, load_spec, parse_count, parse_input_shape,
+                        parse_overrides, variant_flags)
 from .output import print_json, print_rich, to_json_text
 
 
@@ -23,10 +24,8 @@ def register(commands) -> None:
                  json="one JSON object on stdout (the contract is in docs/cli.md)")
     add_count_argument(parser)
     add_sweep_argument(parser)
-    parser.add_argument("--latency", metavar="CALIBRATION",
-                        help="add each stage's (--report), layer's (--layers) and the network's "
-                             "predicted time from a latency calibration (skdsl latency "
-                             "calibrate); JSON: latency_ms")
+    add_latency_argument(parser, "each stage's (--report), layer's (--layers) and the "
+                                 "network's")
 
 
 def run(args) -> int:
@@ -61,15 +60,11 @@ def run(args) -> int:
 
 def _latency(args, analysis):
     """The predicted latency of the analysed network, when --latency names a calibration."""
-    if not args.latency:
+    calibration = latency_calibration(args.latency)
+    if calibration is None:
         return None
-    import sys
+    from ..core.latency import predict
 
-    from ..core.latency import check_device, host_device, load_calibration, predict
-
-    calibration = load_calibration(args.latency)
-    for difference in check_device(calibration, host_device(calibration), allow_other=True):
-        print(f"warning: the calibration is not this machine's: {difference}", file=sys.stderr)
     return predict(analysis.graph, calibration)
 
 

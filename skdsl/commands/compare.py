@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from .arguments import (add_command, add_count_argument, add_imports_argument,
-                        add_input_argument, add_overrides_argument, add_strict_argument,
-                        add_sweep_argument, add_switches, variant_flags)
+                        add_input_argument, add_latency_argument, add_overrides_argument,
+                        add_strict_argument, add_sweep_argument, add_switches,
+                        latency_calibration, variant_flags)
 from .output import print_rich, to_json_text
 
 EPILOG = """\
@@ -41,6 +42,7 @@ def register(commands) -> None:
     add_switches(parser, stages="also one row per stage of every network")
     add_input_argument(parser)
     add_count_argument(parser)
+    add_latency_argument(parser, "each network's")
     add_imports_argument(parser)
     add_strict_argument(parser, "specs", "baseline")
 
@@ -52,7 +54,8 @@ def run(args) -> int:
     comparison = compare.compare(
         args.specs, overrides=overrides, sweeps=sweeps, baseline=args.baseline,
         input_shape=input_shape, count=count, stages=args.stages,
-        allow_imports_outside=args.allow_imports_outside)
+        allow_imports_outside=args.allow_imports_outside,
+        calibration=latency_calibration(args.latency))
     if args.format == "rich":
         print_rich(compare.rich_table(comparison))
     elif args.format == "markdown":

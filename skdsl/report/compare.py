@@ -50,6 +50,7 @@ class Row:
     analysis: object
     is_baseline: bool = False
     changed: bool = False  # an override moved a parameter off its default: not the paper's network
+    latency: object = None  # a core.latency.Prediction, with a calibration
 
     @property
     def label(self) -> str:
@@ -150,9 +151,9 @@ def variants(paths: list[str], overrides: dict, sweeps: dict,
 
 def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | None = None,
             baseline: str | None = None, input_shape=None, count=(), stages: bool = False,
-            allow_imports_outside: bool = False) -> Comparison:
+            allow_imports_outside: bool = False, calibration=None) -> Comparison:
     """Analyse every variant; the baseline is `baseline` (with the overrides it declares) or the
-    first row."""
+    first row. With `calibration` (a core.latency.Calibration) each row's predicted latency."""
     from ..core.analysis import analyze
 
     def load_spec(path: str, settings: dict):
@@ -185,6 +186,11 @@ def compare(paths: list[str], *, overrides: dict | None = None, sweeps: dict | N
         base = rows[0]
     if base is not None:
         base.is_baseline = True
+    if calibration is not None:
+        from ..core.latency import predict
+
+        for row in {id(row): row for row in [*rows, *([base] if base else [])]}.values():
+            row.latency = predict(row.analysis.graph, calibration)
     return Comparison(rows, base, tuple(dict.fromkeys(count)), stages)
 
 
@@ -226,6 +232,10 @@ def _row_json(row: Row, base: Row | None, stages: bool) -> dict:
             "delta_macs": total.mult_adds - btotal.mult_adds,
             "delta_macs_percent": _round(_ratio(total.mult_adds, btotal.mult_adds)),
         })
+    if row.latency is not None:
+        data["latency_ms"] = row.latency.milliseconds
+        if base is not None and base.latency is not None:
+            data["delta_latency_percent"] = _round(_ratio(row.latency.total, base.latency.total))
     paper = row.paper
     if paper is not None:
         figures = {"params_millions": paper.params_millions, "gflops": paper.gflops,
@@ -289,6 +299,8 @@ def _cells(row: Row, base: Row | None) -> dict[str, str]:
         "macs": report.giga(total.mult_adds, 3),
         "flops": report.giga(total.flops, 3),
         "d_params": "", "d_macs": "", "paper_params": "", "paper_gflops": "", "ours_paper": "",
+        "ms": f"{data['latency_ms']:.2f}" if "latency_ms" in data else "",
+        "d_ms": _pct(data.get("delta_latency_percent")) if not row.is_baseline else "",
     }
     if base is not None and not row.is_baseline:
         cells["d_params"] = _delta(data["delta_params"], data["delta_params_percent"], 1e6, "M")
@@ -321,7 +333,9 @@ def _stage_cells(row: Row, base: Row | None) -> list[dict[str, str]]:
     found = []
     for part in row.analysis.stages:
         cells = {key: "" for key in ("d_params", "d_macs", "paper_params", "paper_gflops",
-                                     "ours_paper")}
+                                     "ours_paper", "d_ms")}
+        cells["ms"] = (f"{row.latency.stages.get(part.name, 0.0) * 1e3:.2f}"
+                       if row.latency is not None else "")
         cells.update({
             "network": f"  {part.name} ({report.size_text(part.output)})",
             "params": report.grouped(part.cost.params),
@@ -347,6 +361,10 @@ def _columns(comparison: Comparison) -> list[tuple[str, str]]:
     columns += [("macs", "GMACs"), ("flops", "GFLOPs (2×)")]
     if comparison.baseline is not None:
         columns.append(("d_macs", "Δ MACs"))
+    if any(row.latency is not None for row in comparison.rows):
+        columns.append(("ms", "ms (predicted)"))
+        if comparison.baseline is not None:
+            columns.append(("d_ms", "Δ ms"))
     if any(row.paper is not None for row in comparison.rows):
         columns += [("paper_params", "paper #P"), ("paper_gflops", "paper GFLOPs"),
                     ("ours_paper", "ours − paper")]
@@ -395,7 +413,7 @@ RICH_COLUMNS = {
     "network": (None, True, None), "params": ("params_m", False, None),
     "d_params": (None, True, 6), "macs": (None, False, None), "flops": (None, False, 1),
     "d_macs": (None, True, 5), "paper_params": (None, True, 3), "paper_gflops": (None, True, 2),
-    "ours_paper": (None, True, 4),
+    "ours_paper": (None, True, 4), "ms": (None, False, None), "d_ms": (None, True, 7),
 }
 
 
@@ -447,7 +465,8 @@ def markdown_table(comparison: Comparison) -> str:
 CSV_COLUMNS = ["network", "spec", "overrides", "stage", "input", "params", "macs", "flops",
                "delta_params", "delta_params_percent", "delta_macs", "delta_macs_percent",
                "paper_params_millions", "paper_gflops", "paper_source",
-               "ours_minus_paper_params_millions", "ours_minus_paper_gflops", "baseline"]
+               "ours_minus_paper_params_millions", "ours_minus_paper_gflops", "baseline",
+               "latency_ms"]
 
 
 def csv_text(comparison: Comparison) -> str:
@@ -474,6 +493,7 @@ def csv_text(comparison: Comparison) -> str:
                 paper.get("ours_minus_paper_params_millions")),
             "ours_minus_paper_gflops": _blank(paper.get("ours_minus_paper_gflops")),
             "baseline": "yes" if data["baseline"] else "no",
+            "latency_ms": _blank(data.get("latency_ms")),
         })
         for stage in data.get("stages", []):
             writer.writerow({

@@ -151,3 +151,17 @@ def test_a_fifo_is_never_read_as_a_calibration_nor_replaced_by_one(tmp_path, cap
     assert raised.value.code == "SK570" and "pipe" in raised.value.message
     assert main(["latency", "calibrate", "--out", str(fifo)]) == 2
     assert "error SK574" in capsys.readouterr().err and fifo.is_fifo()
+
+
+def test_compare_shows_each_networks_predicted_time_and_its_delta(tmp_path, capsys):
+    from skdsl.commands import main
+
+    calibration().save(tmp_path / "c.json")
+    assert main(["compare", "specs/resnext50_32x4d.sk", "specs/sknet50.sk", "--format", "json",
+                 "--latency", str(tmp_path / "c.json")]) == 0
+    base, sk = json.loads(capsys.readouterr().out)["rows"]
+    predicted = {name: T.predict(skdsl.load(f"specs/{name}.sk"), calibration()).milliseconds
+                 for name in ("resnext50_32x4d", "sknet50")}
+    assert base["latency_ms"] == pytest.approx(predicted["resnext50_32x4d"], rel=1e-12)
+    assert sk["delta_latency_percent"] == pytest.approx(
+        round(100 * (predicted["sknet50"] / predicted["resnext50_32x4d"] - 1), 2))
