@@ -74,7 +74,8 @@ def spearman(xs: list[float], ys: list[float]) -> float:
 
 
 def where_off(spec, prediction, calibration) -> str:
-    """The stage furthest off and the op classes making most of its predicted time."""
+    """The stage furthest off (in milliseconds) and the op classes making most of its
+    predicted time."""
     from skdsl.core import latency as T
     from skdsl.core.graph import lower_table
     from skdsl.nn.calibration import time_network
@@ -82,7 +83,7 @@ def where_off(spec, prediction, calibration) -> str:
     measured = time_network(spec, calibration.device)
     stages = {name.removeprefix("stage "): seconds for name, seconds in measured.items()
               if name != "total"}
-    stage = max(stages, key=lambda s: abs(prediction.stages.get(s, 0) / stages[s] - 1))
+    stage = max(stages, key=lambda s: abs(prediction.stages.get(s, 0) - stages[s]))
     by_class: dict[str, float] = {}
     for name, node in lower_table(spec).nodes.items():
         if node.stage == stage and name in prediction.nodes:

@@ -39,12 +39,13 @@ from .graph import as_table, lower_table
 from . import spec as S
 
 __all__ = ["LatencyError", "Device", "ClassModel", "Calibration", "NodeTime", "Prediction",
-           "FORMAT_VERSION", "node_class", "node_work", "config_key", "load_calibration",
+           "FORMAT_VERSION", "node_class", "node_work", "batch_work", "config_key",
+           "load_calibration",
            "predict", "host_device", "check_device"]
 
 declare_settings("calibration")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a class's line has a weights term
 MAX_CALIBRATION_BYTES = 16_000_000  # 50 classes × 64 shapes: a few hundred kB
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -73,16 +74,17 @@ class Device:
 
 @dataclass(frozen=True)
 class ClassModel:
-    """One op class's line, time = a + b · mult_adds + c · elements (seconds), and the
-    configurations measured for it (config key -> seconds)."""
+    """One op class's line over its work, time = a + b · mult_adds + c · elements + d · weights
+    (seconds; the first two for the whole batch, weights once a pass), and the configurations
+    measured for it (config key -> seconds)."""
 
-    coefficients: tuple[float, float, float]
+    coefficients: tuple[float, float, float, float]
     measured: dict[str, float] = field(default_factory=dict)
     fit_error: float = 0.0  # the median relative error of the line on its own samples
 
-    def time(self, mult_adds: float, elements: float) -> float:
-        a, b, c = self.coefficients
-        return a + b * mult_adds + c * elements
+    def time(self, work: tuple[float, float, float]) -> float:
+        constant, *rates = self.coefficients
+        return constant + sum(rate * amount for rate, amount in zip(rates, work))
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ def node_class(node) -> str:
     attrs, op = node.attrs, node.op
     if op == "conv2d":
         kernel = f"{attrs.kernel[0]}x{attrs.kernel[1]}"
-        dilated = " dilated" if attrs.dilation > 1 else ""
+        dilated = f" D{attrs.dilation}" if attrs.dilation > 1 else ""
         return f"conv2d {kernel}/{attrs.stride}{dilated} {_grouping(attrs)}"
     if op in ("max_pool", "avg_pool"):
         return f"{op} {attrs.kernel[0]}x{attrs.kernel[1]}/{attrs.stride}"
@@ -197,11 +199,19 @@ def _grouping(conv) -> str:
     return "grouped " + ("≤4" if width <= 4 else "≤16" if width <= 16 else ">16")
 
 
-def node_work(node) -> tuple[int, int]:
-    """(multiply-adds, elements read and written) of one image through the node."""
-    mult_adds = node.attrs.cost(node)[1]
+def node_work(node) -> tuple[int, int, int]:
+    """(multiply-adds, elements read and written) of one image through the node, and its
+    weights: a convolution of few pixels and many weights (SKNet's conv5, ShuffleNet's last
+    1×1) runs further from the peak than its multiply-adds say."""
+    params, mult_adds, _ = node.attrs.cost(node)
     elements = sum(map(math.prod, node.in_shapes)) + sum(map(math.prod, node.out_shapes))
-    return mult_adds, elements
+    return mult_adds, elements, params
+
+
+def batch_work(node, batch: int) -> tuple[int, int, int]:
+    """`node_work` for a pass of `batch` images: the weights are read once."""
+    mult_adds, elements, weights = node_work(node)
+    return batch * mult_adds, batch * elements, weights
 
 
 def config_key(node) -> str:
@@ -280,10 +290,8 @@ def _node_time(node, calibration: Calibration) -> NodeTime:
         measured = model.measured.get(config_key(node))
         if measured is not None:
             return NodeTime(measured, "lookup")
-        mult_adds, elements = node_work(node)
-        return NodeTime(max(model.time(batch * mult_adds, batch * elements),
-                            calibration.dispatch), "fit")
-    mult_adds, elements = node_work(node)
+        return NodeTime(max(model.time(batch_work(node, batch)), calibration.dispatch), "fit")
+    mult_adds, elements, _ = node_work(node)
     bytes_moved = batch * elements * BYTES.get(calibration.device.dtype, 4)
     return NodeTime(calibration.dispatch + max(batch * mult_adds / calibration.peak_mult_adds,
                                                bytes_moved / calibration.bandwidth), "roofline")

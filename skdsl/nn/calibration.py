@@ -99,12 +99,13 @@ def _where(device: T.Device) -> tuple[str, torch.dtype]:
     return ("cuda" if device.kind == "cuda" else "cpu"), DTYPES[device.dtype]
 
 
-def fit(samples: list[tuple[float, float, float]]) -> tuple[tuple[float, float, float], float]:
-    """The non-negative line time = a + b·mult_adds + c·elements through (mult_adds, elements,
-    seconds) samples, least squares on relative error (each sample weighed by 1/time, so that
-    small ops count as much as large ones), and its median relative error on them."""
-    features = [(1.0, m, e) for m, e, _ in samples]
-    active = [index for index in range(3) if any(row[index] for row in features)]
+def fit(samples: list[tuple[float, ...]]) -> tuple[tuple[float, ...], float]:
+    """The non-negative line time = a + b·mult_adds + c·elements + d·weights through
+    (mult_adds, elements, weights, seconds) samples, least squares on relative error (each
+    sample weighed by 1/time, so that small ops count as much as large ones), and its median
+    relative error on them."""
+    features = [(1.0, *work) for *work, _ in samples]
+    active = [index for index in range(len(features[0])) if any(row[index] for row in features)]
     while True:
         coefficients = _least_squares(features, [s for *_, s in samples], active)
         negative = [index for index in active if coefficients[index] < 0]
@@ -118,7 +119,7 @@ def fit(samples: list[tuple[float, float, float]]) -> tuple[tuple[float, float, 
 
 
 def _least_squares(features, seconds, active) -> list[float]:
-    coefficients = [0.0, 0.0, 0.0]
+    coefficients = [0.0] * len(features[0])
     if not active:
         return coefficients
     rows = torch.tensor([[row[i] / s for i in active] for row, s in zip(features, seconds)],
@@ -144,15 +145,14 @@ def calibrate(device: T.Device, per_class: int = 12,
         measured, samples = {}, []
         for node in spread(list(nodes.values()), per_class):
             seconds = time_node(node, device)
-            mult_adds, elements = T.node_work(node)
             measured[T.config_key(node)] = seconds
-            samples.append((device.batch * mult_adds, device.batch * elements, seconds))
+            samples.append((*T.batch_work(node, device.batch), seconds))
             samples_all.append((node.op, *samples[-1]))
         line, error = fit(samples)
         classes[name] = T.ClassModel(line, measured, error)
-    peak = max(m / s for op, m, _, s in samples_all if op == "conv2d")
+    peak = max(m / s for op, m, _, _, s in samples_all if op == "conv2d")
     itemsize = T.BYTES[device.dtype]
-    bandwidth = max(e * itemsize / s for op, _, e, s in samples_all
+    bandwidth = max(e * itemsize / s for op, _, e, _, s in samples_all
                     if op in ("add", "act", "batchnorm"))
     partial = T.Calibration(device, classes, peak, bandwidth,
                             min(s for *_, s in samples_all), 0.0, 1.0,

@@ -36,7 +36,7 @@ def test_every_op_a_keyword_makes_is_predicted(word):
     fallback = T.predict(graph, calibration())
     assert set(fallback.nodes) == {n for n, node in graph.nodes.items() if node.op != "input"}
     assert all(t.how == "roofline" and t.seconds > 0 for t in fallback.nodes.values())
-    classes = {T.node_class(node): T.ClassModel((1e-6, 1e-10, 1e-11))
+    classes = {T.node_class(node): T.ClassModel((1e-6, 1e-10, 1e-11, 1e-9))
                for node in graph.nodes.values() if node.op != "input"}
     fitted = T.predict(graph, calibration(classes))
     assert all(t.how == "fit" for t in fitted.nodes.values()) and not fitted.fallbacks
@@ -55,7 +55,7 @@ def test_the_keyword_examples_reach_every_op_the_compiler_emits():
 def test_a_prediction_is_deterministic_and_adds_up():
     spec = skdsl.load("specs/sknet50.sk")
     graph = lower_table(spec)
-    classes = {T.node_class(n): T.ClassModel((3e-6, 2e-11, 1e-10))
+    classes = {T.node_class(n): T.ClassModel((3e-6, 2e-11, 1e-10, 1e-9))
                for n in graph.nodes.values() if n.op != "input"}
     first, again = T.predict(spec, calibration(classes)), T.predict(graph, calibration(classes))
     assert first == again
@@ -67,7 +67,7 @@ def test_a_prediction_is_deterministic_and_adds_up():
 def test_a_measured_configuration_is_looked_up_and_others_fit():
     graph = lower_table(skdsl.load("specs/sknet_tiny.sk"))
     conv = next(node for node in graph.nodes.values() if node.op == "conv2d")
-    model = T.ClassModel((1e-6, 0.0, 0.0), {T.config_key(conv): 0.5})
+    model = T.ClassModel((1e-6, 0.0, 0.0, 0.0), {T.config_key(conv): 0.5})
     prediction = T.predict(graph, calibration({T.node_class(conv): model}, in_network=1.0,
                                               per_node=0.0, stream_bandwidth=0.0))
     looked_up = [t for t in prediction.nodes.values() if t.how == "lookup"]
@@ -76,7 +76,7 @@ def test_a_measured_configuration_is_looked_up_and_others_fit():
 
 
 def test_a_calibration_round_trips_through_its_file(tmp_path):
-    original = calibration({"act relu": T.ClassModel((1e-6, 0.0, 2e-10), {"k": 3e-6}, 0.05)})
+    original = calibration({"act relu": T.ClassModel((1e-6, 0.0, 2e-10, 0.0), {"k": 3e-6}, 0.05)})
     original.save(tmp_path / "c.json")
     assert T.load_calibration(tmp_path / "c.json") == original
 
@@ -85,7 +85,7 @@ def test_a_calibration_round_trips_through_its_file(tmp_path):
     ("{not json", "SK570", "is not a calibration file"),
     ("[1, 2]", "SK570", "no format version"),
     ('{"version": 99}', "SK571", "format 99"),
-    ('{"version": 1, "device": {}}', "SK570", "damaged calibration file"),
+    ('{"version": 2, "device": {}}', "SK570", "damaged calibration file"),
 ])
 def test_a_broken_calibration_file_is_refused(tmp_path, text, code, words):
     path = tmp_path / "c.json"

@@ -56,11 +56,11 @@ def test_spread_runs_from_the_least_work_to_the_most():
 
 
 def test_the_fit_is_a_non_negative_line_through_its_samples():
-    samples = [(m, e, 1e-6 + 2e-11 * m + 3e-10 * e) for m, e in
-               ((0, 10), (1e6, 100), (1e8, 5e4), (3e7, 1e3))]
+    samples = [(m, e, w, 1e-6 + 2e-11 * m + 3e-10 * e + 4e-9 * w) for m, e, w in
+               ((0, 10, 0), (1e6, 100, 5e3), (1e8, 5e4, 1e4), (3e7, 1e3, 3e5), (5e5, 7e3, 40))]
     line, error = C.fit(samples)
-    assert line == pytest.approx((1e-6, 2e-11, 3e-10), rel=1e-6) and error < 1e-9
-    line, _ = C.fit([(1.0, 1.0, 5.0), (2.0, 2.0, 1.0)])  # falling with work: no negative slope
+    assert line == pytest.approx((1e-6, 2e-11, 3e-10, 4e-9), rel=1e-6) and error < 1e-9
+    line, _ = C.fit([(1.0, 1.0, 1.0, 5.0), (2.0, 2.0, 2.0, 1.0)])  # falls with work: no negative
     assert min(line) >= 0
 
 
