@@ -148,6 +148,9 @@ def _writable(out: Path) -> None:
     yet); the cache folder is made."""
     from ..base import files
 
+    if str(out) == "-":  # '-' is stdout elsewhere; a calibration is a file to read back
+        raise CliError("--out -: a calibration is a file", code="SK574",
+                       hint="name one, such as --out calibration.json")
     if out.is_dir():
         raise CliError(f"--out '{out}' is a folder: name the calibration file", code="SK574",
                        hint=f"such as --out {out / 'calibration.json'}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..base.errors import CliError
 from .arguments import add_spec_argument, load_spec
 
 _OUTPUT = ("the output loads with model.load_state_dict(torch.load(OUT, weights_only=True)), or "
@@ -88,6 +89,9 @@ def _prepared(args: argparse.Namespace):
     from ..nn.weights import load_rules
     from .train import _integer  # the train command's whole-number flags: --classes alike
 
+    if args.output == "-":  # what '-' means elsewhere (stdout) is no place for binary tensors
+        raise CliError("OUT '-': a state dict is a file, not text for stdout", code="SK526",
+                       hint="name a file, such as weights.pt or weights.safetensors")
     families = tuple(load_rules(path) for path in args.rules)
     spec = load_spec(args, num_classes=_integer(args.classes, "--classes", 1))
     return families, spec

@@ -79,3 +79,9 @@ def test_calibrate_refuses_settings_out_of_reach(flags, words, capsys):
     assert main(["latency", "calibrate", *flags]) == 2
     err = capsys.readouterr().err
     assert "error SK573" in err and words in err
+
+
+def test_out_dash_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["latency", "calibrate", "--out", "-"]) == 2
+    assert "error SK574" in capsys.readouterr().err and not (tmp_path / "-").exists()

@@ -189,3 +189,14 @@ def test_no_family_exports_a_spec_of_other_names(capsys, tmp_path):
     assert raised.value.code == "SK523"
     assert "no rule exports any of their keys" in raised.value.message
     assert "stage1.unit1.conv.weight" in raised.value.message
+
+
+@pytest.mark.parametrize("action", [["convert", "--from", "timm"], ["export", "--to", "timm"]])
+def test_out_dash_is_refused_not_a_file_named_dash(action, tmp_path, monkeypatch, capsys):
+    """Found by the CLI fuzzer (seed 207): OUT '-' wrote a file called '-'."""
+    from skdsl.commands import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["weights", *action, spec_path("resnext50_32x4d"), "in.pt", "-"]) == 2
+    assert "error SK526: OUT '-'" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()
