@@ -15,8 +15,8 @@ A node is predicted, in this order, by
 
 and a network adds to each node the time to stream its weights from memory (alone, an op's
 weights sat in cache; `stream_bandwidth`, measured on a buffer larger than any cache), scales
-it by `in_network` (ops run slower among others than alone) and adds the compiled network's own
-dispatch: `per_node` for each node, `per_layer` for each layer (its container module's call).
+it by `in_network` (ops run slower among others than alone) and adds `per_node` (the compiled
+network's own dispatch of each node).
 Every number is for the device, thread count, batch, dtype and torch version the calibration
 names; `check_device` refuses another (SK572) unless told to go on.
 
@@ -45,7 +45,7 @@ __all__ = ["LatencyError", "Device", "ClassModel", "Calibration", "NodeTime", "P
 
 declare_settings("calibration")
 
-FORMAT_VERSION = 3  # 2: a class's line has a weights term; 3: per_layer
+FORMAT_VERSION = 2  # 2: a class's line has a weights term
 MAX_CALIBRATION_BYTES = 16_000_000  # 50 classes × 64 shapes: a few hundred kB
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -97,7 +97,6 @@ class Calibration:
     per_node: float         # seconds the compiled network adds per node it runs
     in_network: float = 1.0  # an op's time in a network over its time alone (colder caches)
     stream_bandwidth: float = 0.0  # bytes per second from memory: weights are read cold
-    per_layer: float = 0.0  # seconds the compiled network adds per layer (its container's call)
     created: str = ""
     version: int = FORMAT_VERSION
 
@@ -144,8 +143,7 @@ def load_calibration(path: str | Path) -> Calibration:
         return Calibration(Device(**data["device"]), classes, float(data["peak_mult_adds"]),
                            float(data["bandwidth"]), float(data["dispatch"]),
                            float(data["per_node"]), float(data["in_network"]),
-                           float(data["stream_bandwidth"]), float(data["per_layer"]),
-                           str(data.get("created", "")))
+                           float(data["stream_bandwidth"]), str(data.get("created", "")))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise LatencyError(f"'{path}' is a damaged calibration file: {type(error).__name__} "
                            f"{error}", code="SK570", hint="calibrate again") from None
@@ -268,8 +266,6 @@ def predict(spec_or_graph, calibration: Calibration, input_shape=None) -> Predic
             fallbacks[node_class(node)] = None
         seconds = (own.seconds + _cold_weights(node, calibration)) * calibration.in_network \
             + calibration.per_node
-        if node.layer not in layers:  # the first node of a layer carries its container's call
-            seconds += calibration.per_layer
         times[name] = NodeTime(seconds, own.how)
         for table, key in ((layers, node.layer), (blocks, node.block), (stages, node.stage)):
             if key:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import statistics
 import time
-from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -30,21 +29,8 @@ from ..base.machine import cpu_name
 from .compiler import compile as compile_network
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-REFERENCE = "sknet_tiny"  # with TINY_SHUFFLENET, the networks that measure the dispatch
+REFERENCE = "sknet_tiny"  # the network that measures the per-node dispatch
 REFERENCE_SIZES = (32, 64, 128, 224)
-TINY_SHUFFLENET = """\
-use "std/shufflenetv2.sk"
-
-network shuffle_reference:
-    input 3x64x64
-    classes 10
-    stage conv1: conv 3x3, 16, stride 2
-    stage units: shufflenet_unit(32, stride=2) x3
-    stage more: shufflenet_unit(64, stride=2) x3
-    stage head:
-        gap
-        fc classes
-"""
 
 
 def current_device(kind: str = "cpu", threads: int = 1, batch: int = 1,
@@ -113,14 +99,12 @@ def _where(device: T.Device) -> tuple[str, torch.dtype]:
     return ("cuda" if device.kind == "cuda" else "cpu"), DTYPES[device.dtype]
 
 
-def fit(samples: list[tuple[float, ...]],
-        constant: bool = True) -> tuple[tuple[float, ...], float]:
+def fit(samples: list[tuple[float, ...]]) -> tuple[tuple[float, ...], float]:
     """The non-negative line time = a + b·mult_adds + c·elements + d·weights through
-    (mult_adds, elements, weights, seconds) samples (any number of terms: the last item of a
-    sample is its time), least squares on relative error (each sample weighed by 1/time, so
-    that small ops count as much as large ones), and its median relative error on them.
-    Without `constant`, no a."""
-    features = [((1.0,) if constant else ()) + tuple(work) for *work, _ in samples]
+    (mult_adds, elements, weights, seconds) samples, least squares on relative error (each
+    sample weighed by 1/time, so that small ops count as much as large ones), and its median
+    relative error on them."""
+    features = [(1.0, *work) for *work, _ in samples]
     active = [index for index in range(len(features[0])) if any(row[index] for row in features)]
     while True:
         coefficients = _least_squares(features, [s for *_, s in samples], active)
@@ -170,38 +154,31 @@ def calibrate(device: T.Device, per_class: int = 12,
     itemsize = T.BYTES[device.dtype]
     bandwidth = max(e * itemsize / s for op, _, e, _, s in samples_all
                     if op in ("add", "act", "batchnorm"))
-    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     partial = T.Calibration(device, classes, peak, bandwidth,
-                            dispatch=min(s for *_, s in samples_all), per_node=0.0,
-                            stream_bandwidth=stream_bandwidth(device), created=created)
+                            min(s for *_, s in samples_all), 0.0, 1.0,
+                            stream_bandwidth(device),
+                            datetime.datetime.now(datetime.timezone.utc).isoformat(
+                                timespec="seconds"))
     return _with_dispatch(partial)
 
 
 def _with_dispatch(calibration: T.Calibration) -> T.Calibration:
-    """The calibration with `in_network`, `per_node` and `per_layer`, fitted to the reference
-    networks at several input sizes (the same nodes and layers at each: at 32×32 dispatch
-    dominates, at 224×224 the ops): measured ≈ in_network · (the ops' times) + per_node · nodes
-    + per_layer · layers, non-negative least squares on the relative error."""
-    samples = []
-    for spec, sizes in _references():
-        for size in sizes:
-            shape = (spec.input[0], size, size)
-            predicted = T.predict(lower_table(spec, shape), calibration)  # the ops alone
-            layers = len(predicted.layers)
-            samples.append((predicted.total, float(len(predicted.nodes)), float(layers),
-                            time_network(spec, calibration.device, shape, stages=False)["total"]))
-    (factor, per_node, per_layer), _ = fit(samples, constant=False)
-    return replace(calibration, in_network=max(0.5, factor), per_node=per_node,
-                   per_layer=per_layer)
-
-
-def _references() -> list[tuple[object, tuple[int, ...]]]:
-    """sknet_tiny (an SKNet: SK units, bottlenecks) and a tiny ShuffleNetV2 (many small ops:
-    splits, shuffles, depthwise convs), neither of them a network the accuracy is checked on."""
-    from ..lang.loading import parse
-
-    shuffle = parse(TINY_SHUFFLENET, file="<calibration reference>")
-    return [(zoo.load(REFERENCE), REFERENCE_SIZES), (shuffle, REFERENCE_SIZES)]
+    """The calibration with `in_network` and `per_node`, fitted to the reference network at
+    several input sizes (the same nodes; at 32×32 dispatch dominates, at 224×224 the ops):
+    measured ≈ in_network · (its ops' times) + per_node · nodes, least squares."""
+    spec = zoo.load(REFERENCE)
+    rows, measured = [], []
+    for size in REFERENCE_SIZES:
+        shape = (spec.input[0], size, size)
+        predicted = T.predict(lower_table(spec, shape), calibration)  # in_network 1, per_node 0
+        rows.append((predicted.total, float(len(predicted.nodes))))
+        measured.append(time_network(spec, calibration.device, shape)["total"])
+    matrix = torch.tensor(rows, dtype=torch.float64) / torch.tensor(measured)[:, None]
+    factor, per_node = torch.linalg.lstsq(matrix, torch.ones(len(rows), 1, dtype=torch.float64)
+                                          ).solution.flatten().tolist()
+    return T.Calibration(calibration.device, calibration.classes, calibration.peak_mult_adds,
+                         calibration.bandwidth, calibration.dispatch, max(0.0, per_node),
+                         max(0.5, factor), calibration.stream_bandwidth, calibration.created)
 
 
 def stream_bandwidth(device: T.Device, megabytes: int = 256) -> float:

@@ -85,7 +85,7 @@ def test_a_calibration_round_trips_through_its_file(tmp_path):
     ("{not json", "SK570", "is not a calibration file"),
     ("[1, 2]", "SK570", "no format version"),
     ('{"version": 99}', "SK571", "format 99"),
-    ('{"version": 3, "device": {}}', "SK570", "damaged calibration file"),
+    ('{"version": 2, "device": {}}', "SK570", "damaged calibration file"),
 ])
 def test_a_broken_calibration_file_is_refused(tmp_path, text, code, words):
     path = tmp_path / "c.json"
